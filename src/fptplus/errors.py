@@ -1,0 +1,13 @@
+"""Exceptions that speak to the user: each names the offending thing and the fix."""
+
+
+class FPTPlusError(Exception):
+    """Base class of every error fptplus raises on purpose (the CLI prints these without a traceback)."""
+
+
+class ConfigError(FPTPlusError, ValueError):
+    """An impossible or inconsistent setting."""
+
+
+class WeightsError(FPTPlusError, RuntimeError):
+    """Pretrained weights that cannot be obtained or do not fit the model."""

@@ -1,0 +1,106 @@
+"""Token importance from self-attention, computed in query chunks, and top-k token selection.
+
+The importance of key token j for head h is the attention that the queries pay to it (paper §3.5):
+
+    mean mode:  s[b, h, j] = 1/N · Σ_i softmax_j(q_i · k_j · scale)   (every query, CLS and self included)
+    cls mode:   s[b, h, j] = softmax_j(q_0 · k_j · scale)             (the CLS row only)
+
+The mean mode never materialises the (B, H, N, N) map: queries are processed `chunk` at a time, so the
+peak extra memory is one (B, H, chunk, N) block of scores.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .errors import ConfigError
+
+ImportanceMode = Literal["mean", "cls"]
+IMPORTANCE_MODES: tuple[str, ...] = ("mean", "cls")
+
+# Default size of one (B, H, chunk, N) fp32 score block when no chunk size is given.
+DEFAULT_CHUNK_BYTES = 64 * 2**20
+
+
+def auto_chunk_size(batch: int, heads: int, num_tokens: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Number of query rows per chunk so that one fp32 score block stays within `budget_bytes`."""
+    per_row = batch * heads * num_tokens * 4
+    return max(1, min(num_tokens, budget_bytes // max(per_row, 1)))
+
+
+def token_importance(
+    q: Tensor,
+    k: Tensor,
+    scale: float | None = None,
+    mode: ImportanceMode = "mean",
+    chunk_size: int | None = None,
+) -> Tensor:
+    """Per-head importance of every key token.
+
+    Args:
+        q: queries (after any q normalisation), (B, H, N, d).
+        k: keys (after any k normalisation), (B, H, N, d).
+        scale: attention scale; defaults to d ** -0.5 (what timm's Attention uses).
+        mode: "mean" (mean attention received over all queries) or "cls" (attention from the CLS query).
+        chunk_size: query rows per chunk in "mean" mode; None picks one from a 64 MiB budget.
+
+    Returns:
+        fp32 scores (B, H, N); each (b, h) row sums to 1.
+    """
+    if mode not in IMPORTANCE_MODES:
+        raise ConfigError(f"importance mode must be one of {IMPORTANCE_MODES}, got {mode!r}")
+    B, H, N, d = q.shape
+    scale = d**-0.5 if scale is None else scale
+    k_t = k.float().transpose(-2, -1)  # (B, H, d, N)
+    if mode == "cls":
+        logits = (q[:, :, :1].float() * scale) @ k_t  # (B, H, 1, N)
+        return logits.softmax(dim=-1)[:, :, 0]  # (B, H, N)
+
+    chunk = auto_chunk_size(B, H, N) if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise ConfigError(f"importance chunk size must be >= 1, got {chunk_size}")
+    scores = q.new_zeros((B, H, 1, N), dtype=torch.float32)
+    for start in range(0, N, chunk):
+        qc = q[:, :, start : start + chunk].float() * scale  # (B, H, c, d)
+        block = qc @ k_t  # (B, H, c, N): the only large buffer
+        block -= block.amax(dim=-1, keepdim=True)
+        block.exp_()
+        inv_den = block.sum(dim=-1, keepdim=True).reciprocal_()  # (B, H, c, 1)
+        # Σ_i softmax(row i) = (1/den)ᵀ @ exp-block, without a second (B, H, c, N) buffer.
+        scores += inv_den.transpose(-2, -1) @ block  # (B, H, 1, N)
+        del block
+    return scores[:, :, 0] / N  # (B, H, N)
+
+
+def num_selected_tokens(num_tokens: int, ratio: float) -> int:
+    """⌊ratio · N⌋, the number of tokens kept per head; refuses ratios that keep nothing."""
+    if not 0.0 < ratio <= 1.0:
+        raise ConfigError(f"token_ratio must be in (0, 1], got {ratio}")
+    k = int(ratio * num_tokens + 1e-9) if ratio < 1.0 else num_tokens
+    if k < 1:
+        raise ConfigError(
+            f"token_ratio {ratio} keeps no token out of {num_tokens}; use a ratio >= {1 / num_tokens:.4g}"
+        )
+    return k
+
+
+def select_top_tokens(scores: Tensor, k: int) -> Tensor:
+    """Indices of the k highest-scoring tokens per head, best first.
+
+    Args:
+        scores: (B, H, N).
+        k: tokens to keep, 1 <= k <= N.
+
+    Returns:
+        int64 indices (B, H, k), distinct within each (b, h).
+    """
+    return scores.topk(k, dim=-1, largest=True, sorted=True).indices  # (B, H, k)
+
+
+def gather_tokens(x: Tensor, indices: Tensor) -> Tensor:
+    """Picks tokens per head: x (B, H, N, d), indices (B, H, k) -> (B, H, k, d)."""
+    d = x.shape[-1]
+    return x.gather(2, indices.unsqueeze(-1).expand(*indices.shape, d))  # (B, H, k, d)

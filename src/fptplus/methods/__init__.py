@@ -1,0 +1,56 @@
+"""One registry of transfer-learning methods: `get_method("fpt_plus")`, `available_methods()`.
+
+A method is a config factory plus a builder; adding a method is adding a module that calls `register`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Method:
+    """A registered method.
+
+    Attributes:
+        name: registry key (`--method NAME`).
+        summary: one line for `--help`.
+        config_cls: the method's typed config dataclass.
+        make_config: (**overrides) -> a config with the method's defaults.
+        build: (config, with_lpm=..., device=..., **timm_overrides) -> model with a `param_count()` method.
+    """
+
+    name: str
+    summary: str
+    config_cls: type
+    make_config: Callable[..., Any]
+    build: Callable[..., nn.Module]
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    if method.name in _REGISTRY:
+        raise ValueError(f"method {method.name!r} is already registered")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def get_method(name: str) -> Method:
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+    return _REGISTRY[name]
+
+
+def available_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+from . import fpt as _fpt  # noqa: E402,F401  (registers fpt_plus and fpt)

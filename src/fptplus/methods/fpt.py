@@ -1,0 +1,25 @@
+"""FPT+ and FPT: two configurations of one model (`fptplus.model`)."""
+
+from __future__ import annotations
+
+from ..model import FPTConfig, build_fpt
+from . import Method, register
+
+register(
+    Method(
+        "fpt_plus",
+        "FPT+: side ViT + fine-grained prompts over the frozen LPM's selected K/V",
+        FPTConfig,
+        FPTConfig.fpt_plus,
+        build_fpt,
+    )
+)
+register(
+    Method(
+        "fpt",
+        "FPT: all LPM layers fused, D/k prompts with an in-projector, 224 px side input",
+        FPTConfig,
+        FPTConfig.fpt,
+        build_fpt,
+    )
+)

@@ -1,0 +1,130 @@
+"""FrozenLPM: captured K/V vs K/V recomputed from the blocks' own qkv weights; selection; early stop; freezing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fptplus.backbone import FrozenLPM, resolve_layers
+from fptplus.errors import ConfigError
+from fptplus.importance import num_selected_tokens
+from fptplus.weights import create_vit
+
+from conftest import TINY, images
+
+
+def tiny_vit(name="vit_base_patch16_224", img=64, **kw):
+    torch.manual_seed(0)
+    vit = create_vit(name, img, **{**TINY, "depth": 3, **kw})
+    with torch.no_grad():  # non-trivial norms so "after q/k normalisation" matters
+        for p in vit.parameters():
+            if p.ndim == 1:
+                p.add_(torch.randn_like(p) * 0.3)
+    return vit
+
+
+def reference_qkv(vit, x, layer):
+    """Per-head q, k, v of block `layer`, computed by hand from the block's weights: (B, H, N, d) each."""
+    h = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))
+    for blk in vit.blocks[:layer]:
+        h = blk(h)
+    blk = vit.blocks[layer]
+    attn = blk.attn
+    y = blk.norm1(h)
+    qkv = F.linear(y, attn.qkv.weight, attn.qkv.bias)  # (B, N, 3D)
+    B, N, _ = qkv.shape
+    q, k, v = (t.reshape(B, N, attn.num_heads, attn.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=-1))
+    if isinstance(attn.k_norm, torch.nn.LayerNorm):
+        q = F.layer_norm(q, (attn.head_dim,), attn.q_norm.weight, attn.q_norm.bias, attn.q_norm.eps)
+        k = F.layer_norm(k, (attn.head_dim,), attn.k_norm.weight, attn.k_norm.bias, attn.k_norm.eps)
+    return q, k, v
+
+
+def dense_scores(q, k, mode="mean"):
+    attn = ((q.double() @ k.double().transpose(-2, -1)) * q.shape[-1] ** -0.5).softmax(-1)
+    return attn.mean(-2) if mode == "mean" else attn[:, :, 0]
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_full_kv_capture_equals_recomputation(qk_norm):
+    vit = tiny_vit(qk_norm=qk_norm)
+    lpm = FrozenLPM(vit, "vit_base_patch16_224", layers=[0, 2], token_ratio=1.0)
+    x = images(2, 64)
+    feats = lpm(x)
+    N = 17
+    assert feats.keys.shape == (2, 2, 4, N, 8) and feats.indices.shape == (2, 2, 4, N)
+    with torch.no_grad():
+        for j, layer in enumerate([0, 2]):
+            _, k, v = reference_qkv(vit, x, layer)
+            torch.testing.assert_close(feats.keys[:, j], k, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(feats.values[:, j], v, atol=1e-5, rtol=1e-5)
+            assert torch.equal(feats.indices[:, j], torch.arange(N).expand(2, 4, N))
+
+
+@pytest.mark.parametrize("mode", ["mean", "cls"])
+@pytest.mark.parametrize("chunk", [3, 17, 100])
+def test_selection_is_topk_of_dense_importance(mode, chunk):
+    vit = tiny_vit(qk_norm=True)
+    lpm = FrozenLPM(vit, "vit_base_patch16_224", layers=2, token_ratio=0.3, importance=mode, chunk_size=chunk)
+    x = images(3, 64, seed=1)
+    feats = lpm(x)
+    k_sel = num_selected_tokens(17, 0.3)
+    assert k_sel == 5 and lpm.num_selected == 5
+    assert feats.indices.shape == (3, 2, 4, 5)
+    with torch.no_grad():
+        for j, layer in enumerate([1, 2]):
+            q, k, v = reference_qkv(vit, x, layer)
+            scores = dense_scores(q, k, mode)  # (B, H, N)
+            for b in range(3):
+                for h in range(4):
+                    idx = feats.indices[b, j, h]
+                    assert len(set(idx.tolist())) == 5
+                    others = torch.ones(17, dtype=torch.bool)
+                    others[idx] = False
+                    assert scores[b, h, idx].min() >= scores[b, h, others].max() - 1e-7
+                    torch.testing.assert_close(feats.keys[b, j, h], k[b, h, idx], atol=1e-5, rtol=1e-5)
+                    torch.testing.assert_close(feats.values[b, j, h], v[b, h, idx], atol=1e-5, rtol=1e-5)
+
+
+def test_stops_after_deepest_fused_layer():
+    vit = tiny_vit()
+    calls = []
+    for i, blk in enumerate(vit.blocks):
+        blk.register_forward_hook(lambda *a, i=i: calls.append(i))
+    lpm = FrozenLPM(vit, "vit_base_patch16_224", layers=[0, 1], token_ratio=0.5)
+    lpm(images(1, 64))
+    assert calls == [0, 1]
+
+
+def test_frozen_eval_and_hooks_inactive_outside_forward():
+    vit = tiny_vit()
+    lpm = FrozenLPM(vit, "vit_base_patch16_224", layers=1, token_ratio=0.5)
+    assert not any(p.requires_grad for p in lpm.parameters())
+    lpm.train()
+    assert not lpm.training and not vit.training
+    with torch.no_grad():
+        vit(images(1, 64))  # plain timm forward: hooks must not stash anything
+    assert not lpm._stash and not lpm._selected
+
+
+def test_fused_attention_kept():
+    vit = tiny_vit()
+    FrozenLPM(vit, "vit_base_patch16_224", layers=2)
+    assert all(blk.attn.fused_attn for blk in vit.blocks)
+
+
+def test_input_size_checked():
+    lpm = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=1)
+    with pytest.raises(ConfigError, match="built for"):
+        lpm(images(1, 48))
+
+
+def test_resolve_layers():
+    assert resolve_layers(6, 12) == (6, 7, 8, 9, 10, 11)
+    assert resolve_layers("all", 3) == (0, 1, 2)
+    assert resolve_layers([-1, 0], 4) == (0, 3)
+    assert resolve_layers(0, 12) == ()
+    for bad in (13, [12], [1, 1], "top"):
+        with pytest.raises(ConfigError):
+            resolve_layers(bad, 12)
