@@ -123,7 +123,7 @@ class FrozenLPM(nn.Module):
         layers: fused block indices (0-based) or an int n for the top n blocks.
         token_ratio: m, the fraction of tokens kept per head (1.0 keeps all, in natural order).
         importance: "mean" (mean attention received from all queries) or "cls" (CLS-row attention).
-        chunk_size: query rows per importance chunk; None sizes chunks from a 64 MiB budget.
+        chunk_size: query rows per importance chunk; None sizes chunks from a 16 MiB budget.
     """
 
     def __init__(

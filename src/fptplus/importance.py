@@ -22,7 +22,7 @@ ImportanceMode = Literal["mean", "cls"]
 IMPORTANCE_MODES: tuple[str, ...] = ("mean", "cls")
 
 # Default size of one (B, H, chunk, N) fp32 score block when no chunk size is given.
-DEFAULT_CHUNK_BYTES = 64 * 2**20
+DEFAULT_CHUNK_BYTES = 16 * 2**20
 
 
 def auto_chunk_size(batch: int, heads: int, num_tokens: int, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
@@ -45,7 +45,7 @@ def token_importance(
         k: keys (after any k normalisation), (B, H, N, d).
         scale: attention scale; defaults to d ** -0.5 (what timm's Attention uses).
         mode: "mean" (mean attention received over all queries) or "cls" (attention from the CLS query).
-        chunk_size: query rows per chunk in "mean" mode; None picks one from a 64 MiB budget.
+        chunk_size: query rows per chunk in "mean" mode; None picks one from a 16 MiB budget.
 
     Returns:
         fp32 scores (B, H, N); each (b, h) row sums to 1.

@@ -50,7 +50,7 @@ class FPTConfig:
         fusion_dropout: dropout on fused prompts.
         token_ratio: m, fraction of LPM tokens kept per head (1.0 = no selection).
         importance: "mean" (mean attention received) or "cls" (CLS-row attention).
-        importance_chunk: query rows per chunk of the importance computation (None = from a 64 MiB budget).
+        importance_chunk: query rows per chunk of the importance computation (None = from a 16 MiB budget).
         num_classes: classifier outputs.
         mlp_ratio: side MLP ratio.
     """
