@@ -11,7 +11,7 @@ from fptplus.model import FPTConfig, build_fpt
 
 # timm kwargs that shrink a named ViT to a tiny one (same class, same code path).
 TINY = dict(depth=2, embed_dim=32, num_heads=4)
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"  # ../shared next to the checkout
 DINOV2_FILE = SHARED / "weights" / "dinov2_vits14.safetensors"
 
 
@@ -25,13 +25,14 @@ def tiny_config(**overrides) -> FPTConfig:
         reduction=2,
         num_prompts=4,
         num_classes=3,
+        backbone_kwargs=dict(TINY),
     )
     return FPTConfig(**{**base, **overrides})
 
 
 def build_tiny(cfg: FPTConfig | None = None, with_lpm: bool = True, **lpm_overrides):
     torch.manual_seed(0)
-    return build_fpt(cfg or tiny_config(), with_lpm=with_lpm, **{**TINY, **lpm_overrides})
+    return build_fpt(cfg or tiny_config(), with_lpm=with_lpm, **lpm_overrides)
 
 
 @pytest.fixture

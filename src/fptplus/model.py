@@ -36,6 +36,7 @@ class FPTConfig:
 
     Attributes:
         backbone: timm name of the LPM.
+        backbone_kwargs: extra timm kwargs for the LPM (e.g. {"depth": 2, "embed_dim": 32} for a tiny test ViT).
         weights: LPM weights: None (random init), "hub", or a local .safetensors / weights-only torch file.
         img_size: LPM (high) input resolution, int or (H, W), a multiple of the patch size.
         side_img_size: side network (low) input resolution.
@@ -56,6 +57,7 @@ class FPTConfig:
     """
 
     backbone: str = "vit_base_patch16_224"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     img_size: Size = 512
     side_img_size: Size = 128
@@ -226,8 +228,9 @@ def build_fpt(
         with_lpm: attach the frozen LPM (with cfg.weights) so the model runs from images; False builds only
             the trainable part (for training from the feature store, or parameter accounting).
         device: device for all parameters ("meta" for shape-only accounting).
-        **lpm_overrides: timm kwargs for the LPM (tests shrink depth/width with these).
+        **lpm_overrides: timm kwargs for the LPM on top of cfg.backbone_kwargs.
     """
+    lpm_overrides = {**cfg.backbone_kwargs, **lpm_overrides}
     spec = LPMSpec.from_vit(cfg.backbone, create_vit(cfg.backbone, cfg.img_size, None, "meta", **lpm_overrides))
     plan = FusionPlan.resolve(cfg, spec.depth)
     num_selected_tokens(spec.num_tokens, cfg.token_ratio)  # refuses ratios that keep no token

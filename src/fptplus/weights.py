@@ -7,6 +7,7 @@ resolution are resampled by timm's own `checkpoint_filter_fn`.
 from __future__ import annotations
 
 import difflib
+import hashlib
 import os
 from pathlib import Path
 
@@ -166,3 +167,25 @@ def load_weights_file(model: VisionTransformer, path: str | os.PathLike, name: s
         model.load_state_dict(state, strict=True, assign=True)
     else:
         model.load_state_dict(state, strict=True)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_identity(name: str, weights: str | os.PathLike | None) -> dict[str, str]:
+    """What identifies the LPM's weights without building it: a file's sha256, the hub id, or random init."""
+    if weights is None:
+        return {"source": "random-init"}
+    if str(weights) == HUB:
+        with torch.device("meta"):
+            cfg = timm.create_model(name, pretrained=False).pretrained_cfg
+        return {"source": "hub", "id": str(cfg.get("hf_hub_id") or f"{cfg.get('architecture')}.{cfg.get('tag')}")}
+    path = Path(weights)
+    if not path.is_file():
+        raise WeightsError(f"weight file {str(path)!r} does not exist (pass an existing file, or weights='hub')")
+    return {"source": "file", "sha256": file_sha256(path)}

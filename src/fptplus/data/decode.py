@@ -1,0 +1,162 @@
+"""Decoding medical images (JPEG, PNG 8/16 bit, TIFF, BMP, DICOM) to one RGB tensor format.
+
+Every decoder returns a (3, H, W) tensor: uint8 for 8-bit sources, float32 in [0, 1] for anything with more
+bits (16-bit PNG/TIFF, DICOM). `torchvision.transforms.v2.ToDtype(float32, scale=True)` maps both to [0, 1].
+
+DICOM: modality LUT (rescale slope/intercept), then the VOI transform (VOI LUT sequence, or the first
+window centre/width with the LINEAR, LINEAR_EXACT or SIGMOID function; min–max over the image when the file
+has none), then MONOCHROME1 inversion. Multi-frame files use their first frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import FPTPlusError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
+DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
+Image.MAX_IMAGE_PIXELS = 40_000 * 40_000  # whole-slide-sized scans are legitimate, decompression bombs are not
+
+
+class DecodeError(FPTPlusError):
+    """One or more image files could not be decoded."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """image: (3, H, W) uint8 or float32 in [0, 1]; sha256 and nbytes of the file as read."""
+
+    image: torch.Tensor
+    sha256: str
+    nbytes: int
+
+
+def is_dicom(data: bytes, suffix: str) -> bool:
+    return suffix.lower() in DICOM_EXTENSIONS or data[128:132] == b"DICM"
+
+
+def load_image_file(path: str | Path) -> DecodedImage:
+    """Reads a file once, hashes its bytes and decodes them. Raises DecodeError naming the file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DecodeError(f"{path}: cannot read ({err.strerror or err})") from err
+    return DecodedImage(decode_bytes(data, path.suffix, str(path)), hashlib.sha256(data).hexdigest(), len(data))
+
+
+def decode_bytes(data: bytes, suffix: str, name: str) -> torch.Tensor:
+    """Decodes an encoded image to (3, H, W) uint8 or float32 [0, 1]."""
+    if not data:
+        raise DecodeError(f"{name}: empty file")
+    try:
+        array = _decode_dicom(data) if is_dicom(data, suffix) else _decode_pil(data)
+    except DecodeError as err:
+        raise DecodeError(f"{name}: {err}") from err
+    except Exception as err:  # decoders raise many types for corrupt data
+        raise DecodeError(f"{name}: not a readable image ({type(err).__name__}: {err})") from err
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3 or min(array.shape[:2]) < 1:
+        raise DecodeError(f"{name}: unexpected decoded shape {array.shape}")
+    if array.dtype != np.uint8:
+        array = array.astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            raise DecodeError(f"{name}: image contains NaN or infinite values")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (3, H, W)
+
+
+def _decode_pil(data: bytes) -> np.ndarray:
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()  # decode now: truncated or corrupt data fails here, not later
+    except UnidentifiedImageError as err:
+        raise DecodeError("not an image file (format not recognised)") from err
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _scale_high_bit(np.asarray(img))
+    if img.mode in ("LA", "La"):
+        img = img.convert("L")
+    if img.mode not in ("L", "RGB"):
+        img = img.convert("RGB")  # palette, RGBA (alpha dropped), CMYK, YCbCr, 1-bit
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _scale_high_bit(array: np.ndarray) -> np.ndarray:
+    """16-bit integers -> [0, 1] by the type's range; 32-bit ints/floats -> min–max."""
+    if array.dtype == np.uint16 or (array.dtype.kind in "iu" and array.min() >= 0 and array.max() <= 65535):
+        return array.astype(np.float32) / 65535.0
+    return _minmax(array.astype(np.float32))
+
+
+def _minmax(array: np.ndarray) -> np.ndarray:
+    lo, hi = float(array.min()), float(array.max())
+    return np.zeros_like(array, dtype=np.float32) if hi <= lo else ((array - lo) / (hi - lo)).astype(np.float32)
+
+
+def _decode_dicom(data: bytes) -> np.ndarray:
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data))
+    except pydicom.errors.InvalidDicomError:
+        ds = pydicom.dcmread(io.BytesIO(data), force=True)
+    if "PixelData" not in ds:
+        raise DecodeError("DICOM file has no pixel data")
+    try:
+        pixels = ds.pixel_array
+    except Exception as err:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", syntax)
+        raise DecodeError(
+            f"cannot decode DICOM pixel data (transfer syntax {name}): {err}. Compressed DICOM may need "
+            "extra decoders: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
+        ) from err
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        pixels = pixels[0]
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    if not photometric.startswith("MONOCHROME"):  # colour: pydicom already returns RGB
+        if pixels.dtype == np.uint8:
+            return pixels
+        return pixels.astype(np.float32) / float(2 ** int(ds.get("BitsStored", 16)) - 1)
+    values = np.asarray(apply_modality_lut(pixels, ds), dtype=np.float64)
+    if "VOILUTSequence" in ds:
+        lut_bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        out = np.asarray(apply_voi_lut(np.rint(values).astype(np.int64), ds, prefer_lut=True), np.float64)
+        out = np.clip(out / float(2**lut_bits - 1), 0.0, 1.0)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        out = _window(values, _first(ds.WindowCenter), _first(ds.WindowWidth), ds.get("VOILUTFunction", "LINEAR"))
+    else:
+        out = _minmax(values)
+    if photometric == "MONOCHROME1":
+        out = 1.0 - out
+    return out.astype(np.float32)
+
+
+def _first(value) -> float:
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def _window(x: np.ndarray, center: float, width: float, function: str) -> np.ndarray:
+    """DICOM PS3.3 C.11.2.1.2 VOI windowing, output scaled to [0, 1]."""
+    function = str(function).upper()
+    if function == "SIGMOID":
+        return 1.0 / (1.0 + np.exp(-4.0 * (x - center) / width))
+    if function == "LINEAR_EXACT":
+        return np.clip((x - center) / width + 0.5, 0.0, 1.0)
+    width = max(width, 1.0)
+    if width == 1.0:
+        return (x > center - 0.5).astype(np.float64)
+    return np.clip((x - (center - 0.5)) / (width - 1.0) + 0.5, 0.0, 1.0)

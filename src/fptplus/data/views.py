@@ -1,0 +1,111 @@
+"""Asymmetric views (paper §3.3, §3.6) with torchvision transforms v2.
+
+    decoded image (3, h, w), uint8 or float [0, 1]
+      └─ resize to the LPM resolution ─► `hr`  ─ normalise (backbone mean/std) ─► LPM view   (never augmented)
+             └─ resize to `side_source_size`, round to uint8 ─► side source   (what the feature store keeps)
+                   ├─ train: RandomResizedCrop(scale .8–1, ratio .7–1.3) → h-flip → colour jitter (.2, .2)
+                   └─ eval:  resize                                               ─► normalise ─► side view
+
+The side view is always made from the side source, online or from the store, so both modes see the same
+pixels. Augmentation draws from a per-sample seed (run seed, epoch, sample index) when one is given, which
+makes it independent of worker processes and exactly reproducible after a resume.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torchvision.transforms import InterpolationMode, v2
+
+from .._utils import Size, to_hw
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """Sizes and normalisation of the two views.
+
+    Attributes:
+        lpm_size: LPM (high) resolution.
+        side_size: side network (low) resolution.
+        side_source_size: resolution of the stored image the side view is cut from (default: twice the side
+            size, capped at the LPM size).
+        mean, std: the backbone's normalisation.
+    """
+
+    lpm_size: Size
+    side_size: Size
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    side_source_size: Size | None = None
+
+    @property
+    def lpm_hw(self) -> tuple[int, int]:
+        return to_hw(self.lpm_size, "LPM size")
+
+    @property
+    def side_hw(self) -> tuple[int, int]:
+        return to_hw(self.side_size, "side size")
+
+    @property
+    def source_hw(self) -> tuple[int, int]:
+        if self.side_source_size is not None:
+            return to_hw(self.side_source_size, "side source size")
+        return tuple(min(2 * s, h) for s, h in zip(self.side_hw, self.lpm_hw, strict=True))
+
+
+def _resize(img: Tensor, hw: tuple[int, int]) -> Tensor:
+    if tuple(img.shape[-2:]) == hw:
+        return img
+    return v2.functional.resize(img, list(hw), interpolation=InterpolationMode.BILINEAR, antialias=True)
+
+
+def _to_float(img: Tensor) -> Tensor:
+    return v2.functional.to_dtype(img, torch.float32, scale=True)
+
+
+def _to_uint8(img: Tensor) -> Tensor:
+    return img if img.dtype == torch.uint8 else (img.clamp(0, 1) * 255).round_().to(torch.uint8)
+
+
+class Views:
+    """Makes the LPM view, the side source and the side view of decoded images."""
+
+    def __init__(self, cfg: ViewConfig) -> None:
+        self.cfg = cfg
+        self.normalize = v2.Normalize(list(cfg.mean), list(cfg.std))
+        self.augment = v2.Compose(
+            [
+                v2.RandomResizedCrop(list(cfg.side_hw), scale=(0.8, 1.0), ratio=(0.7, 1.3), antialias=True),
+                v2.RandomHorizontalFlip(),
+                v2.ColorJitter(brightness=0.2, contrast=0.2),
+            ]
+        )
+
+    def high_res(self, img: Tensor) -> Tensor:
+        """Decoded (3, h, w) -> `hr` at the LPM resolution, same dtype."""
+        return _resize(img, self.cfg.lpm_hw)
+
+    def lpm_view(self, hr: Tensor) -> Tensor:
+        """`hr` -> normalised float (3, H, W)."""
+        return self.normalize(_to_float(hr))
+
+    def side_source(self, hr: Tensor) -> Tensor:
+        """`hr` -> uint8 (3, s, s), the image the side view is cut from."""
+        return _to_uint8(_resize(hr, self.cfg.source_hw))
+
+    def side_view(self, source: Tensor, train: bool, seed: int | None = None) -> Tensor:
+        """uint8 side source -> normalised float (3, h, w); augmented when `train`."""
+        if not train:
+            return self.normalize(_to_float(_resize(source, self.cfg.side_hw)))
+        if seed is None:
+            return self.normalize(_to_float(self.augment(source)))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.normalize(_to_float(self.augment(source)))
+
+
+def sample_seed(run_seed: int, epoch: int, index: int) -> int:
+    """A distinct, stable augmentation seed per (run, epoch, sample)."""
+    return (run_seed * 1_000_003 + epoch) * 10_000_019 + index

@@ -1,0 +1,163 @@
+"""On-disk format of the feature store: fields, fingerprint, plan and manifest.
+
+A store is a folder:
+
+    plan.json                 what is being built: fingerprint, fields, sample list, shard layout (written first)
+    shard-00000.keys.npy      (n, L, H, k, d) fp16/fp32 keys of the selected tokens
+    shard-00000.values.npy    (n, L, H, k, d) values
+    shard-00000.indices.npy   (n, L, H, k)    int16/int32 token positions (0 = CLS)
+    shard-00000.side.npy      (n, 3, s, s)    uint8 side source image (the side view is cut from it)
+    progress/shard-00000.json rows done so far (only while building)
+    splits.csv                the sample list (path,label,split,group), reloadable as a CSV manifest
+    skipped.csv               files that could not be decoded and were skipped (only with --skip-bad)
+    manifest.json             written last, atomically: the store is complete iff it exists
+
+Every shard file is a plain .npy (memory-mappable, self-describing). The fingerprint records everything
+that changes the stored numbers; a store whose fingerprint or sample list differs from what training
+expects is refused, never reused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..backbone import LPMSpec
+from ..data.sources import Sample
+from ..data.views import ViewConfig
+from ..errors import FPTPlusError
+
+FORMAT_VERSION = 1
+PLAN = "plan.json"
+MANIFEST = "manifest.json"
+PROGRESS = "progress"
+FIELDS = ("keys", "values", "indices", "side")
+DTYPES = ("float16", "float32")
+
+
+class StoreError(FPTPlusError):
+    """A feature store that is missing, incomplete, corrupt, or does not match what is asked of it."""
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One per-sample array: numpy dtype name and per-sample shape."""
+
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.dtype(self.dtype).itemsize * np.prod(self.shape))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "shape": list(self.shape)}
+
+
+def store_fields(spec: LPMSpec, layers: tuple[int, ...], k: int, views: ViewConfig, dtype: str) -> dict[str, FieldSpec]:
+    if dtype not in DTYPES:
+        raise StoreError(f"store dtype must be one of {DTYPES}, got {dtype!r}")
+    L, H, d = len(layers), spec.num_heads, spec.head_dim
+    index_dtype = "int16" if spec.num_tokens <= np.iinfo(np.int16).max else "int32"
+    return {
+        "keys": FieldSpec(dtype, (L, H, k, d)),
+        "values": FieldSpec(dtype, (L, H, k, d)),
+        "indices": FieldSpec(index_dtype, (L, H, k)),
+        "side": FieldSpec("uint8", (3, *views.source_hw)),
+    }
+
+
+def make_fingerprint(
+    spec: LPMSpec,
+    backbone_kwargs: dict[str, Any],
+    weights: dict[str, str],
+    layers: tuple[int, ...],
+    token_ratio: float,
+    k: int,
+    importance: str,
+    views: ViewConfig,
+    dtype: str,
+) -> dict[str, Any]:
+    """Everything that changes the stored numbers."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "backbone": spec.name,
+        "backbone_kwargs": dict(sorted(backbone_kwargs.items())),
+        "weights": weights,
+        "lpm_size": list(spec.img_size),
+        "fused_layers": list(layers),
+        "token_ratio": token_ratio,
+        "num_selected": k,
+        "importance": importance,
+        "mean": list(views.mean),
+        "std": list(views.std),
+        "side_source_size": list(views.source_hw),
+        "resize": "bilinear+antialias",
+        "dtype": dtype,
+    }
+
+
+def sample_records(samples: list[Sample]) -> list[dict[str, Any]]:
+    return [{"path": s.path, "label": s.label, "split": s.split, "group": s.group} for s in samples]
+
+
+def fingerprint_diff(have: dict[str, Any], want: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """Human-readable differences 'key: store X, expected Y'."""
+    keys = sorted((set(have) | set(want)) - set(ignore))
+    return [f"{k}: store has {have.get(k)!r}, expected {want.get(k)!r}" for k in keys if have.get(k) != want.get(k)]
+
+
+def samples_diff(have: list[dict[str, Any]], want: list[dict[str, Any]], limit: int = 5) -> list[str]:
+    """Differences between two sample lists (by path, then label/split)."""
+    key = lambda r: (r["path"], r["label"], r["split"])  # noqa: E731
+    have_set, want_set = {key(r) for r in have}, {key(r) for r in want}
+    out = []
+    missing, extra = sorted(want_set - have_set), sorted(have_set - want_set)
+    if missing:
+        out.append(f"{len(missing)} dataset samples are not in the store, e.g. {[m[0] for m in missing[:limit]]}")
+    if extra:
+        out.append(f"{len(extra)} store samples are not in the dataset, e.g. {[m[0] for m in extra[:limit]]}")
+    if not out and [key(r) for r in have] != [key(r) for r in want]:
+        out.append("same samples in a different order")
+    return out
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Writes JSON to a temp file, fsyncs it and renames it over `path` (readers never see half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise StoreError(f"cannot read {path}: {err}") from err
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}"
+
+
+def shard_file(root: Path, i: int, field: str) -> Path:
+    return root / f"{shard_name(i)}.{field}.npy"

@@ -1,0 +1,199 @@
+"""Reading a complete feature store by sample index (memory maps, no copies), checking and verifying it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.sources import DataIndex
+from ..errors import FPTPlusError
+from ..weights import file_sha256
+from .format import (
+    FIELDS,
+    MANIFEST,
+    PLAN,
+    FieldSpec,
+    StoreError,
+    fingerprint_diff,
+    read_json,
+    sample_records,
+    samples_diff,
+    shard_file,
+)
+
+
+class FeatureStore:
+    """A complete store opened read-only. `store[i]` -> dict of per-sample numpy arrays (views into memory maps).
+
+    Memory maps are opened lazily in each process (DataLoader workers included) and never pickled.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not (self.path / MANIFEST).exists():
+            if (self.path / PLAN).exists():
+                raise StoreError(
+                    f"{self.path} is an unfinished feature store (no manifest.json): rerun the same `fptplus "
+                    "preload` command to complete it"
+                )
+            raise StoreError(f"{self.path} is not a feature store (no manifest.json); build one with `fptplus preload`")
+        self.manifest = read_json(self.path / MANIFEST)
+        if not self.manifest.get("complete"):
+            raise StoreError(f"{self.path}: manifest is not marked complete; rerun `fptplus preload`")
+        self.fields = {k: FieldSpec(v["dtype"], tuple(v["shape"])) for k, v in self.manifest["fields"].items()}
+        self.per_shard = int(self.manifest["per_shard"])
+        self._maps: dict[tuple[int, str], np.ndarray] | None = None
+
+    # -- metadata ---------------------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return self.manifest["fingerprint"]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.manifest["classes"]
+
+    @property
+    def samples(self) -> list[dict[str, Any]]:
+        return self.manifest["samples"]
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        return tuple(self.fingerprint["fused_layers"])
+
+    def usable(self, split: str | None = None) -> list[int]:
+        """Indices of samples that were not skipped, optionally of one split."""
+        keep = [not s.get("skipped") and (split is None or s["split"] == split) for s in self.samples]
+        return [i for i, ok in enumerate(keep) if ok]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def bytes_per_sample(self) -> dict[str, int]:
+        return {k: f.nbytes for k, f in self.fields.items()}
+
+    # -- data -------------------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_maps": None}
+
+    def _map(self, shard: int, field: str) -> np.ndarray:
+        if self._maps is None:
+            self._maps = {}
+        key = (shard, field)
+        if key not in self._maps:
+            path = shard_file(self.path, shard, field)
+            try:
+                arr = np.load(path, mmap_mode="c")  # copy-on-write: writable views, file never modified
+            except (OSError, ValueError) as err:
+                raise StoreError(
+                    f"{path} is missing or damaged ({err}); check the store with `fptplus preload --verify` "
+                    "and rebuild it"
+                ) from err
+            want = (self.manifest["shards"][shard]["count"], *self.fields[field].shape)
+            if arr.shape != want or arr.dtype != np.dtype(self.fields[field].dtype):
+                raise StoreError(f"{path} has shape {arr.shape} {arr.dtype}, manifest says {want}; rebuild the store")
+            self._maps[key] = arr
+        return self._maps[key]
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        if self.samples[i].get("skipped"):
+            raise StoreError(f"sample {i} ({self.samples[i]['path']}) was skipped at preload (undecodable file)")
+        shard, row = divmod(i, self.per_shard)
+        return {f: self._map(shard, f)[row] for f in FIELDS}
+
+    # -- checks -----------------------------------------------------------------------------------------
+    def check_compatible(
+        self,
+        fingerprint: dict[str, Any],
+        index: DataIndex | None = None,
+        subset_layers: bool = True,
+    ) -> None:
+        """Refuses the store unless it was made by the same LPM setup for the same dataset.
+
+        Args:
+            fingerprint: what training expects (see `format.make_fingerprint`); the K/V dtype may differ.
+            index: the dataset training will use; paths, labels, splits, classes and file sizes must match.
+            subset_layers: accept a store holding more fused layers than asked (the needed ones are read).
+        """
+        ignore = ("dtype", "fused_layers") if subset_layers else ("dtype",)
+        problems = fingerprint_diff(self.fingerprint, fingerprint, ignore)
+        want_layers = set(fingerprint["fused_layers"])
+        if subset_layers and not want_layers <= set(self.layers):
+            problems.append(f"fused_layers: store has {list(self.layers)}, needs {sorted(want_layers)}")
+        if index is not None:
+            if list(index.classes) != self.classes:
+                problems.append(f"classes: store {self.classes}, dataset {list(index.classes)}")
+            problems += samples_diff(self.samples, sample_records(index.samples))
+            if not problems:
+                problems += self._size_changes(index)
+        if problems:
+            raise StoreError(
+                f"feature store {self.path} does not match this run:\n  " + "\n  ".join(problems) + "\n"
+                f"Rebuild it: fptplus preload ... --out {self.path} --overwrite (or use another --out)"
+            )
+
+    def _size_changes(self, index: DataIndex, limit: int = 5) -> list[str]:
+        changed = []
+        for rec, sample in zip(self.samples, index.samples, strict=True):
+            if rec.get("skipped"):
+                continue
+            path = index.abspath(sample)
+            size = path.stat().st_size if path.exists() else None
+            if size != rec["size"]:
+                changed.append(sample.path)
+        if changed:
+            return [f"{len(changed)} image files changed since preloading (size differs), e.g. {changed[:limit]}"]
+        return []
+
+    def layer_positions(self, layers: tuple[int, ...]) -> list[int]:
+        """Positions along the stored L axis of the given LPM layers."""
+        return [self.layers.index(layer) for layer in layers]
+
+    def verify(self, index: DataIndex | None = None, log=print) -> list[str]:
+        """Re-hashes every shard file, checks shapes and finiteness, and (with `index`) each image's bytes.
+
+        Returns the problems found (empty when the store is sound).
+        """
+        problems = []
+        for s, shard in enumerate(self.manifest["shards"]):
+            for f in FIELDS:
+                path = shard_file(self.path, s, f)
+                if not path.exists():
+                    problems.append(f"{path}: missing")
+                    continue
+                if file_sha256(path) != shard["sha256"][f]:
+                    problems.append(f"{path}: content hash differs from the manifest (corrupt or truncated)")
+                    continue
+                try:
+                    arr = self._map(s, f)
+                except StoreError as err:
+                    problems.append(str(err))
+                    continue
+                if f in ("keys", "values") and not np.isfinite(arr).all():
+                    problems.append(f"{path}: contains NaN/inf")
+            log(f"verify: shard {s + 1}/{len(self.manifest['shards'])} checked")
+        if index is not None:
+            for rec, sample in zip(self.samples, index.samples, strict=True):
+                if rec.get("skipped"):
+                    continue
+                path = index.abspath(sample)
+                try:
+                    data = path.read_bytes()
+                except OSError as err:
+                    problems.append(f"{path}: cannot read ({err})")
+                    continue
+                if len(data) != rec["size"] or hashlib.sha256(data).hexdigest() != rec["sha256"]:
+                    problems.append(f"{path}: image changed since preloading")
+        return problems
+
+
+def open_store(path: str | Path) -> FeatureStore:
+    try:
+        return FeatureStore(path)
+    except FPTPlusError:
+        raise
+    except Exception as err:  # a damaged manifest etc.
+        raise StoreError(f"cannot open feature store {path}: {err}") from err

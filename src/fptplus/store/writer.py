@@ -1,0 +1,475 @@
+"""`preload`: run the frozen LPM once over every sample and write the feature store.
+
+Resumable and byte-reproducible: samples are processed in fixed batches aligned to shard starts; after each
+batch the shard's memory maps are flushed and its progress file is replaced atomically, so a killed run
+resumes at the first unrecorded batch and recomputes exactly the same batches. Several processes
+(`accelerate launch` / `torchrun`) take disjoint shards; rank 0 writes the manifest when all are done.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+from torch.utils.data import DataLoader, Dataset
+
+from ..backbone import FrozenLPM, LPMSpec
+from ..data.decode import DecodeError, load_image_file
+from ..data.sources import DataIndex
+from ..data.views import ViewConfig, Views
+from ..errors import ConfigError
+from ..importance import num_selected_tokens
+from ..model import FPTConfig, FusionPlan
+from ..weights import create_vit, file_sha256, weights_identity
+from .format import (
+    FIELDS,
+    MANIFEST,
+    PLAN,
+    PROGRESS,
+    FieldSpec,
+    StoreError,
+    fingerprint_diff,
+    make_fingerprint,
+    read_json,
+    sample_records,
+    samples_diff,
+    shard_file,
+    shard_name,
+    store_fields,
+    write_json_atomic,
+)
+
+CRASH_ENV = "FPTPLUS_TEST_CRASH_AFTER_BATCHES"  # "N" or "N:written": SIGKILL itself (resume tests only)
+
+
+@dataclass
+class PreloadOptions:
+    """How to build the store (none of these change the stored numbers except `dtype` and `batch_size`).
+
+    Attributes:
+        dtype: "float16" (default, half the bytes) or "float32" for K/V.
+        batch_size: images per LPM forward (recorded in the plan: a resumed run keeps the original value).
+        num_workers: decoding processes.
+        shard_bytes: target size of one shard file set.
+        skip_bad: skip undecodable files (listed in skipped.csv) instead of failing.
+        overwrite: replace an existing store at the same path.
+        side_source_size: stored side image size (default: 2 × side size, capped at the LPM size).
+    """
+
+    dtype: str = "float16"
+    batch_size: int = 16
+    num_workers: int = 2
+    shard_bytes: int = 1 << 30
+    skip_bad: bool = False
+    overwrite: bool = False
+    side_source_size: int | tuple[int, int] | None = None
+
+
+@dataclass
+class PreloadReport:
+    path: Path
+    num_samples: int
+    bytes_per_sample: dict[str, int]
+    seconds: float
+    processed: int
+    skipped: list[dict[str, str]] = field(default_factory=list)
+    complete: bool = True
+
+    @property
+    def kv_bytes_per_sample(self) -> int:
+        return self.bytes_per_sample["keys"] + self.bytes_per_sample["values"]
+
+
+class _Decode(Dataset):
+    """Decodes one sample into (LPM view, side source) or an error string; runs in loader workers."""
+
+    def __init__(self, index: DataIndex, views: Views) -> None:
+        self.index, self.views = index, views
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            decoded = load_image_file(self.index.abspath(self.index.samples[i]))
+        except DecodeError as err:
+            return {"i": i, "error": str(err)}
+        hr = self.views.high_res(decoded.image)
+        return {
+            "i": i,
+            "lpm": self.views.lpm_view(hr),
+            "side": self.views.side_source(hr),
+            "size": decoded.nbytes,
+            "sha256": decoded.sha256,
+        }
+
+
+def _collate(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+@dataclass
+class _Dist:
+    rank: int
+    world: int
+    device: torch.device
+    barrier: Callable[[], None]
+
+
+def _dist(rank: int | None, world_size: int | None) -> _Dist:
+    if rank is not None:
+        return _Dist(rank, world_size or 1, torch.device("cpu"), lambda: None)
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())  # torchrun on a CPU-only machine: gloo
+    return _Dist(state.process_index, state.num_processes, state.device, state.wait_for_everyone)
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """What a model config implies for its store: LPM facts, views, layers, k, fields and fingerprint."""
+
+    lpm: LPMSpec
+    views: ViewConfig
+    layers: tuple[int, ...]
+    num_selected: int
+    fields: dict[str, FieldSpec]
+    fingerprint: dict[str, Any]
+
+
+def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16") -> StoreSpec:
+    """The store a model config needs (shapes only: no weights are loaded, the weights file is hashed)."""
+    spec = LPMSpec.from_vit(cfg.backbone, create_vit(cfg.backbone, cfg.img_size, None, "meta", **cfg.backbone_kwargs))
+    views = ViewConfig(cfg.img_size, cfg.side_img_size, spec.mean, spec.std, side_source_size)
+    fusion = FusionPlan.resolve(cfg, spec.depth)
+    if not fusion.lpm_layers:
+        raise ConfigError("nothing to preload: fused_layers=0 trains the side network alone (train it online)")
+    k = num_selected_tokens(spec.num_tokens, cfg.token_ratio)
+    fields = store_fields(spec, fusion.lpm_layers, k, views, dtype)
+    fingerprint = make_fingerprint(
+        spec,
+        cfg.backbone_kwargs,
+        weights_identity(cfg.backbone, cfg.weights),
+        fusion.lpm_layers,
+        cfg.token_ratio,
+        k,
+        cfg.importance,
+        views,
+        dtype,
+    )
+    return StoreSpec(spec, views, fusion.lpm_layers, k, fields, fingerprint)
+
+
+def build_plan(index: DataIndex, spec: StoreSpec, options: PreloadOptions) -> dict[str, Any]:
+    """The store's plan: fingerprint, fields, sample list and shard layout."""
+    per_sample = sum(f.nbytes for f in spec.fields.values())
+    per_shard = max(1, min(len(index.samples), options.shard_bytes // per_sample))
+    return {
+        "fingerprint": spec.fingerprint,
+        "fields": {name: f.to_json() for name, f in spec.fields.items()},
+        "classes": list(index.classes),
+        "samples": sample_records(index.samples),
+        "per_shard": per_shard,
+        "num_shards": math.ceil(len(index.samples) / per_shard),
+        "batch_size": options.batch_size,
+    }
+
+
+def _is_store(path: Path) -> bool:
+    return (path / PLAN).exists() or (path / MANIFEST).exists()
+
+
+def _remove_store(path: Path) -> None:
+    """Deletes only files a store consists of (never anything else in the folder)."""
+    for p in path.glob("shard-*.npy"):
+        p.unlink()
+    for name in (PLAN, MANIFEST, "splits.csv", "skipped.csv", PLAN + ".tmp", MANIFEST + ".tmp"):
+        (path / name).unlink(missing_ok=True)
+    shutil.rmtree(path / PROGRESS, ignore_errors=True)
+
+
+def _rebuild_hint(path: Path) -> str:
+    return f"rebuild it with `fptplus preload ... --out {path} --overwrite`, or preload into another --out folder"
+
+
+def _prepare(out: Path, plan: dict[str, Any], overwrite: bool) -> str:
+    """Creates/validates the store folder. Returns 'new', 'resume' or 'complete'."""
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"store path {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()) and not _is_store(out):
+        raise StoreError(f"{out} is not empty and is not a feature store; choose an empty or new folder")
+    if overwrite and _is_store(out):
+        _remove_store(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / MANIFEST).exists():
+        have = read_json(out / MANIFEST)
+        problems = fingerprint_diff(have["fingerprint"], plan["fingerprint"])
+        problems += samples_diff(have["samples"], plan["samples"])
+        if problems:
+            raise StoreError(f"{out} holds a different complete store ({'; '.join(problems)}); {_rebuild_hint(out)}")
+        return "complete"
+    if (out / PLAN).exists():
+        have = read_json(out / PLAN)
+        problems = fingerprint_diff(have["fingerprint"], plan["fingerprint"])
+        problems += samples_diff(have["samples"], plan["samples"])
+        if have["classes"] != plan["classes"]:
+            problems.append(f"classes: store {have['classes']}, expected {plan['classes']}")
+        if problems:
+            raise StoreError(
+                f"{out} holds an unfinished store of something else ({'; '.join(problems)}); {_rebuild_hint(out)}"
+            )
+        return "resume"
+    write_json_atomic(out / PLAN, plan)
+    return "new"
+
+
+def _check_disk(out: Path, plan: dict[str, Any]) -> None:
+    fields = {k: FieldSpec(v["dtype"], tuple(v["shape"])) for k, v in plan["fields"].items()}
+    n = len(plan["samples"])
+    needed = 0
+    for i in range(plan["num_shards"]):
+        rows = min(plan["per_shard"], n - i * plan["per_shard"])
+        for name, spec in fields.items():
+            path = shard_file(out, i, name)
+            have = path.stat().st_blocks * 512 if path.exists() else 0
+            needed += max(0, rows * spec.nbytes + 128 - have)
+    free = shutil.disk_usage(out).free
+    if needed > free:
+        raise StoreError(
+            f"not enough disk space for the feature store in {out}: needs {needed / 2**30:.2f} GiB more, "
+            f"{free / 2**30:.2f} GiB free. Free space, choose another --out, or store less "
+            "(--dtype float16, a lower token ratio, fewer fused layers)"
+        )
+
+
+class _ShardWriter:
+    """Memory maps and progress record of one shard."""
+
+    def __init__(self, out: Path, i: int, plan: dict[str, Any]) -> None:
+        self.out, self.i = out, i
+        n = len(plan["samples"])
+        self.start = i * plan["per_shard"]
+        self.count = min(plan["per_shard"], n - self.start)
+        self.progress_path = out / PROGRESS / f"{shard_name(i)}.json"
+        self.fields = {k: (v["dtype"], tuple(v["shape"])) for k, v in plan["fields"].items()}
+        self.progress = read_json(self.progress_path) if self.progress_path.exists() else None
+        self.maps: dict[str, np.memmap] = {}
+
+    @property
+    def done(self) -> int:
+        return self.progress["done"] if self.progress else 0
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.progress and self.progress.get("complete"))
+
+    def open(self) -> None:
+        if self.maps:
+            return
+        if self.progress is not None:
+            try:
+                self.maps = {f: open_memmap(shard_file(self.out, self.i, f), mode="r+") for f in FIELDS}
+                if all(m.shape == (self.count, *self.fields[f][1]) for f, m in self.maps.items()):
+                    return
+            except (OSError, ValueError):
+                pass  # truncated or damaged: start this shard again
+            self.progress = None
+        self.maps = {
+            f: open_memmap(shard_file(self.out, self.i, f), mode="w+", dtype=dt, shape=(self.count, *shape))
+            for f, (dt, shape) in self.fields.items()
+        }
+        self.progress = {"done": 0, "records": [None] * self.count, "complete": False}
+
+    def write(self, row: int, item: dict[str, Any], kv: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
+        r = row - self.start
+        if kv is None:
+            for m in self.maps.values():
+                m[r] = 0
+            self.progress["records"][r] = {"error": item["error"]}
+            return
+        keys, values, indices = kv
+        self.maps["keys"][r], self.maps["values"][r], self.maps["indices"][r] = keys, values, indices
+        self.maps["side"][r] = item["side"].numpy()
+        self.progress["records"][r] = {"size": item["size"], "sha256": item["sha256"]}
+
+    def commit(self, done: int) -> None:
+        for m in self.maps.values():
+            m.flush()
+        self.progress["done"] = done - self.start
+        if self.progress["done"] == self.count:
+            self.maps.clear()
+            self.progress["complete"] = True
+            self.progress["sha256"] = {f: file_sha256(shard_file(self.out, self.i, f)) for f in FIELDS}
+        write_json_atomic(self.progress_path, self.progress)
+
+    def bad_rows(self) -> list[int]:
+        return [self.start + r for r, rec in enumerate(self.progress["records"]) if rec and "error" in rec]
+
+
+def _batches(writer: _ShardWriter, batch_size: int) -> list[list[int]]:
+    first = writer.start + writer.done
+    end = writer.start + writer.count
+    aligned = writer.start + ((first - writer.start) // batch_size) * batch_size
+    return [list(range(b, min(b + batch_size, end))) for b in range(aligned, end, batch_size)]
+
+
+def _crash_hook(batches_done: int, phase: str) -> None:
+    spec = os.environ.get(CRASH_ENV)
+    if not spec:
+        return
+    n, _, when = spec.partition(":")
+    if batches_done == int(n) and (when or "committed") == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, dtype: str):
+    x = torch.stack([it["lpm"] for it in items]).to(device)
+    feats = lpm(x)
+    np_dtype = torch.float16 if dtype == "float16" else torch.float32
+    keys = feats.keys.to(np_dtype).cpu().numpy()
+    values = feats.values.to(np_dtype).cpu().numpy()
+    indices = feats.indices.cpu().numpy()
+    return keys, values, indices
+
+
+def preload(
+    index: DataIndex,
+    cfg: FPTConfig,
+    out: str | Path,
+    options: PreloadOptions | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    log: Callable[[str], None] = print,
+) -> PreloadReport:
+    """Builds (or resumes, or confirms) the feature store of `index` for the model `cfg` in `out`.
+
+    Args:
+        index: the dataset.
+        cfg: the FPT/FPT+ config whose fused LPM layers, resolution, token ratio and weights are stored.
+        out: store folder.
+        options: dtype, batch size, workers, sharding, bad-file policy, overwrite.
+        rank, world_size: explicit process slot (default: from Accelerate / torchrun, else 0 of 1).
+        log: progress lines.
+    """
+    options = options or PreloadOptions()
+    out = Path(out)
+    t0 = time.perf_counter()
+    dist = _dist(rank, world_size)
+    spec = store_spec(cfg, options.side_source_size, options.dtype)
+    plan = build_plan(index, spec, options)
+    if dist.rank == 0:
+        state = _prepare(out, plan, options.overwrite)
+        if state != "complete":
+            _check_disk(out, plan)
+            (out / PROGRESS).mkdir(exist_ok=True)
+    dist.barrier()
+    state = "complete" if (out / MANIFEST).exists() else "resume"
+    per_sample = {k: FieldSpec(v["dtype"], tuple(v["shape"])).nbytes for k, v in plan["fields"].items()}
+    if state == "complete":
+        log(f"{out}: complete store already present (same fingerprint and samples); nothing to do")
+        return PreloadReport(out, len(index.samples), per_sample, time.perf_counter() - t0, 0)
+    plan = read_json(out / PLAN)  # a resumed run keeps the original batch size
+    batch_size = plan["batch_size"]
+    if batch_size != options.batch_size:
+        log(f"resuming with the store's original batch size {batch_size} (asked {options.batch_size})")
+
+    writers = [_ShardWriter(out, i, plan) for i in range(dist.rank, plan["num_shards"], dist.world)]
+    todo = [(w, b) for w in writers if not w.complete for b in _batches(w, batch_size)]
+    retry = [] if options.skip_bad else [(w, [r]) for w in writers if w.complete for r in w.bad_rows()]
+    processed = 0
+    if todo or retry:
+        views = Views(spec.views)
+        vit = create_vit(cfg.backbone, cfg.img_size, cfg.weights, None, **cfg.backbone_kwargs)
+        lpm = FrozenLPM(vit, cfg.backbone, tuple(plan["fingerprint"]["fused_layers"]), cfg.token_ratio, cfg.importance)
+        lpm.to(dist.device)
+        processed = _run(todo, retry, index, views, lpm, dist, options, plan, log)
+    dist.barrier()
+    report = PreloadReport(out, len(index.samples), per_sample, time.perf_counter() - t0, processed, complete=False)
+    if dist.rank == 0:
+        report.skipped = _finalize(out, index, plan, options.skip_bad)
+        report.complete = True
+    return report
+
+
+def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
+    dataset = _Decode(index, views)
+    batches = [b for _, b in todo] + [b for _, b in retry]
+    owners = [w for w, _ in todo] + [w for w, _ in retry]
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches,
+        num_workers=options.num_workers,
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
+    total = sum(len(b) for b in batches)
+    done, t0, last = 0, time.perf_counter(), 0.0
+    for n, (writer, items) in enumerate(zip(owners, loader, strict=True), start=1):
+        writer.open()
+        good = [it for it in items if "error" not in it]
+        kv = _forward(lpm, good, dist.device, plan["fingerprint"]["dtype"]) if good else None
+        for j, item in enumerate(good):
+            writer.write(item["i"], item, (kv[0][j], kv[1][j], kv[2][j]))
+        for item in items:
+            if "error" in item:
+                writer.write(item["i"], item, None)
+        _crash_hook(n, "written")
+        writer.commit(max(writer.start + writer.done, items[-1]["i"] + 1))
+        _crash_hook(n, "committed")
+        done += len(items)
+        now = time.perf_counter()
+        if now - last > 10 or done == total:
+            rate = done / max(now - t0, 1e-9)
+            eta = (total - done) / rate
+            log(f"preload [rank {dist.rank}] {done}/{total} images, {rate:.1f} img/s, ETA {eta:.0f} s")
+            last = now
+    return done
+
+
+def _finalize(out: Path, index: DataIndex, plan: dict[str, Any], skip_bad: bool) -> list[dict[str, str]]:
+    """Checks every shard is complete, then writes splits.csv, skipped.csv and (last) the manifest."""
+    shards, records = [], []
+    for i in range(plan["num_shards"]):
+        path = out / PROGRESS / f"{shard_name(i)}.json"
+        prog = read_json(path) if path.exists() else None
+        if not prog or not prog.get("complete"):
+            raise StoreError(f"{out}: shard {i} is not finished (did another process fail?); rerun the same command")
+        start = i * plan["per_shard"]
+        shards.append({"name": shard_name(i), "start": start, "count": len(prog["records"]), "sha256": prog["sha256"]})
+        records += prog["records"]
+    bad = [
+        {"path": s["path"], "error": r["error"]} for s, r in zip(plan["samples"], records, strict=True) if "error" in r
+    ]
+    if bad and not skip_bad:
+        listing = "\n".join(f"  {b['error']}" for b in bad)
+        raise DecodeError(
+            f"{len(bad)} of {len(records)} images could not be decoded:\n{listing}\n"
+            "Fix or remove them, or rerun with --skip-bad to leave them out (they are listed in skipped.csv)."
+        )
+    samples = [
+        {**s, **({"skipped": True} if "error" in r else {"size": r["size"], "sha256": r["sha256"]})}
+        for s, r in zip(plan["samples"], records, strict=True)
+    ]
+    index.write_csv(out / "splits.csv")
+    if bad:
+        import csv
+
+        with open(out / "skipped.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, ["path", "error"])
+            w.writeheader()
+            w.writerows(bad)
+    manifest = {k: plan[k] for k in ("fingerprint", "fields", "classes", "per_shard", "num_shards", "batch_size")}
+    manifest.update(samples=samples, shards=shards, skipped=len(bad), complete=True)
+    write_json_atomic(out / MANIFEST, manifest)
+    shutil.rmtree(out / PROGRESS, ignore_errors=True)
+    return bad

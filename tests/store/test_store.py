@@ -1,0 +1,316 @@
+"""The feature store: round trip, online == stored, resume after kills, refusals, verification, bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fptplus.backbone import LPMFeatures
+from fptplus.data.datasets import ImageDataset, StoreDataset
+from fptplus.data.decode import DecodeError, load_image_file
+from fptplus.data.sources import load_index
+from fptplus.data.views import Views
+from fptplus.store import FeatureStore, PreloadOptions, StoreError, preload
+from fptplus.store import writer as writer_mod
+from fptplus.store.writer import CRASH_ENV, store_spec
+from imagegen import class_folders, rgb, save
+
+from conftest import TINY, build_tiny, tiny_config
+
+WEIGHTS: Path | None = None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def tiny_weights(tmp_path_factory):
+    """A weights file for the tiny LPM, so preload and the tests build the very same frozen model."""
+    global WEIGHTS
+    from safetensors.torch import save_file
+
+    WEIGHTS = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), WEIGHTS)
+    yield WEIGHTS
+
+
+def cfg_(**kw):
+    return tiny_config(num_classes=2, weights=str(WEIGHTS), **kw)
+
+
+def quiet(*_):
+    pass
+
+
+def build(index, out, cfg=None, **options):
+    opts = PreloadOptions(**{"num_workers": 0, "batch_size": 3, **options})
+    return preload(index, cfg or cfg_(), out, opts, rank=0, world_size=1, log=quiet)
+
+
+def tree(path: Path) -> dict[str, bytes]:
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return load_index(class_folders(tmp_path / "data", {"neg": 7, "pos": 7}), seed=0)
+
+
+def test_round_trip_matches_the_lpm(dataset, tmp_path):
+    report = build(dataset, tmp_path / "store", dtype="float32", batch_size=1)
+    store = FeatureStore(tmp_path / "store")
+    assert report.complete and len(store) == 14 and store.classes == ["neg", "pos"]
+    model = build_tiny(cfg_())
+    views = Views(store_spec(cfg_()).views)
+    k = int(0.2 * 17)
+    for i in (0, 7, 13):
+        rec = store[i]
+        assert rec["keys"].shape == (2, 4, k, 8) and rec["keys"].dtype == np.float32
+        hr = views.high_res(load_image_file(dataset.abspath(dataset.samples[i])).image)
+        feats = model.extract(views.lpm_view(hr)[None])
+        assert np.array_equal(rec["keys"], feats.keys[0].numpy())
+        assert np.array_equal(rec["values"], feats.values[0].numpy())
+        assert np.array_equal(rec["indices"], feats.indices[0].numpy())
+        assert np.array_equal(rec["side"], views.side_source(hr).numpy())
+    names = [s["path"] for s in store.samples]
+    assert "neg/img0.png" in names and "pos/img0.png" in names  # same file name in two classes
+    a, b = names.index("neg/img0.png"), names.index("pos/img0.png")
+    assert store.samples[a]["sha256"] != store.samples[b]["sha256"]
+    assert not np.array_equal(store[a]["keys"], store[b]["keys"])
+    assert (tmp_path / "store" / "splits.csv").exists() and not (tmp_path / "store" / "progress").exists()
+
+
+@pytest.mark.parametrize("dtype,atol", [("float32", 0.0), ("float16", 5e-3)])
+def test_store_and_online_inputs_give_the_same_outputs(dataset, tmp_path, dtype, atol):
+    build(dataset, tmp_path / "store", dtype=dtype, batch_size=1)
+    store = FeatureStore(tmp_path / "store")
+    views = Views(store_spec(cfg_()).views)
+    idx = store.usable("train")
+    offline = StoreDataset(store, idx, views, train=True, seed=4)
+    online = ImageDataset(dataset, idx, views, train=True, seed=4)
+    offline.set_epoch(3), online.set_epoch(3)
+    model = build_tiny(cfg_()).eval()
+    for j in range(3):
+        a, b = offline[j], online[j]
+        assert a["index"] == b["index"] and a["label"] == b["label"]
+        assert torch.equal(a["side"], b["side"])  # identical augmented side views
+        stored = LPMFeatures(a["keys"][None], a["values"][None], None)
+        with torch.no_grad():
+            got = model(a["side"][None], features=stored)
+            want = model(b["side"][None], lpm_x=b["lpm"][None])
+        torch.testing.assert_close(got, want, atol=atol, rtol=0)
+
+
+def test_layer_subset_of_a_store(dataset, tmp_path):
+    build(dataset, tmp_path / "store")
+    store = FeatureStore(tmp_path / "store")
+    one = cfg_(fused_layers=1)
+    store.check_compatible(store_spec(one).fingerprint, dataset)
+    ds = StoreDataset(store, [0], Views(store_spec(one).views), train=False, layers=(1,))
+    assert ds[0]["keys"].shape[0] == 1
+    assert torch.equal(ds[0]["keys"][0], torch.from_numpy(store[0]["keys"][1]))
+
+
+def test_refusals(dataset, tmp_path):
+    out = tmp_path / "store"
+    build(dataset, out)
+    store = FeatureStore(out)
+    other = cfg_(token_ratio=0.5)
+    with pytest.raises(StoreError, match=r"(?s)token_ratio: store has 0.2, expected 0.5.*--overwrite"):
+        store.check_compatible(store_spec(other).fingerprint, dataset)
+    with pytest.raises(StoreError, match="different complete store"):
+        build(dataset, out, cfg=other)
+    with pytest.raises(StoreError, match="weights: store has"):
+        store.check_compatible(store_spec(tiny_config(num_classes=2)).fingerprint, dataset)  # random init
+    fewer = load_index(dataset.root, seed=0)
+    fewer.samples = fewer.samples[1:]
+    with pytest.raises(StoreError, match="1 store samples are not in the dataset"):
+        store.check_compatible(store_spec(cfg_()).fingerprint, fewer)
+    img = dataset.abspath(dataset.samples[3])
+    img.write_bytes(img.read_bytes() + b"\0")
+    with pytest.raises(StoreError, match="changed since preloading"):
+        store.check_compatible(store_spec(cfg_()).fingerprint, dataset)
+    assert any("changed since preloading" in p for p in store.verify(dataset, log=quiet))
+    rebuilt = build(dataset, out, overwrite=True)
+    assert rebuilt.processed == 14
+
+
+def test_never_touches_a_foreign_folder_and_overwrite_removes_only_store_files(dataset, tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.docx").write_text("precious")
+    with pytest.raises(StoreError, match="not a feature store"):
+        build(dataset, foreign, overwrite=True)
+    out = tmp_path / "store"
+    build(dataset, out)
+    (out / "notes.txt").write_text("keep me")
+    build(dataset, out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "keep me" and (foreign / "thesis.docx").exists()
+
+
+def test_unfinished_store_is_not_readable(dataset, tmp_path):
+    out = tmp_path / "store"
+    build(dataset, out)
+    (out / "manifest.json").unlink()
+    with pytest.raises(StoreError, match="unfinished feature store"):
+        FeatureStore(out)
+    with pytest.raises(StoreError, match="not a feature store"):
+        FeatureStore(tmp_path)
+
+
+def test_truncated_or_corrupt_shard_is_reported_never_read_as_zeros(dataset, tmp_path):
+    out = tmp_path / "store"
+    build(dataset, out)
+    keys = out / "shard-00000.keys.npy"
+    data = keys.read_bytes()
+    keys.write_bytes(data[: len(data) // 2])
+    with pytest.raises(StoreError, match="missing or damaged"):
+        FeatureStore(out)[0]
+    problems = FeatureStore(out).verify(log=quiet)
+    assert any("shard-00000.keys.npy" in p and "hash" in p for p in problems)
+    keys.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # same size, one flipped byte
+    assert any("content hash differs" in p for p in FeatureStore(out).verify(log=quiet))
+    keys.write_bytes(data)
+    assert FeatureStore(out).verify(dataset, log=quiet) == []
+
+
+def test_disk_space_checked_up_front(dataset, tmp_path, monkeypatch):
+    monkeypatch.setattr(writer_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(StoreError, match=r"not enough disk space .* needs 0\.00 GiB more, 0\.00 GiB free"):
+        build(dataset, tmp_path / "store")
+    assert not list((tmp_path / "store").glob("shard-*"))
+
+
+def test_bad_files_listed_then_skipped_or_retried(tmp_path):
+    root = class_folders(tmp_path / "data", {"neg": 5, "pos": 5})
+    (root / "neg" / "img1.png").write_text("not an image")
+    good = (root / "pos" / "img2.png").read_bytes()
+    (root / "pos" / "img2.png").write_bytes(good[:100])
+    index = load_index(root, seed=0)
+    out = tmp_path / "store"
+    with pytest.raises(DecodeError, match=r"(?s)2 of 10 images could not be decoded.*neg/img1\.png.*pos/img2\.png"):
+        build(index, out)
+    report = build(index, out, skip_bad=True)  # resumes: nothing recomputed, bad files skipped
+    assert report.processed == 0 and {s["path"] for s in report.skipped} == {"neg/img1.png", "pos/img2.png"}
+    with open(out / "skipped.csv") as f:
+        assert {r["path"] for r in csv.DictReader(f)} == {"neg/img1.png", "pos/img2.png"}
+    store = FeatureStore(out)
+    assert len(store.usable()) == 8
+    with pytest.raises(StoreError, match="skipped at preload"):
+        store[[s["path"] for s in store.samples].index("neg/img1.png")]
+    fixed = tmp_path / "fixed"
+    with pytest.raises(DecodeError):
+        build(index, fixed)
+    (root / "pos" / "img2.png").write_bytes(good)
+    save(root / "neg" / "img1.png", rgb(seed=99))
+    index = load_index(root, seed=0)
+    report = build(index, fixed)  # the failed samples are retried
+    assert report.processed == 2 and not report.skipped and len(FeatureStore(fixed).usable()) == 10
+
+
+def test_explicit_ranks_write_disjoint_shards(dataset, tmp_path):
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    build(dataset, single, shard_bytes=40_000)
+    assert FeatureStore(single).manifest["num_shards"] > 2
+    opts = PreloadOptions(num_workers=0, batch_size=3, shard_bytes=40_000)
+    with pytest.raises(StoreError, match="is not finished"):  # rank 0 alone cannot finish
+        preload(dataset, cfg_(), multi, opts, rank=0, world_size=2, log=quiet)
+    r1 = preload(dataset, cfg_(), multi, opts, rank=1, world_size=2, log=quiet)
+    assert not r1.complete
+    preload(dataset, cfg_(), multi, opts, rank=0, world_size=2, log=quiet)
+    assert tree(single) == tree(multi)
+
+
+# --- resume after kills (separate processes) ---------------------------------------------------------------
+
+SCRIPT = """
+import sys
+from fptplus.data.sources import load_index
+from fptplus.model import FPTConfig
+from fptplus.store import PreloadOptions, preload
+cfg = FPTConfig(backbone="vit_base_patch16_224", img_size=64, side_img_size=32, side_depth=2, reduction=2,
+                num_prompts=4, num_classes=2, backbone_kwargs={TINY!r}, weights=sys.argv[4])
+index = load_index(sys.argv[1], seed=0)
+preload(index, cfg, sys.argv[2], PreloadOptions(num_workers=0, batch_size=2, shard_bytes=int(sys.argv[3])),
+        rank=0, world_size=1)
+"""
+
+
+def run_script(data, out, shard_bytes, crash=None):
+    env = {**os.environ, CRASH_ENV: crash} if crash else dict(os.environ)
+    code = SCRIPT.replace("{TINY!r}", repr(TINY))
+    return subprocess.Popen([sys.executable, "-c", code, str(data), str(out), str(shard_bytes), str(WEIGHTS)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def test_resume_after_kills_is_byte_identical(tmp_path):
+    root = class_folders(tmp_path / "data", {"neg": 6, "pos": 6})
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    for crash in ("1:written", "2:committed", "1:committed", "3:written"):
+        proc = run_script(root, out, 60_000, crash)
+        proc.wait(timeout=120)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+        assert not (out / "manifest.json").exists()
+    proc = run_script(root, out, 60_000)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
+    assert tree(out) == tree(ref)
+
+
+def test_resume_after_a_real_sigkill_at_a_random_moment(tmp_path):
+    root = class_folders(tmp_path / "data", {"neg": 20, "pos": 20}, size=(64, 64))
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=100_000)
+    proc = run_script(root, out, 100_000)
+    deadline = time.time() + 60
+    while not (out / "progress").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 0.6))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    proc = run_script(root, out, 100_000)
+    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
+    assert tree(out) == tree(ref)
+    assert json.loads((out / "manifest.json").read_text())["complete"] is True
+
+
+def cli_args(data, out, *extra):
+    kwargs = "backbone_kwargs=" + repr(TINY)
+    return ["preload", "--data", str(data), "--out", str(out), "--img-size", "64", "--side-img-size", "32",
+            "--set", kwargs, "--set", "side_depth=2", "--set", "reduction=2", "--set", "num_prompts=4",
+            "--weights", str(WEIGHTS), "--batch-size", "2", "--workers", "0", *extra]  # fmt: skip
+
+
+def test_torchrun_two_processes_equal_one(tmp_path):
+    root = class_folders(tmp_path / "data", {"neg": 5, "pos": 5})
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=int(0.03 * 2**20))
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    cmd = [*torchrun, "-m", "fptplus.cli", *cli_args(root, out, "--shard-mb", "0.03")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "preload [rank 1]" in proc.stdout and FeatureStore(out).manifest["num_shards"] >= 2
+    assert tree(out) == tree(ref)
+
+
+def test_cli_preload_and_verify(tmp_path, capsys):
+    from fptplus.cli import main
+
+    root = class_folders(tmp_path / "data", {"neg": 4, "pos": 4})
+    out = tmp_path / "store"
+    assert main(cli_args(root, out)) == 0
+    text = capsys.readouterr().out
+    assert "8 images, 2 classes" in text and "8 processed" in text
+    assert main([*cli_args(root, out), "--verify"]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main([*cli_args(root, out), "--set", "token_ratio=0.5"]) == 2
+    assert "different complete store" in capsys.readouterr().err
