@@ -82,6 +82,7 @@ class PreloadReport:
     bytes_per_sample: dict[str, int]
     seconds: float
     processed: int
+    run_seconds: float = 0.0  # time in the decode → LPM → write loop (excludes model building, hashing)
     skipped: list[dict[str, str]] = field(default_factory=list)
     complete: bool = True
 
@@ -386,15 +387,19 @@ def preload(
     writers = [_ShardWriter(out, i, plan) for i in range(dist.rank, plan["num_shards"], dist.world)]
     todo = [(w, b) for w in writers if not w.complete for b in _batches(w, batch_size)]
     retry = [] if options.skip_bad else [(w, [r]) for w in writers if w.complete for r in w.bad_rows()]
-    processed = 0
+    processed, run_seconds = 0, 0.0
     if todo or retry:
         views = Views(spec.views)
         vit = create_vit(cfg.backbone, cfg.img_size, cfg.weights, None, **cfg.backbone_kwargs)
         lpm = FrozenLPM(vit, cfg.backbone, tuple(plan["fingerprint"]["fused_layers"]), cfg.token_ratio, cfg.importance)
         lpm.to(dist.device)
+        t_run = time.perf_counter()
         processed = _run(todo, retry, index, views, lpm, dist, options, plan, log)
+        run_seconds = time.perf_counter() - t_run
     dist.barrier()
-    report = PreloadReport(out, len(index.samples), per_sample, time.perf_counter() - t0, processed, complete=False)
+    report = PreloadReport(
+        out, len(index.samples), per_sample, time.perf_counter() - t0, processed, run_seconds, complete=False
+    )
     if dist.rank == 0:
         report.skipped = _finalize(out, index, plan, options.skip_bad)
         report.complete = True
