@@ -1,4 +1,8 @@
-"""`fptplus` command line: a thin layer that parses arguments and calls the library."""
+"""`fptplus` command line: a thin layer that parses arguments and calls the library.
+
+Model, data and training flags are generated from the typed config dataclasses, so `--help` lists every
+field with its default; `fptplus COMMAND --method NAME --help` shows that method's model fields.
+"""
 
 from __future__ import annotations
 
@@ -6,87 +10,80 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from .errors import FPTPlusError
-from .methods import available_methods, get_method
+from .config import DataConfig, RunConfig, TrainConfig, add_dataclass_flags, build_dataclass, given
+from .errors import ConfigError, FPTPlusError
+from .methods import Method, available_methods, get_method
 from .overrides import parse_overrides
 
+FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
-def _size(text: str) -> int | tuple[int, int]:
-    """'512' -> 512, '448x512' -> (448, 512)."""
-    parts = text.lower().split("x")
+
+def _seeds(text: str) -> list[int]:
     try:
-        nums = [int(p) for p in parts]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}") from None
-    if len(nums) == 1:
-        return nums[0]
-    if len(nums) == 2:
-        return (nums[0], nums[1])
-    raise argparse.ArgumentTypeError(f"size must be N or HxW, got {text!r}")
+        raise argparse.ArgumentTypeError(f"--seeds takes comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds needs distinct integers, got {text!r}")
+    return seeds
 
 
-def add_model_args(p: argparse.ArgumentParser, weights: bool = True) -> None:
-    """The options that define a model (shared by every command that builds one)."""
-    p.add_argument("--method", default="fpt_plus", choices=available_methods(), help="transfer-learning method")
-    p.add_argument("--backbone", default="vit_base_patch16_224", help="timm ViT name of the large model")
-    if weights:
-        p.add_argument("--weights", default=None, help="LPM weights: a local file, 'hub', or omit for random init")
-    p.add_argument("--img-size", type=_size, default=512, help="LPM (high) input size, N or HxW")
-    p.add_argument("--side-img-size", type=_size, default=None, help="side input size (default: the method's)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="FIELD=VALUE",
-        help="override any model config field, e.g. --set num_prompts=32 --set side_depth=9",
-    )
+def _method_of(argv: Sequence[str]) -> Method:
+    """The --method of the command line (or of its --config / --resume run), before the full parse."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--method")
+    pre.add_argument("--config")
+    pre.add_argument("--resume")
+    known, _ = pre.parse_known_args(argv)
+    if known.method:
+        return get_method(known.method)
+    for source in (known.config, known.resume and str(Path(known.resume) / "config.yaml")):
+        if source and Path(source).exists():
+            return get_method(RunConfig.load(source).method)
+    return get_method("fpt_plus")
 
 
-def model_config(args: argparse.Namespace, **extra):
-    """The method's typed config from the command-line options."""
-    method = get_method(args.method)
-    overrides = dict(backbone=args.backbone, img_size=args.img_size, **extra)
-    if getattr(args, "weights", None) is not None:
-        overrides["weights"] = args.weights
-    if args.side_img_size is not None:
-        overrides["side_img_size"] = args.side_img_size
-    return method, method.make_config(**{**overrides, **parse_overrides(method.config_cls, args.set)})
+def add_model_flags(p: argparse.ArgumentParser, method: Method) -> None:
+    p.add_argument("--method", default=method.name, choices=available_methods(), help="transfer-learning method")
+    title = f"model ({method.name}; `--method NAME --help` lists another method's fields)"
+    add_dataclass_flags(p, method.config_cls, title, skip=("num_classes",), defaults=method.make_config())
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any model field, e.g. --set num_prompts=32 (same as the flags above)")  # fmt: skip
 
 
-def cmd_params(args: argparse.Namespace) -> int:
-    method, cfg = model_config(args, num_classes=args.num_classes)
+def model_from_args(args: argparse.Namespace, method: Method, base: dict[str, Any] | None = None, **extra) -> Any:
+    values = {**(base or {}), **given(args, method.config_cls), **parse_overrides(method.config_cls, args.set), **extra}
+    return build_dataclass(method.config_cls, values, "model", method.make_config)
+
+
+# -- params ---------------------------------------------------------------------------------------------------
+
+
+def cmd_params(args: argparse.Namespace, method: Method) -> int:
+    cfg = model_from_args(args, method, num_classes=args.num_classes)
     model = method.build(cfg, with_lpm=False, device="meta")  # shapes only: no weights, no memory
     count = model.param_count()
-    result = dict(
-        method=args.method,
-        backbone=cfg.backbone,
-        img_size=list(model.spec.img_size),
-        num_classes=cfg.num_classes,
-        trainable=count.trainable,
-        total=count.total,
-        percent=round(count.percent, 4),
-    )
+    h, w = model.spec.img_size
+    result = dict(method=method.name, backbone=cfg.backbone, img_size=[h, w], num_classes=cfg.num_classes,
+                  trainable=count.trainable, total=count.total, percent=round(count.percent, 4))  # fmt: skip
     if args.json:
         print(json.dumps(result))
-    else:
-        h, w = model.spec.img_size
-        print(f"method     {args.method}")
-        print(f"backbone   {cfg.backbone} @ {h}x{w} ({model.spec.num_params:,} frozen LPM parameters)")
-        print(f"trainable  {count.trainable:,}")
-        print(f"total      {count.total:,}")
-        print(f"learnable  {count.percent:.2f} % ({count.percent:.4f} %)")
+        return 0
+    print(f"method     {method.name}")
+    print(f"backbone   {cfg.backbone} @ {h}x{w} ({model.spec.num_params:,} frozen LPM parameters)")
+    print(f"trainable  {count.trainable:,}")
+    print(f"total      {count.total:,}")
+    print(f"learnable  {count.percent:.2f} % ({count.percent:.4f} %)")
     return 0
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the automatic 70/10/20 split")
-    p.add_argument(
-        "--allow-missing-classes", action="store_true", help="accept classes absent from val or test (AUC undefined)"
-    )
+# -- preload --------------------------------------------------------------------------------------------------
 
 
-def load_data(args: argparse.Namespace):
+def _load_data(args: argparse.Namespace):
     from .data.sources import load_index
 
     index = load_index(args.data, seed=args.split_seed, allow_missing_classes=args.allow_missing_classes)
@@ -96,18 +93,17 @@ def load_data(args: argparse.Namespace):
     return index
 
 
-def cmd_preload(args: argparse.Namespace) -> int:
+def cmd_preload(args: argparse.Namespace, method: Method) -> int:
     from .store import FeatureStore, PreloadOptions, preload
 
     if args.verify:
-        store = FeatureStore(args.out)
-        problems = store.verify(load_data(args) if args.data else None)
+        problems = FeatureStore(args.out).verify(_load_data(args))
         for p in problems:
             print(f"PROBLEM {p}")
         print(f"{args.out}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
         return 0 if not problems else 1
-    index = load_data(args)
-    _, cfg = model_config(args, num_classes=len(index.classes))
+    index = _load_data(args)
+    cfg = model_from_args(args, method, num_classes=len(index.classes))
     options = PreloadOptions(
         dtype=args.dtype,
         batch_size=args.batch_size,
@@ -130,60 +126,138 @@ def cmd_preload(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def add_preload_parser(sub, method: Method) -> None:
+    p = sub.add_parser(
+        "preload",
+        help="run the frozen LPM once over a dataset and store the selected K/V (the feature store)",
+        description="Builds, resumes or verifies a feature store. Rerunning the same command after an "
+        "interruption continues where it stopped; a store made for other settings or data is refused.",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("--data", required=True, help="dataset: a folder (split or class folders) or a CSV manifest")
+    p.add_argument("--out", required=True, help="feature store folder")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the automatic 70/10/20 split")
+    p.add_argument("--allow-missing-classes", action="store_true", help="accept classes absent from val or test")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored K/V precision")
+    p.add_argument("--batch-size", type=int, default=16, help="images per LPM forward")
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--shard-mb", type=float, default=1024, help="target shard size in MiB")
+    p.add_argument("--side-source-size", type=int, default=None, help="stored side image size (default 2x side)")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in skipped.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--verify", action="store_true", help="verify an existing store (and its images) instead")
+    add_model_flags(p, method)
+    p.set_defaults(func=cmd_preload)
+
+
+# -- train / evaluate / predict -------------------------------------------------------------------------------
+
+RESUME_OK = {"num_workers", "log_every"}
+
+
+def cmd_train(args: argparse.Namespace, method: Method) -> int:
+    from .train.run import resume_config, train
+
+    if args.resume:
+        cfg, seeds = resume_config(args.resume)
+        changed = set(given(args, DataConfig)) | set(given(args, TrainConfig)) | set(given(args, method.config_cls))
+        changed = changed - RESUME_OK
+        if changed or args.set or args.config:
+            raise ConfigError(f"--resume continues {args.resume} as configured; drop {sorted(changed)} "
+                              "(start a new run with --out to change settings)")  # fmt: skip
+        for key in RESUME_OK & set(given(args, TrainConfig)):
+            setattr(cfg.train, key, getattr(args, key))
+        train(cfg, args.resume, seeds, resume=True)
+        return 0
+    if not args.out:
+        raise ConfigError("pass --out RUN_FOLDER (or --resume RUN_FOLDER)")
+    base = RunConfig.load(args.config).to_dict() if args.config else {"model": {}, "data": {}, "train": {}}
+    same_method = base.get("method", method.name) == method.name
+    cfg = RunConfig(
+        method=method.name,
+        model=model_from_args(args, method, base["model"] if same_method else {}),
+        data=build_dataclass(DataConfig, {**base["data"], **given(args, DataConfig)}, "data"),
+        train=build_dataclass(TrainConfig, {**base["train"], **given(args, TrainConfig)}, "train"),
+    )
+    train(cfg, args.out, args.seeds)
+    return 0
+
+
+def add_train_parser(sub, method: Method) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train (and evaluate) a method on a dataset, from the feature store or online",
+        description="Runs the paper's protocol: AdamW, cosine per step, best validation AUC, test report. "
+        "Precedence: defaults < --config YAML < flags. FPT/FPT+ preload the feature store first (reused when "
+        "it matches). Rerun with --resume RUN after an interruption.",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run folder")
+    p.add_argument("--config", help="YAML with method/model/data/train sections (e.g. a run's config.yaml)")
+    p.add_argument("--seeds", type=_seeds, default=None, help="repeat for these seeds (e.g. 0,1,2,3,4): mean ± std")
+    add_dataclass_flags(p, DataConfig, "data")
+    add_dataclass_flags(p, TrainConfig, "training")
+    add_model_flags(p, method)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_evaluate(args: argparse.Namespace, method: Method) -> int:
+    from .train.evaluate import evaluate_run
+
+    evaluate_run(args.run, args.split, args.checkpoint, args.seed)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, method: Method) -> int:
+    from .train.evaluate import predict, write_predictions
+
+    rows = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad)
+    if args.out:
+        write_predictions(rows, args.out)
+        print(f"{len(rows)} predictions written to {args.out}")
+    else:
+        for r in rows:
+            probs = "  ".join(f"{k[5:]}={v:.4f}" for k, v in r.items() if k.startswith("prob_"))
+            print(f"{r['path']}\t{r['prediction']}\t{probs}")
+    return 0
+
+
+def add_run_parsers(sub) -> None:
+    e = sub.add_parser("evaluate", help="metrics of a trained run on a split", formatter_class=FORMATTER)
+    e.add_argument("run", help="run folder (the --out of `fptplus train`)")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+    e.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint")
+    e.add_argument("--seed", type=int, default=None, help="which seed of a multi-seed run (default: the first)")
+    e.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("predict", help="class probabilities for new images", formatter_class=FORMATTER)
+    p.add_argument("run", help="run folder (the --out of `fptplus train`)")
+    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", help="write predictions to a .csv or .json file (default: print them)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint")
+    p.add_argument("--seed", type=int, default=None, help="which seed of a multi-seed run (default: the first)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
+    p.set_defaults(func=cmd_predict)
+
+
+# -- demo -----------------------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, method: Method) -> int:
     from .demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(args.backbone, args.weights, args.img_size, args.side_img_size, steps=args.steps))
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fptplus",
-        description="FPT+: parameter- and memory-efficient transfer learning for high-resolution medical images.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser(
-        "params",
-        help="learnable-parameter ratio of a method (no weights or data needed)",
-        description="Counts trainable / total parameters as the paper does (total includes the frozen LPM). "
-        "Builds shapes only, so any backbone size is instant.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_model_args(p, weights=False)
-    p.add_argument("--num-classes", type=int, default=2, help="classifier outputs")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    p.set_defaults(func=cmd_params)
-
-    pre = sub.add_parser(
-        "preload",
-        help="run the frozen LPM once over a dataset and store the selected K/V (the feature store)",
-        description="Builds, resumes or verifies a feature store. Rerunning the same command after an "
-        "interruption continues where it stopped; a store made for other settings or data is refused.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    pre.add_argument("--data", required=True, help="dataset: a folder (split or class folders) or a CSV manifest")
-    pre.add_argument("--out", required=True, help="feature store folder")
-    add_model_args(pre)
-    add_data_args(pre)
-    pre.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored K/V precision")
-    pre.add_argument("--batch-size", type=int, default=16, help="images per LPM forward")
-    pre.add_argument("--workers", type=int, default=2, help="image decoding processes")
-    pre.add_argument("--shard-mb", type=float, default=1024, help="target shard size in MiB")
-    pre.add_argument("--side-source-size", type=int, default=None, help="stored side image size (default 2x side)")
-    pre.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in skipped.csv)")
-    pre.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
-    pre.add_argument("--verify", action="store_true", help="verify an existing store instead of building one")
-    pre.set_defaults(func=cmd_preload)
-
+def add_demo_parser(sub) -> None:
     d = sub.add_parser(
         "demo",
         help="smallest end-to-end FPT+ run on generated images",
         description="Builds FPT+, extracts the LPM's selected K/V, checks online == pre-extracted, and trains "
         "a few steps from the extracted features.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=FORMATTER,
     )
     d.add_argument("--backbone", default="vit_small_patch14_dinov2", help="timm ViT name of the large model")
     d.add_argument("--weights", default=None, help="LPM weights: a local file, 'hub', or omit for random init")
@@ -191,15 +265,43 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--side-img-size", type=int, default=None, help="side input size (default: about a quarter)")
     d.add_argument("--steps", type=int, default=8, help="training steps")
     d.set_defaults(func=cmd_demo)
+
+
+def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
+    method = method or get_method("fpt_plus")
+    parser = argparse.ArgumentParser(
+        prog="fptplus",
+        description="FPT+: parameter- and memory-efficient transfer learning for high-resolution medical images.",
+        formatter_class=FORMATTER,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    params = sub.add_parser(
+        "params",
+        help="learnable-parameter ratio of a method (no weights or data needed)",
+        description="Counts trainable / total parameters as the paper does (total includes the frozen LPM). "
+        "Builds shapes only, so any backbone size is instant.",
+        formatter_class=FORMATTER,
+    )
+    params.add_argument("--num-classes", type=int, default=2, help="classifier outputs")
+    params.add_argument("--json", action="store_true", help="print one JSON object")
+    add_model_flags(params, method)
+    params.set_defaults(func=cmd_params)
+    add_preload_parser(sub, method)
+    add_train_parser(sub, method)
+    add_run_parsers(sub)
+    add_demo_parser(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else "?"
     try:
-        return args.func(args)
+        method = _method_of(argv)
+        args = build_parser(method).parse_args(argv)
+        return args.func(args, method)
     except FPTPlusError as err:
-        print(f"fptplus {args.command}: error: {err}", file=sys.stderr)
+        print(f"fptplus {command}: error: {err}", file=sys.stderr)
         return 2
 
 

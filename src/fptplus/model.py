@@ -213,6 +213,15 @@ class FPTModel(nn.Module):
         logits = self.side(side_x, slots)  # (B, C)
         return {"logits": logits, "features": features, "fusion": fused}
 
+    def batch_args(self, batch: dict[str, Tensor]) -> tuple[tuple, dict[str, Any]]:
+        """(args, kwargs) of `self(...)` for a data batch: {side, keys, values} (store) or {side, lpm} (online).
+
+        The trainer calls `model(*args, **kwargs)` through any DDP wrapper, so gradients are synchronised.
+        """
+        if "keys" in batch:
+            return (batch["side"],), {"features": LPMFeatures(batch["keys"], batch["values"], None)}
+        return (batch["side"],), {"lpm_x": batch.get("lpm")}
+
     def forward(self, side_x: Tensor, lpm_x: Tensor | None = None, features: LPMFeatures | None = None) -> Tensor:
         """side_x: (B, 3, h, w) low-res view; lpm_x: (B, 3, H, W) high-res view or `features` -> (B, C)."""
         return self.forward_details(side_x, lpm_x, features)["logits"]

@@ -20,6 +20,7 @@ from ._utils import Size, check_multiple_of_patch, to_hw
 from .errors import ConfigError, WeightsError
 
 HUB = "hub"
+RANDOM_INIT_SEED = 0
 
 
 def check_model_name(name: str) -> None:
@@ -61,7 +62,8 @@ def create_vit(
     Args:
         name: timm model name, e.g. "vit_base_patch16_224" or "vit_base_patch16_224.dino".
         img_size: input resolution, int or (H, W); must be a multiple of the patch size.
-        weights: None for random init, "hub" to download timm's pretrained weights, or a local path to a
+        weights: None for random init (always drawn with seed RANDOM_INIT_SEED, so it is reproducible; for
+            tests and benchmarks), "hub" to download timm's pretrained weights, or a local path to a
             .safetensors file or a weights-only torch checkpoint.
         device: where to create the parameters ("meta" builds a shape-only model with no memory).
         **overrides: extra timm model kwargs (tests shrink depth/width with these).
@@ -78,7 +80,8 @@ def create_vit(
         return model.to(device) if device is not None else model
     if device is not None and str(device) == "meta" and weights is None:
         return probe
-    with torch.device(device or "cpu"):
+    with torch.random.fork_rng(devices=[]), torch.device(device or "cpu"):
+        torch.manual_seed(RANDOM_INIT_SEED)  # a random-init LPM is the same everywhere (store, online, predict)
         model = timm.create_model(name, pretrained=False, **kwargs)
     if weights is not None:
         load_weights_file(model, weights, name)
@@ -180,7 +183,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 def weights_identity(name: str, weights: str | os.PathLike | None) -> dict[str, str]:
     """What identifies the LPM's weights without building it: a file's sha256, the hub id, or random init."""
     if weights is None:
-        return {"source": "random-init"}
+        return {"source": "random-init", "seed": str(RANDOM_INIT_SEED)}
     if str(weights) == HUB:
         with torch.device("meta"):
             cfg = timm.create_model(name, pretrained=False).pretrained_cfg

@@ -59,7 +59,8 @@ def test_split_written_and_reloaded_identically(tmp_path):
     index.write_csv(root / "splits.csv")
     again = load_index(root / "splits.csv")
     assert again.classes == index.classes
-    assert [(s.path, s.label, s.split) for s in again.samples] == [(s.path, s.label, s.split) for s in index.samples]
+    want = [(index.abspath(s).resolve().as_posix(), s.label, s.split) for s in index.samples]
+    assert [(s.path, s.label, s.split) for s in again.samples] == want
     assert "official split" in again.source
 
 

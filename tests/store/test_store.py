@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from fptplus._testing import CRASH_ENV
 from fptplus.backbone import LPMFeatures
 from fptplus.data.datasets import ImageDataset, StoreDataset
 from fptplus.data.decode import DecodeError, load_image_file
@@ -24,7 +25,7 @@ from fptplus.data.sources import load_index
 from fptplus.data.views import Views
 from fptplus.store import FeatureStore, PreloadOptions, StoreError, preload
 from fptplus.store import writer as writer_mod
-from fptplus.store.writer import CRASH_ENV, store_spec
+from fptplus.store.writer import store_spec
 from imagegen import class_folders, rgb, save
 
 from conftest import TINY, build_tiny, tiny_config
@@ -256,7 +257,7 @@ def test_resume_after_kills_is_byte_identical(tmp_path):
     root = class_folders(tmp_path / "data", {"neg": 6, "pos": 6})
     ref, out = tmp_path / "ref", tmp_path / "out"
     build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=60_000)
-    for crash in ("1:written", "2:committed", "1:committed", "3:written"):
+    for crash in ("preload-written:1", "preload-committed:2", "preload-committed:1", "preload-written:3"):
         proc = run_script(root, out, 60_000, crash)
         proc.wait(timeout=120)
         assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
@@ -291,15 +292,19 @@ def cli_args(data, out, *extra):
 
 
 def test_torchrun_two_processes_equal_one(tmp_path):
+    """Two processes write disjoint shards of the same store, byte-identical to one process.
+
+    Float results depend on the BLAS thread count, so both runs use one thread per process.
+    """
     root = class_folders(tmp_path / "data", {"neg": 5, "pos": 5})
-    ref, out = tmp_path / "ref", tmp_path / "out"
-    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=int(0.03 * 2**20))
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    cmd = [*torchrun, "-m", "fptplus.cli", *cli_args(root, out, "--shard-mb", "0.03")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "preload [rank 1]" in proc.stdout and FeatureStore(out).manifest["num_shards"] >= 2
-    assert tree(out) == tree(ref)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for procs in ("1", "2"):
+        torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", procs]
+        cmd = [*torchrun, "-m", "fptplus.cli", *cli_args(root, tmp_path / procs, "--shard-mb", "0.03")]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "preload [rank 1]" in proc.stdout and FeatureStore(tmp_path / "2").manifest["num_shards"] >= 2
+    assert tree(tmp_path / "2") == tree(tmp_path / "1")
 
 
 def test_cli_preload_and_verify(tmp_path, capsys):

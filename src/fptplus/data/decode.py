@@ -30,6 +30,15 @@ class DecodeError(FPTPlusError):
     """One or more image files could not be decoded."""
 
 
+def undecodable_error(reasons: list[str], total: int) -> DecodeError:
+    """One error that lists every file that failed to decode, and the two ways forward."""
+    listing = "\n".join(f"  {r}" for r in reasons)
+    return DecodeError(
+        f"{len(reasons)} of {total} images could not be decoded:\n{listing}\n"
+        "Fix or remove them, or pass --skip-bad to leave them out (they are listed in skipped.csv)."
+    )
+
+
 @dataclass(frozen=True)
 class DecodedImage:
     """image: (3, H, W) uint8 or float32 in [0, 1]; sha256 and nbytes of the file as read."""

@@ -82,7 +82,7 @@ class DataIndex:
         return "\n".join(lines)
 
     def write_csv(self, path: str | Path) -> None:
-        """Writes `path,label,split,group` (paths relative to the data root): reloadable with `load_index`."""
+        """Writes `path,label,split,group` with absolute paths: a manifest reloadable with `load_index`."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
@@ -90,7 +90,7 @@ class DataIndex:
             w = csv.writer(f)
             w.writerow(["path", "label", "split", "group"])
             for s in self.samples:
-                w.writerow([s.path, self.classes[s.label], s.split, s.group or ""])
+                w.writerow([self.abspath(s).resolve().as_posix(), self.classes[s.label], s.split, s.group or ""])
         os.replace(tmp, path)
 
 

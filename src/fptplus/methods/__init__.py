@@ -23,7 +23,10 @@ class Method:
         summary: one line for `--help`.
         config_cls: the method's typed config dataclass.
         make_config: (**overrides) -> a config with the method's defaults.
-        build: (config, with_lpm=..., device=..., **timm_overrides) -> model with a `param_count()` method.
+        build: (config, with_lpm=..., device=..., **timm_overrides) -> model with `param_count()` and
+            `batch_args(batch) -> (args, kwargs)` for `model(*args, **kwargs) -> logits`.
+        default_lr: learning rate when the run does not set one.
+        kind: the inputs the model takes: "fpt" (side view + LPM K/V or LPM view) or "image" (one view).
     """
 
     name: str
@@ -31,6 +34,12 @@ class Method:
     config_cls: type
     make_config: Callable[..., Any]
     build: Callable[..., nn.Module]
+    default_lr: float = 1e-3
+    kind: str = "fpt"
+
+    def uses_store(self, config: Any) -> bool:
+        """Whether this configuration can train from the preloaded feature store."""
+        return self.kind == "fpt" and getattr(config, "fused_layers", None) != 0
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -12,6 +12,7 @@ register(
         FPTConfig,
         FPTConfig.fpt_plus,
         build_fpt,
+        default_lr=2e-3,  # the authors' FPT/FPT+ configs (AdamW, wd 0.1)
     )
 )
 register(
@@ -21,5 +22,6 @@ register(
         FPTConfig,
         FPTConfig.fpt,
         build_fpt,
+        default_lr=2e-3,  # the authors' FPT/FPT+ configs (AdamW, wd 0.1)
     )
 )

@@ -9,9 +9,7 @@ resumes at the first unrecorded batch and recomputes exactly the same batches. S
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +21,9 @@ import torch
 from numpy.lib.format import open_memmap
 from torch.utils.data import DataLoader, Dataset
 
+from .._testing import crash_point
 from ..backbone import FrozenLPM, LPMSpec
-from ..data.decode import DecodeError, load_image_file
+from ..data.decode import DecodeError, load_image_file, undecodable_error
 from ..data.sources import DataIndex
 from ..data.views import ViewConfig, Views
 from ..errors import ConfigError
@@ -48,8 +47,6 @@ from .format import (
     store_fields,
     write_json_atomic,
 )
-
-CRASH_ENV = "FPTPLUS_TEST_CRASH_AFTER_BATCHES"  # "N" or "N:written": SIGKILL itself (resume tests only)
 
 
 @dataclass
@@ -324,15 +321,6 @@ def _batches(writer: _ShardWriter, batch_size: int) -> list[list[int]]:
     return [list(range(b, min(b + batch_size, end))) for b in range(aligned, end, batch_size)]
 
 
-def _crash_hook(batches_done: int, phase: str) -> None:
-    spec = os.environ.get(CRASH_ENV)
-    if not spec:
-        return
-    n, _, when = spec.partition(":")
-    if batches_done == int(n) and (when or "committed") == phase:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, dtype: str):
     x = torch.stack([it["lpm"] for it in items]).to(device)
     feats = lpm(x)
@@ -428,9 +416,9 @@ def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
         for item in items:
             if "error" in item:
                 writer.write(item["i"], item, None)
-        _crash_hook(n, "written")
+        crash_point("preload-written", n)
         writer.commit(max(writer.start + writer.done, items[-1]["i"] + 1))
-        _crash_hook(n, "committed")
+        crash_point("preload-committed", n)
         done += len(items)
         now = time.perf_counter()
         if now - last > 10 or done == total:
@@ -456,11 +444,7 @@ def _finalize(out: Path, index: DataIndex, plan: dict[str, Any], skip_bad: bool)
         {"path": s["path"], "error": r["error"]} for s, r in zip(plan["samples"], records, strict=True) if "error" in r
     ]
     if bad and not skip_bad:
-        listing = "\n".join(f"  {b['error']}" for b in bad)
-        raise DecodeError(
-            f"{len(bad)} of {len(records)} images could not be decoded:\n{listing}\n"
-            "Fix or remove them, or rerun with --skip-bad to leave them out (they are listed in skipped.csv)."
-        )
+        raise undecodable_error([b["error"] for b in bad], len(records))
     samples = [
         {**s, **({"skipped": True} if "error" in r else {"size": r["size"], "sha256": r["sha256"]})}
         for s, r in zip(plan["samples"], records, strict=True)

@@ -1,0 +1,250 @@
+"""Run configuration: typed dataclasses, YAML round trip, and command-line flags generated from the fields.
+
+Precedence: dataclass defaults < YAML file (--config) < command-line flags. Every field of `DataConfig`,
+`TrainConfig` and the method's model config becomes a flag whose --help shows its default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .methods import get_method
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how they are split.
+
+    Attributes:
+        data: dataset folder (split or class folders) or CSV manifest.
+        split_seed: seed of the automatic stratified 70/10/20 split.
+        allow_missing_classes: accept classes absent from val or test.
+        skip_bad: leave undecodable images out (listed in skipped.csv) instead of failing.
+        store: feature store folder for FPT/FPT+ (default: RUN/store, built on first use).
+    """
+
+    data: str = ""
+    split_seed: int = 0
+    allow_missing_classes: bool = False
+    skip_bad: bool = False
+    store: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    """The training protocol (paper §4.2: AdamW, cosine per step, 20 epochs, batch 16, best val AUC).
+
+    Attributes:
+        epochs: training epochs.
+        batch_size: images per optimizer step (per process, before accumulation).
+        lr: peak learning rate (None: the method's default).
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_epochs: linear warm-up length in epochs (then cosine decay to 0, per step).
+        grad_clip: max gradient norm (None: no clipping).
+        grad_accum: gradient accumulation steps.
+        class_weights: cross-entropy class weights: None, "balanced" or a list.
+        mixed_precision: "no", "bf16" or "fp16" autocast (GPU).
+        preload: FPT/FPT+ train from the feature store (False: LPM runs online in every step).
+        num_workers: data loading processes.
+        seed: run seed (model init, data order, augmentation, dropout).
+        eval_batch_size: batch size for evaluation (None: 2 × batch_size).
+        bootstrap: bootstrap resamples for the test AUC 95 % CI (0: none).
+        log_every: steps between log lines when not on a terminal.
+    """
+
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float | None = None
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_epochs: float = 0.0
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+    class_weights: str | list[float] | None = None
+    mixed_precision: str = "no"
+    preload: bool = True
+    num_workers: int = 2
+    seed: int = 0
+    eval_batch_size: int | None = None
+    bootstrap: int = 1000
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        if isinstance(self.betas, list):
+            self.betas = tuple(self.betas)
+        checks = [
+            (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas must be two numbers in [0, 1)"),
+            (0 <= self.warmup_epochs < self.epochs, f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0 or None, got {self.grad_clip}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision must be 'no', 'bf16' or 'fp16'"),
+            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+            (self.bootstrap >= 0, f"bootstrap must be >= 0, got {self.bootstrap}"),
+            (
+                self.class_weights is None or self.class_weights == "balanced" or isinstance(self.class_weights, list),
+                f"class_weights must be None, 'balanced' or a list of numbers, got {self.class_weights!r}",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+@dataclass
+class RunConfig:
+    """One training run: method + its model config + data + protocol."""
+
+    method: str
+    model: Any
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.method,
+            "model": _plain(dataclasses.asdict(self.model)),
+            "data": _plain(dataclasses.asdict(self.data)),
+            "train": _plain(dataclasses.asdict(self.train)),
+        }
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        unknown = set(d) - {"method", "model", "data", "train"}
+        if unknown:
+            raise ConfigError(f"unknown config sections {sorted(unknown)}; expected method, model, data, train")
+        method = get_method(d.get("method", "fpt_plus"))
+        return cls(
+            method=method.name,
+            model=build_dataclass(method.config_cls, d.get("model") or {}, "model", method.make_config),
+            data=build_dataclass(DataConfig, d.get("data") or {}, "data"),
+            train=build_dataclass(TrainConfig, d.get("train") or {}, "train"),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read config {path}: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping with method/model/data/train sections")
+        return cls.from_dict(raw)
+
+
+def _plain(obj: Any) -> Any:
+    """Tuples → lists so YAML stays plain."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def build_dataclass(cls: type, values: dict[str, Any], section: str, factory=None) -> Any:
+    """`cls(**values)` with unknown keys refused by name."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{section}: unknown field(s) {unknown}; valid: {', '.join(sorted(names))}")
+    return (factory or cls)(**values)
+
+
+# -- command-line flags from dataclass fields -----------------------------------------------------------------
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Field descriptions from the 'Attributes:' section of a Google-style docstring."""
+    doc = cls.__doc__ or ""
+    out: dict[str, str] = {}
+    current = None
+    for line in doc.split("Attributes:", 1)[-1].splitlines():
+        m = re.match(r"\s{4,8}(\w+): (.*)", line)
+        if m and m.group(1) in {f.name for f in fields(cls)}:
+            current = m.group(1)
+            out[current] = m.group(2).strip()
+        elif current and line.strip():
+            out[current] += " " + line.strip()
+    return out
+
+
+def _parse(text: str, hint: Any) -> Any:
+    if text.lower() in ("none", "null"):
+        return None
+    if re.fullmatch(r"\d+x\d+", text.lower()):  # image sizes: 448x512 -> (448, 512)
+        h, w = text.lower().split("x")
+        return (int(h), int(w))
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint is bool or bool in args:
+        if text.lower() in ("1", "true", "yes"):
+            return True
+        if text.lower() in ("0", "false", "no"):
+            return False
+    for simple in (int, float):
+        if hint is simple or (origin in (typing.Union, types.UnionType) and args == [simple]):
+            try:
+                return simple(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {simple.__name__}, got {text!r}") from None
+    if hint is str or (origin in (typing.Union, types.UnionType) and args == [str]):
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def add_dataclass_flags(
+    parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = (), defaults: Any = None
+) -> None:
+    """Adds one --flag per field of `cls` (values default to 'not given', so YAML values survive).
+
+    Args:
+        parser: where to add the flags.
+        cls: the config dataclass.
+        title: argument group title in --help.
+        skip: fields that get no flag (set by the program).
+        defaults: an instance whose values --help shows (default: `cls()`).
+    """
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    docs = field_docs(cls)
+    defaults = cls() if defaults is None else defaults
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name) if defaults is not None else None
+        help_text = f"{docs.get(f.name, '')} (default: {default!r})".replace("%", "%%")
+        hint = hints[f.name]
+        if hint is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                               help=help_text)  # fmt: skip
+        else:
+            group.add_argument(flag, dest=f.name, type=lambda t, h=hint: _parse(t, h), default=argparse.SUPPRESS,
+                               metavar=f.name.upper(), help=help_text)  # fmt: skip
+
+
+def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of `cls` that were given on the command line."""
+    return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}

@@ -1,0 +1,161 @@
+"""`fptplus evaluate` and `fptplus predict`: a trained run folder applied to a split or to new images."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunConfig
+from ..data.decode import IMAGE_EXTENSIONS, DecodeError, load_image_file, undecodable_error
+from ..data.sources import SPLITS, DataIndex, load_index
+from ..errors import ConfigError
+from ..methods import get_method
+from ..metrics import compute_metrics
+from ..store import FeatureStore
+from ..store.writer import store_spec
+from .checkpoint import load_checkpoint
+from .inputs import eval_loader, make_inputs, view_config
+from .loop import predict_probs
+
+
+def resolve_run(run: str | Path, seed: int | None = None) -> tuple[Path, Path]:
+    """(run root, seed folder) of a run path (either may be given)."""
+    path = Path(run)
+    if (path / "checkpoints").exists() and (path / "config.yaml").exists():
+        root = path if (path / "run.json").exists() else path.parent
+        return root, path
+    if not (path / "run.json").exists():
+        raise ConfigError(f"{path} is not a run folder (no run.json / checkpoints); pass the --out of `fptplus train`")
+    seeds = json.loads((path / "run.json").read_text())["seeds"]
+    if seed is None:
+        seed = seeds[0]
+    if seed not in seeds:
+        raise ConfigError(f"{path} has seeds {seeds}, not {seed}")
+    return path, path if len(seeds) == 1 else path / f"seed-{seed}"
+
+
+def run_index(root: Path, cfg: RunConfig) -> DataIndex:
+    """The run's dataset rebuilt from its config, refused if it no longer matches the run's splits.csv."""
+    index = load_index(cfg.data.data, seed=cfg.data.split_seed, allow_missing_classes=cfg.data.allow_missing_classes)
+    recorded = load_index(root / "splits.csv", allow_missing_classes=True)
+    now = [(index.abspath(s).resolve().as_posix(), index.classes[s.label], s.split) for s in index.samples]
+    then = [(s.path, recorded.classes[s.label], s.split) for s in recorded.samples]
+    if now != then:
+        raise ConfigError(
+            f"the dataset {cfg.data.data} no longer matches {root / 'splits.csv'} (images added, removed or "
+            "relabelled since training); evaluate on a new split by training a new run"
+        )
+    return index
+
+
+def load_trained(run_dir: Path, checkpoint: str, with_lpm: bool):
+    """Rebuilds the model of a run folder and loads one of its checkpoints (refusing a mismatch)."""
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    ckpt = run_dir / "checkpoints" / checkpoint
+    if not ckpt.exists():
+        raise ConfigError(f"{ckpt} does not exist (checkpoints: best, last); has this run trained an epoch yet?")
+    model = get_method(cfg.method).build(cfg.model, with_lpm=with_lpm)
+    classes = json.loads((run_dir / "checkpoints" / checkpoint / "meta.json").read_text()).get("classes")
+    meta = {"method": cfg.method, "backbone": cfg.model.backbone, "num_classes": cfg.model.num_classes}
+    load_checkpoint(ckpt, model, meta)
+    return cfg, model.eval(), classes
+
+
+def evaluate_run(
+    run: str | Path, split: str = "test", checkpoint: str = "best", seed: int | None = None, log: Callable = print
+) -> dict[str, Any]:
+    """Metrics of a trained run on one split (the run's own split file), written to eval-SPLIT-CHECKPOINT.json."""
+    if split not in SPLITS:
+        raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
+    root, run_dir = resolve_run(run, seed)
+    info = json.loads((root / "run.json").read_text())
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    index = run_index(root, cfg)
+    store = FeatureStore(info["store"]) if info.get("store") else None
+    if store is not None:
+        store.check_compatible(store_spec(cfg.model, tuple(store.fingerprint["side_source_size"])).fingerprint, index)
+    _, model, _ = load_trained(run_dir, checkpoint, with_lpm=store is None)
+    usable = store.usable() if store is not None else list(range(len(index.samples)))
+    inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed)
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    model = accelerator.prepare(model)
+    dataset = getattr(inputs, split)
+    probs, labels, loss = predict_probs(model, eval_loader(dataset, 2 * cfg.train.batch_size, 0), accelerator)
+    metrics = compute_metrics(labels, probs, loss, ci=split == "test", ci_samples=cfg.train.bootstrap, seed=0)
+    out = {"run": str(run_dir), "split": split, "checkpoint": checkpoint, **metrics.to_dict()}
+    (run_dir / f"eval-{split}-{checkpoint}.json").write_text(json.dumps(out, indent=1))
+    log(f"{run_dir} [{checkpoint}] on {split}: {metrics.summary()}")
+    return out
+
+
+def collect_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given, folders searched recursively for images (sorted)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+        elif p.exists():
+            found.append(p)
+        else:
+            raise ConfigError(f"{p} does not exist")
+    if not found:
+        raise ConfigError(f"no images found in {[str(p) for p in paths]}")
+    return found
+
+
+@torch.no_grad()
+def predict(
+    run: str | Path,
+    images: Sequence[str | Path],
+    checkpoint: str = "best",
+    seed: int | None = None,
+    batch_size: int = 8,
+    skip_bad: bool = False,
+) -> list[dict[str, Any]]:
+    """Class probabilities for new images of any size/format the data layer reads (LPM run online)."""
+    _, run_dir = resolve_run(run, seed)
+    cfg, model, classes = load_trained(run_dir, checkpoint, with_lpm=True)
+    from ..data.views import Views
+
+    views = Views(view_config(cfg.model, model.spec, None))
+    files = collect_images(images)
+    rows, bad = [], []
+    for start in range(0, len(files), batch_size):
+        sides, lpms, names = [], [], []
+        for f in files[start : start + batch_size]:
+            try:
+                hr = views.high_res(load_image_file(f).image)
+            except DecodeError as err:
+                bad.append(str(err))
+                continue
+            sides.append(views.side_view(views.side_source(hr), train=False))
+            lpms.append(views.lpm_view(hr))
+            names.append(str(f))
+        if not names:
+            continue
+        probs = model(torch.stack(sides), lpm_x=torch.stack(lpms)).float().softmax(-1).numpy()
+        for name, p in zip(names, probs, strict=True):
+            rows.append({"path": name, "prediction": classes[int(np.argmax(p))],
+                         **{f"prob_{c}": float(v) for c, v in zip(classes, p, strict=True)}})  # fmt: skip
+    if bad and not skip_bad:
+        raise undecodable_error(bad, len(files))
+    return rows
+
+
+def write_predictions(rows: list[dict[str, Any]], out: str | Path) -> None:
+    out = Path(out)
+    if out.suffix.lower() == ".json":
+        out.write_text(json.dumps(rows, indent=1))
+        return
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)

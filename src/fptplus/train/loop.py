@@ -1,0 +1,367 @@
+"""One training run: AdamW + per-step cosine schedule, evaluation each epoch, best-val-AUC selection, exact resume.
+
+Everything random is a function of the run seed: model init, the per-epoch data order (its own generator),
+the per-sample augmentation seeds, and the global RNG (dropout) whose state is checkpointed every epoch. A run
+killed and resumed from its last checkpoint therefore ends with the same metrics as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .._testing import crash_point
+from ..config import RunConfig
+from ..data.sources import DataIndex
+from ..methods import get_method
+from ..metrics import Metrics, compute_metrics
+from ..store.reader import FeatureStore
+from .checkpoint import (
+    checkpoint_bytes,
+    load_checkpoint,
+    load_state,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .inputs import Inputs, epoch_loader, eval_loader, make_inputs
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.txt"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "checkpoints" / "last"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "checkpoints" / "best"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def tb(self) -> Path:
+        return self.root / "tensorboard"
+
+
+class Logger:
+    """Lines to stdout and RUN/log.txt (main process only)."""
+
+    def __init__(self, path: Path | None, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+
+    def __call__(self, line: str) -> None:
+        if not self.enabled:
+            return
+        print(line, flush=True)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
+    """Linear warm-up to the peak lr, then cosine decay to 0, stepped once per optimizer step."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def class_weight_tensor(spec: Any, labels: list[int], num_classes: int) -> torch.Tensor | None:
+    if spec is None:
+        return None
+    if spec == "balanced":
+        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+        return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
+    if len(spec) != num_classes:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"class_weights has {len(spec)} values for {num_classes} classes")
+    return torch.tensor(spec, dtype=torch.float32)
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def selection_key(m: Metrics) -> tuple[str, float]:
+    """Model selection: validation AUC, or (when AUC is undefined) the negative validation loss."""
+    return ("val AUC", m.auc) if m.auc is not None else ("val loss", -m.loss)
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, loader: DataLoader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
+    """Softmax probabilities, labels and mean cross-entropy over a loader."""
+    model.eval()
+    core = accelerator.unwrap_model(model)
+    probs, labels, loss_sum, n = [], [], 0.0, 0
+    for batch in loader:
+        batch = to_device(batch, accelerator.device)
+        args, kwargs = core.batch_args(batch)
+        with accelerator.autocast():
+            logits = model(*args, **kwargs).float()
+        y = torch.as_tensor(batch["label"], device=logits.device)
+        logits, y = accelerator.gather_for_metrics((logits, y))
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        n += len(y)
+        probs.append(logits.softmax(-1).cpu().numpy())
+        labels.append(y.cpu().numpy())
+    if n == 0:
+        return np.zeros((0, 0)), np.zeros(0, dtype=np.int64), float("nan")
+    return np.concatenate(probs), np.concatenate(labels), loss_sum / n
+
+
+@dataclass
+class FitResult:
+    results: dict[str, Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def fit(
+    cfg: RunConfig,
+    root: Path,
+    index: DataIndex,
+    store: FeatureStore | None,
+    usable: list[int],
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+) -> FitResult:
+    """Trains one seed of `cfg` into `root` (or resumes it), then evaluates the best checkpoint on test."""
+    from accelerate import Accelerator
+
+    paths = RunPaths(root)
+    tc = cfg.train
+    method = get_method(cfg.method)
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=tc.mixed_precision,
+        gradient_accumulation_steps=tc.grad_accum,
+    )
+    if not accelerator.is_main_process:
+        log = Logger(None, enabled=False)
+    seed_everything(tc.seed)
+    model = method.build(cfg.model, with_lpm=store is None)
+    inputs: Inputs = make_inputs(model, cfg.model, index, store, usable, tc.seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lr = tc.lr if tc.lr is not None else method.default_lr
+    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas))
+    steps_per_epoch = math.ceil(math.ceil(len(inputs.train) / tc.batch_size) / tc.grad_accum)
+    scheduler = cosine_schedule(optimizer, steps_per_epoch * tc.epochs, round(tc.warmup_epochs * steps_per_epoch))
+    train_labels = [index.samples[i].label for i in inputs.train.indices]
+    weights = class_weight_tensor(tc.class_weights, train_labels, cfg.model.num_classes)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    core = accelerator.unwrap_model(model)
+    meta = {"method": cfg.method, "backbone": cfg.model.backbone, "num_classes": cfg.model.num_classes,
+            "classes": list(index.classes)}  # fmt: skip
+    params = core.param_count()
+
+    start_epoch, step, best, history = 0, 0, None, []
+    if resume and (paths.last / "state.pt").exists():
+        load_checkpoint(paths.last, core, meta)
+        state = load_state(paths.last)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+        best = tuple(state["best"]) if state["best"] is not None else None
+        log(f"resumed {root} after epoch {start_epoch} (step {step})")
+    log(f"{cfg.method}: {params}; training from the {inputs.source}; {len(inputs.train)} train / "
+        f"{len(inputs.val)} val / {len(inputs.test)} test images; lr {lr:g}, {tc.epochs} epochs")  # fmt: skip
+
+    writer = _tensorboard(paths.tb) if accelerator.is_main_process else None
+    eval_bs = tc.eval_batch_size or 2 * tc.batch_size
+    val_loader = eval_loader(inputs.val, eval_bs, tc.num_workers)
+    for epoch in range(start_epoch, tc.epochs):
+        t0 = time.perf_counter()
+        model.train()
+        loader = epoch_loader(inputs.train, tc.batch_size, tc.num_workers, tc.seed, epoch)
+        if accelerator.num_processes > 1:
+            loader = accelerator.prepare_data_loader(loader)
+        loss_sum, seen = 0.0, 0
+        bar = _Progress(len(loader), f"epoch {epoch + 1}/{tc.epochs}", accelerator.is_main_process)
+        for i, batch in enumerate(loader):
+            batch = to_device(batch, accelerator.device)
+            y = torch.as_tensor(batch["label"], device=accelerator.device)
+            with accelerator.accumulate(model):
+                args, kwargs = core.batch_args(batch)
+                with accelerator.autocast():
+                    logits = model(*args, **kwargs)
+                w = weights.to(logits.device) if weights is not None else None
+                loss = F.cross_entropy(logits.float(), y, weight=w)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    if tc.grad_clip is not None:
+                        accelerator.clip_grad_norm_(trainable, tc.grad_clip)
+                    optimizer.step()
+                    scheduler.step()
+                    if hasattr(core, "after_optimizer_step"):
+                        core.after_optimizer_step(step)
+                    step += 1
+                    crash_point("train-step", step)
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+            if writer is not None:
+                writer.add_scalar("train/loss", loss.item(), step)
+                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            bar.update(i + 1, f"loss {loss_sum / seen:.4f} lr {scheduler.get_last_lr()[0]:.2e}", tc.log_every, log)
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        probs, labels, val_loss = predict_probs(model, val_loader, accelerator)
+        val = compute_metrics(labels, probs, val_loss)
+        key = selection_key(val)
+        improved = best is None or key[1] > best[1]
+        if improved:
+            best = (key[0], key[1], epoch)
+        row = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": loss_sum / max(seen, 1),
+            "lr": scheduler.get_last_lr()[0],
+            "epoch_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - t0 - train_seconds,
+            **{f"val_{k}": v for k, v in val.to_dict().items() if k != "confusion"},
+        }
+        history.append(row)
+        log(f"epoch {epoch + 1}/{tc.epochs}  train loss {row['train_loss']:.4f}  {train_seconds:.1f} s  |  val "
+            f"{val.summary()}{'  *best*' if improved else ''}")  # fmt: skip
+        if val.auc_note and epoch == start_epoch:
+            log(f"note: {val.auc_note}; model selection uses the validation loss instead")
+        if writer is not None:
+            for k, v in row.items():
+                if k.startswith("val_") and isinstance(v, (int, float)):
+                    writer.add_scalar(f"val/{k[4:]}", v, epoch + 1)
+        if accelerator.is_main_process:
+            ckpt_meta = {**meta, "epoch": epoch + 1, "selection": key[0], "score": key[1]}
+            if improved:
+                save_checkpoint(paths.best, core, ckpt_meta)
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+                     "epoch": epoch, "step": step, "best": list(best), "history": history}  # fmt: skip
+            save_checkpoint(paths.last, core, ckpt_meta, state)
+            _write_history(root, history)
+        accelerator.wait_for_everyone()
+    if writer is not None:
+        writer.close()
+    return FitResult(_final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log),
+                     history)  # fmt: skip
+
+
+def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log) -> dict[str, Any]:
+    tc = cfg.train
+    load_checkpoint(paths.best, core, meta)
+    eval_bs = tc.eval_batch_size or 2 * tc.batch_size
+    out = {}
+    for split, ds in (("val", inputs.val), ("test", inputs.test)):
+        probs, labels, loss = predict_probs(model, eval_loader(ds, eval_bs, tc.num_workers), accelerator)
+        m = compute_metrics(labels, probs, loss, ci=split == "test" and tc.bootstrap > 0, ci_samples=tc.bootstrap,
+                            seed=tc.seed)  # fmt: skip
+        out[split] = m.to_dict()
+        log(f"best epoch {best[2] + 1} ({best[0]}) on {split}: {m.summary()}")
+    results = {
+        "method": cfg.method,
+        "seed": tc.seed,
+        "source": inputs.source,
+        "classes": meta["classes"],
+        "best_epoch": best[2] + 1,
+        "selection": best[0],
+        "params": {"trainable": params.trainable, "total": params.total, "percent": params.percent},
+        "checkpoint_bytes": checkpoint_bytes(paths.best),
+        "epoch_seconds": float(np.mean([h["epoch_seconds"] for h in history])),
+        "val": out["val"],
+        "test": out["test"],
+        "peak_memory_mb": _peak_memory_mb(),
+    }
+    if accelerator.is_main_process:
+        paths.results.write_text(json.dumps(results, indent=1))
+        log(f"checkpoint {paths.best / 'model.safetensors'}: {results['checkpoint_bytes'] / 2**20:.2f} MiB "
+            f"(trainable tensors only); results in {paths.results}")  # fmt: skip
+    return results
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: process peak RSS
+
+
+def _write_history(root: Path, history: list[dict[str, Any]]) -> None:
+    with open(root / "metrics.jsonl", "w") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
+    columns = list(history[0])
+    with open(root / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; stay usable without it
+        return None
+    return SummaryWriter(str(path))
+
+
+class _Progress:
+    """tqdm bar on a terminal, plain log lines every `every` steps otherwise."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.bar, self.t0 = None, time.perf_counter()
+        if enabled and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False)
+
+    def update(self, i: int, text: str, every: int, log) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(text)
+        elif i % every == 0 or i == self.total:
+            eta = (time.perf_counter() - self.t0) / i * (self.total - i)
+            log(f"{self.desc} step {i}/{self.total}  {text}  ETA {eta:.0f} s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,145 @@
+"""`fptplus train`: data → (feature store) → one run per seed → summary; resumable as a whole.
+
+RUN/config.yaml      the resolved config (reload with --config, or --resume RUN)
+RUN/run.json         seeds and where the data/store live
+RUN/splits.csv       the exact split used (a CSV manifest: reusable with --data RUN/splits.csv)
+RUN/classes.json     class names in label order
+RUN/store/           the feature store (FPT/FPT+, unless --store points elsewhere)
+RUN/[seed-S/]        per seed: log.txt, metrics.csv/jsonl, tensorboard/, checkpoints/{best,last}, results.json
+RUN/summary.json     mean ± std over seeds (several seeds only)
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import RunConfig
+from ..data.scan import check_bad, scan_images
+from ..data.sources import DataIndex, load_index
+from ..errors import ConfigError
+from ..methods import get_method
+from ..store import FeatureStore, PreloadOptions, preload
+from ..store.writer import store_spec
+from .loop import Logger, RunPaths, fit
+
+SUMMARY_KEYS = ("auc", "accuracy", "balanced_accuracy", "macro_f1", "kappa")
+
+
+def seed_dir(root: Path, seeds: list[int], seed: int) -> Path:
+    return root if len(seeds) == 1 else root / f"seed-{seed}"
+
+
+def prepare_data(
+    cfg: RunConfig, root: Path, log: Callable[[str], None]
+) -> tuple[DataIndex, FeatureStore | None, list[int]]:
+    """Loads the index, builds or checks the feature store (FPT/FPT+) or scans the images (online)."""
+    if not cfg.data.data:
+        raise ConfigError("no dataset given: pass --data FOLDER_OR_CSV")
+    index = load_index(cfg.data.data, seed=cfg.data.split_seed, allow_missing_classes=cfg.data.allow_missing_classes)
+    log(index.describe())
+    if cfg.model.num_classes != len(index.classes):
+        cfg.model.num_classes = len(index.classes)
+    method = get_method(cfg.method)
+    if method.uses_store(cfg.model) and cfg.train.preload:
+        store_path = Path(cfg.data.store) if cfg.data.store else root / "store"
+        options = PreloadOptions(
+            batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers, skip_bad=cfg.data.skip_bad
+        )
+        preload(index, cfg.model, store_path, options, log=log)
+        store = FeatureStore(store_path)
+        expected = store_spec(cfg.model, tuple(store.fingerprint["side_source_size"]))
+        store.check_compatible(expected.fingerprint, index)
+        return index, store, store.usable()
+    log("checking that every image decodes (online training)")
+    usable = check_bad(index, scan_images(index, cfg.train.num_workers), cfg.data.skip_bad, root)
+    return index, None, usable
+
+
+def train(
+    cfg: RunConfig,
+    out: str | Path,
+    seeds: list[int] | None = None,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Runs the protocol for every seed (skipping finished ones when resuming) and summarises them."""
+    root = Path(out)
+    if root.exists() and (root / "config.yaml").exists() and not resume:
+        raise ConfigError(f"{root} already holds a run; continue it with --resume {root}, or choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    absolutize(cfg)
+    log = log or Logger(root / "log.txt")
+    seeds = seeds or [cfg.train.seed]
+    index, store, usable = prepare_data(cfg, root, log)
+    cfg.save(root / "config.yaml")
+    index.write_csv(root / "splits.csv")
+    (root / "classes.json").write_text(json.dumps(index.classes))
+    (root / "run.json").write_text(json.dumps({"seeds": seeds, "store": str(store.path) if store else None}))
+    results = {}
+    for seed in seeds:
+        run_cfg = copy.deepcopy(cfg)
+        run_cfg.train.seed = seed
+        run_root = seed_dir(root, seeds, seed)
+        run_root.mkdir(parents=True, exist_ok=True)
+        paths = RunPaths(run_root)
+        if paths.results.exists():
+            log(f"seed {seed}: finished earlier ({paths.results}); skipping")
+            results[seed] = json.loads(paths.results.read_text())
+            continue
+        run_cfg.save(paths.config)
+        run_log = log if run_root == root else Logger(paths.log)
+        results[seed] = fit(run_cfg, run_root, index, store, usable, resume=resume, log=run_log).results
+    summary = summarise(results)
+    if len(seeds) > 1:
+        (root / "summary.json").write_text(json.dumps(summary, indent=1))
+        log("summary over seeds " + ", ".join(map(str, seeds)) + ": " + format_summary(summary))
+    return summary
+
+
+def absolutize(cfg: RunConfig) -> None:
+    """Paths in the saved config stay valid from any working directory."""
+    if cfg.data.data:
+        cfg.data.data = str(Path(cfg.data.data).resolve())
+    if cfg.data.store:
+        cfg.data.store = str(Path(cfg.data.store).resolve())
+    weights = getattr(cfg.model, "weights", None)
+    if weights not in (None, "hub"):
+        cfg.model.weights = str(Path(weights).resolve())
+
+
+def summarise(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std (sample std, as the paper's 5 repeats) of the test metrics over seeds."""
+    out: dict[str, Any] = {"seeds": sorted(results), "test": {}}
+    for key in SUMMARY_KEYS:
+        values = [r["test"][key] for r in results.values() if r["test"].get(key) is not None]
+        if values:
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            out["test"][key] = {"mean": float(np.mean(values)), "std": std, "values": values}
+    first = next(iter(results.values()))
+    out["params"] = first["params"]
+    out["method"] = first["method"]
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    parts = []
+    for key, v in summary["test"].items():
+        scale = 100 if key != "kappa" else 1
+        parts.append(f"{key} {scale * v['mean']:.2f} ± {scale * v['std']:.2f}")
+    return "; ".join(parts)
+
+
+def resume_config(run: str | Path) -> tuple[RunConfig, list[int]]:
+    """Config and seeds of an existing run folder."""
+    root = Path(run)
+    if not (root / "config.yaml").exists():
+        raise ConfigError(f"{root} is not a run folder (no config.yaml)")
+    cfg = RunConfig.load(root / "config.yaml")
+    seeds = json.loads((root / "run.json").read_text())["seeds"] if (root / "run.json").exists() else [cfg.train.seed]
+    return cfg, seeds

@@ -1,0 +1,184 @@
+"""The trainer end to end on tiny ViTs: CLI flow, exact resume, selection, refusals, single-class val."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fptplus._testing import CRASH_ENV
+from fptplus.cli import main
+from fptplus.train.checkpoint import CheckpointError, load_checkpoint
+from imagegen import class_folders, split_folders
+
+from conftest import TINY, build_tiny, tiny_config
+
+MODEL_FLAGS = ["--img-size", "64", "--side-img-size", "32", "--backbone-kwargs", repr(TINY), "--side-depth", "2",
+               "--reduction", "2", "--num-prompts", "4"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
+    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return class_folders(tmp_path_factory.mktemp("d") / "data", {"neg": 12, "pos": 12}, size=(48, 48))
+
+
+def train_args(data, out, weights, *extra):
+    return ["train", "--data", str(data), "--out", str(out), "--weights", str(weights), "--epochs", "3",
+            "--batch-size", "4", "--num-workers", "0", "--bootstrap", "100", *MODEL_FLAGS, *extra]  # fmt: skip
+
+
+def test_cli_preload_train_evaluate_predict(data, weights, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights)) == 0
+    results = json.loads((run / "results.json").read_text())
+    for name in ("config.yaml", "splits.csv", "classes.json", "log.txt", "metrics.csv", "metrics.jsonl"):
+        assert (run / name).exists(), name
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert results["source"] == "store" and results["test"]["n"] == 4 and results["test"]["auc_ci"] is not None
+    assert results["checkpoint_bytes"] < 200_000  # trainable tensors only
+    ckpt = load_file(run / "checkpoints" / "best" / "model.safetensors")
+    assert all(k.startswith(("side.", "fusion.")) for k in ckpt)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--split", "val"]) == 0
+    assert "on val: AUC" in capsys.readouterr().out
+    val = json.loads((run / "eval-val-best.json").read_text())
+    assert val["loss"] == pytest.approx(results["val"]["loss"], abs=1e-6)
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(run), str(data / "pos"), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "path,prediction,prob_neg,prob_pos" and len(lines) == 13
+    probs = np.array([[float(x) for x in line.split(",")[2:]] for line in lines[1:]])
+    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)
+
+
+def test_predict_matches_evaluation_from_the_store(data, weights, tmp_path):
+    """predict (LPM online, from the image files) gives the probabilities evaluation computes from the store."""
+    from accelerate import Accelerator
+
+    from fptplus.store import FeatureStore
+    from fptplus.train.evaluate import load_trained, predict
+    from fptplus.train.inputs import eval_loader, make_inputs
+    from fptplus.train.loop import predict_probs
+
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights, "--epochs", "1")) == 0
+    store = FeatureStore(run / "store")
+    cfg, model, _ = load_trained(run, "best", with_lpm=False)
+    from fptplus.data.sources import load_index
+
+    index = load_index(data)
+    inputs = make_inputs(model, cfg.model, index, store, store.usable(), 0)
+    probs, _, _ = predict_probs(model, eval_loader(inputs.test, 4, 0), Accelerator(cpu=True))
+    files = [data / index.samples[i].path for i in inputs.test.indices]
+    rows = predict(run, files)
+    online = np.array([[r["prob_neg"], r["prob_pos"]] for r in rows])
+    assert [r["path"] for r in rows] == [str(f) for f in files]
+    np.testing.assert_allclose(online, probs, atol=2e-3)  # the store holds fp16 K/V
+
+
+def test_online_training_and_multi_seed_summary(data, weights, tmp_path):
+    run = tmp_path / "online"
+    assert main(train_args(data, run, weights, "--no-preload", "--epochs", "1", "--seeds", "0,1")) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["seeds"] == [0, 1] and set(summary["test"]["auc"]) == {"mean", "std", "values"}
+    r0 = json.loads((run / "seed-0" / "results.json").read_text())
+    r1 = json.loads((run / "seed-1" / "results.json").read_text())
+    assert r0["source"] == "online" and not (run / "store").exists()
+    assert r0["val"]["loss"] != r1["val"]["loss"]  # different seeds, different runs
+
+
+def test_best_checkpoint_is_the_best_validation_epoch(data, weights, tmp_path):
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights, "--epochs", "4", "--lr", "0.01")) == 0
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    aucs = [h["val_auc"] for h in history]
+    best = int(np.argmax(aucs))  # first maximum
+    results = json.loads((run / "results.json").read_text())
+    assert results["best_epoch"] == best + 1 and results["selection"] == "val AUC"
+    meta = json.loads((run / "checkpoints" / "best" / "meta.json").read_text())
+    assert meta["epoch"] == best + 1
+    assert results["val"]["auc"] == pytest.approx(aucs[best])
+    assert results["val"]["loss"] == pytest.approx(history[best]["val_loss"], abs=1e-6)
+
+
+def test_checkpoint_of_another_model_is_refused(data, weights, tmp_path):
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights, "--epochs", "1")) == 0
+    ckpt = run / "checkpoints" / "best"
+    other = build_tiny(tiny_config(num_classes=3))
+    with pytest.raises(CheckpointError, match="num_classes: checkpoint 2, this run 3"):
+        load_checkpoint(ckpt, other, {"method": "fpt_plus", "backbone": "vit_base_patch16_224", "num_classes": 3})
+    with pytest.raises(CheckpointError, match="method: checkpoint 'fpt_plus', this run 'fpt'"):
+        load_checkpoint(ckpt, other, {"method": "fpt"})
+    deeper = build_tiny(tiny_config(num_classes=2, num_prompts=8))
+    with pytest.raises(CheckpointError, match="trainable tensors differ"):
+        load_checkpoint(ckpt, deeper, {"num_classes": 2})
+
+
+def test_single_class_validation_split(weights, tmp_path):
+    data = split_folders(tmp_path / "d", {"train": {"a": 6, "b": 6}, "val": {"a": 3}, "test": {"a": 2, "b": 2}})
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights, "--allow-missing-classes", "--epochs", "2")) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["selection"] == "val loss" and results["val"]["auc"] is None
+    assert "single class" in results["val"]["auc_note"] and results["test"]["auc"] is not None
+    assert "model selection uses the validation loss" in (run / "log.txt").read_text()
+
+
+def test_refusals(data, weights, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights, "--epochs", "1")) == 0
+    capsys.readouterr()
+    assert main(train_args(data, run, weights)) == 2
+    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--lr", "0.5"]) == 2
+    assert "drop ['lr']" in capsys.readouterr().err
+    assert main(train_args(data, tmp_path / "r2", weights, "--lr", "-1")) == 2
+    assert "lr must be > 0" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def run_cli(args, crash=None):
+    env = {**os.environ, **({CRASH_ENV: crash} if crash else {})}
+    return subprocess.run([sys.executable, "-m", "fptplus.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=300)  # fmt: skip
+
+
+def test_resume_after_kill_equals_uninterrupted(data, weights, tmp_path):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    args = lambda out: train_args(data, out, weights, "--epochs", "3")  # noqa: E731
+    assert run_cli(args(ref)).returncode == 0
+    killed = run_cli(args(run), crash="train-step:7")  # 5 steps per epoch: killed inside epoch 2
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run / "results.json").exists()
+    resumed = run_cli(["train", "--resume", str(run)])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed" in resumed.stdout
+    a = json.loads((ref / "results.json").read_text())
+    b = json.loads((run / "results.json").read_text())
+    for key in ("best_epoch", "val", "test"):
+        assert a[key] == b[key], key
+    ta = load_file(ref / "checkpoints" / "last" / "model.safetensors")
+    tb = load_file(run / "checkpoints" / "last" / "model.safetensors")
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
+    ha = [json.loads(x) for x in (ref / "metrics.jsonl").read_text().splitlines()]
+    hb = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    drop = ("epoch_seconds", "eval_seconds")
+    assert [{k: v for k, v in h.items() if k not in drop} for h in ha] == [
+        {k: v for k, v in h.items() if k not in drop} for h in hb
+    ]
