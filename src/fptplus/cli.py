@@ -38,6 +38,8 @@ def _method_of(argv: Sequence[str]) -> Method:
     pre.add_argument("--config")
     pre.add_argument("--resume")
     known, _ = pre.parse_known_args(argv)
+    if known.method == "all":  # `params --method all`: every method, common fields only
+        return get_method("fpt_plus")
     if known.method:
         return get_method(known.method)
     for source in (known.config, known.resume and str(Path(known.resume) / "config.yaml")):
@@ -46,8 +48,9 @@ def _method_of(argv: Sequence[str]) -> Method:
     return get_method("fpt_plus")
 
 
-def add_model_flags(p: argparse.ArgumentParser, method: Method) -> None:
-    p.add_argument("--method", default=method.name, choices=available_methods(), help="transfer-learning method")
+def add_model_flags(p: argparse.ArgumentParser, method: Method, extra_choices: tuple[str, ...] = ()) -> None:
+    choices = [*available_methods(), *extra_choices]
+    p.add_argument("--method", default=method.name, choices=choices, help="transfer-learning method")
     title = f"model ({method.name}; `--method NAME --help` lists another method's fields)"
     add_dataclass_flags(p, method.config_cls, title, skip=("num_classes",), defaults=method.make_config())
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
@@ -62,21 +65,40 @@ def model_from_args(args: argparse.Namespace, method: Method, base: dict[str, An
 # -- params ---------------------------------------------------------------------------------------------------
 
 
-def cmd_params(args: argparse.Namespace, method: Method) -> int:
-    cfg = model_from_args(args, method, num_classes=args.num_classes)
+def count_method(method: Method, cfg: Any) -> dict[str, Any]:
     model = method.build(cfg, with_lpm=False, device="meta")  # shapes only: no weights, no memory
     count = model.param_count()
-    h, w = model.spec.img_size
-    result = dict(method=method.name, backbone=cfg.backbone, img_size=[h, w], num_classes=cfg.num_classes,
-                  trainable=count.trainable, total=count.total, percent=round(count.percent, 4))  # fmt: skip
+    return dict(method=method.name, backbone=cfg.backbone, img_size=list(model.spec.img_size),
+                num_classes=cfg.num_classes, trainable=count.trainable, total=count.total,
+                percent=round(count.percent, 4), lpm_params=model.spec.num_params)  # fmt: skip
+
+
+def cmd_params(args: argparse.Namespace, method: Method) -> int:
+    if args.method == "all":
+        common = {k: v for k, v in given(args, method.config_cls).items() if k in ("backbone", "backbone_kwargs",
+                  "img_size")}  # fmt: skip
+        rows = [count_method(m, m.make_config(**common, num_classes=args.num_classes))
+                for m in map(get_method, available_methods())]  # fmt: skip
+        if args.json:
+            print(json.dumps(rows))
+            return 0
+        h, w = rows[0]["img_size"]
+        print(f"{rows[0]['backbone']} @ {h}x{w}, {args.num_classes} classes")
+        print(f"{'method':10s} {'trainable':>12s} {'total':>12s} {'learnable %':>12s}")
+        for r in rows:
+            print(f"{r['method']:10s} {r['trainable']:12,d} {r['total']:12,d} {r['percent']:12.4f}")
+        return 0
+    cfg = model_from_args(args, method, num_classes=args.num_classes)
+    result = count_method(method, cfg)
+    count_pct, (h, w) = result["percent"], result["img_size"]
     if args.json:
         print(json.dumps(result))
         return 0
     print(f"method     {method.name}")
-    print(f"backbone   {cfg.backbone} @ {h}x{w} ({model.spec.num_params:,} frozen LPM parameters)")
-    print(f"trainable  {count.trainable:,}")
-    print(f"total      {count.total:,}")
-    print(f"learnable  {count.percent:.2f} % ({count.percent:.4f} %)")
+    print(f"backbone   {cfg.backbone} @ {h}x{w} ({result['lpm_params']:,} pretrained ViT parameters)")
+    print(f"trainable  {result['trainable']:,}")
+    print(f"total      {result['total']:,}")
+    print(f"learnable  {count_pct:.2f} % ({count_pct:.4f} %)")
     return 0
 
 
@@ -284,7 +306,7 @@ def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
     )
     params.add_argument("--num-classes", type=int, default=2, help="classifier outputs")
     params.add_argument("--json", action="store_true", help="print one JSON object")
-    add_model_flags(params, method)
+    add_model_flags(params, method, extra_choices=("all",))
     params.set_defaults(func=cmd_params)
     add_preload_parser(sub, method)
     add_train_parser(sub, method)

@@ -182,3 +182,37 @@ def test_resume_after_kill_equals_uninterrupted(data, weights, tmp_path):
     assert [{k: v for k, v in h.items() if k not in drop} for h in ha] == [
         {k: v for k, v in h.items() if k not in drop} for h in hb
     ]
+
+
+@pytest.mark.parametrize("method", ["linear", "adalora"])
+def test_baselines_train_evaluate_predict(method, data, weights, tmp_path, capsys):
+    run = tmp_path / method
+    args = ["train", "--method", method, "--data", str(data), "--out", str(run), "--weights", str(weights),
+            "--epochs", "2", "--batch-size", "4", "--num-workers", "0", "--bootstrap", "0", "--img-size", "64",
+            "--backbone-kwargs", repr(TINY)]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["method"] == method and results["source"] == "online" and not (run / "store").exists()
+    ckpt = load_file(run / "checkpoints" / "best" / "model.safetensors")
+    assert all(k.startswith("head.") or ".lora_" in k for k in ckpt)
+    if method == "adalora":
+        from fptplus.config import RunConfig
+
+        saved = RunConfig.load(run / "config.yaml")
+        assert saved.model.total_step is None  # recomputed from the data by the trainer, also on resume
+    out = tmp_path / "p.json"
+    assert main(["predict", str(run), str(data / "neg" / "img0.png"), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert rows[0]["prediction"] in ("neg", "pos") and abs(rows[0]["prob_neg"] + rows[0]["prob_pos"] - 1) < 1e-5
+
+
+def test_two_process_ddp_training(data, weights, tmp_path):
+    """torchrun with 2 CPU processes (gloo): one run folder, every val/test image evaluated exactly once."""
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "fptplus.cli",
+           *train_args(data, run, weights, "--epochs", "2")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((run / "results.json").read_text())
+    assert results["val"]["n"] == 4 and results["test"]["n"] == 4
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2

@@ -93,3 +93,18 @@ class ImageDataset(_EpochSeeded):
             "label": sample.label,
             "index": i,
         }
+
+
+class ImageViewDataset(_EpochSeeded):
+    """Items {image (3, H, W), label, index}: one view at the model's resolution (the baselines' input)."""
+
+    def __init__(self, index: DataIndex, indices: Sequence[int], views: Views, train: bool, seed: int = 0) -> None:
+        super().__init__(indices, views, train, seed)
+        self.index = index
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        i = self.indices[j]
+        sample = self.index.samples[i]
+        hr = self.views.high_res(load_image_file(self.index.abspath(sample)).image)
+        seed = sample_seed(self.seed, self.epoch, i) if self.train else None
+        return {"image": self.views.image_view(hr, self.train, seed), "label": sample.label, "index": i}

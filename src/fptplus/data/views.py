@@ -75,13 +75,8 @@ class Views:
     def __init__(self, cfg: ViewConfig) -> None:
         self.cfg = cfg
         self.normalize = v2.Normalize(list(cfg.mean), list(cfg.std))
-        self.augment = v2.Compose(
-            [
-                v2.RandomResizedCrop(list(cfg.side_hw), scale=(0.8, 1.0), ratio=(0.7, 1.3), antialias=True),
-                v2.RandomHorizontalFlip(),
-                v2.ColorJitter(brightness=0.2, contrast=0.2),
-            ]
-        )
+        self.augment = augmentation(cfg.side_hw)
+        self.image_augment = augmentation(cfg.lpm_hw)
 
     def high_res(self, img: Tensor) -> Tensor:
         """Decoded (3, h, w) -> `hr` at the LPM resolution, same dtype."""
@@ -99,11 +94,32 @@ class Views:
         """uint8 side source -> normalised float (3, h, w); augmented when `train`."""
         if not train:
             return self.normalize(_to_float(_resize(source, self.cfg.side_hw)))
-        if seed is None:
-            return self.normalize(_to_float(self.augment(source)))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return self.normalize(_to_float(self.augment(source)))
+        return self.normalize(_to_float(_seeded(self.augment, source, seed)))
+
+    def image_view(self, hr: Tensor, train: bool, seed: int | None = None) -> Tensor:
+        """The baselines' single view: `hr` -> normalised float (3, H, W), augmented like the side view."""
+        if not train:
+            return self.lpm_view(hr)
+        return self.normalize(_to_float(_seeded(self.image_augment, hr, seed)))
+
+
+def augmentation(hw: tuple[int, int]) -> v2.Compose:
+    """The paper's training augmentation (same for every method): crop, flip, colour jitter."""
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(list(hw), scale=(0.8, 1.0), ratio=(0.7, 1.3), antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=0.2, contrast=0.2),
+        ]
+    )
+
+
+def _seeded(transform, img: Tensor, seed: int | None) -> Tensor:
+    if seed is None:
+        return transform(img)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(img)
 
 
 def sample_seed(run_seed: int, epoch: int, index: int) -> int:

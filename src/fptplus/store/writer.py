@@ -391,6 +391,7 @@ def preload(
     if dist.rank == 0:
         report.skipped = _finalize(out, index, plan, options.skip_bad)
         report.complete = True
+    dist.barrier()  # nobody opens the store before rank 0 has written its manifest
     return report
 
 

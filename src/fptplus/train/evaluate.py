@@ -82,7 +82,7 @@ def evaluate_run(
         store.check_compatible(store_spec(cfg.model, tuple(store.fingerprint["side_source_size"])).fingerprint, index)
     _, model, _ = load_trained(run_dir, checkpoint, with_lpm=store is None)
     usable = store.usable() if store is not None else list(range(len(index.samples)))
-    inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed)
+    inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed, get_method(cfg.method).kind)
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -123,25 +123,33 @@ def predict(
     """Class probabilities for new images of any size/format the data layer reads (LPM run online)."""
     _, run_dir = resolve_run(run, seed)
     cfg, model, classes = load_trained(run_dir, checkpoint, with_lpm=True)
-    from ..data.views import Views
+    from ..data.views import ViewConfig, Views
 
-    views = Views(view_config(cfg.model, model.spec, None))
+    image_kind = get_method(cfg.method).kind == "image"
+    if image_kind:
+        views = Views(ViewConfig(cfg.model.img_size, cfg.model.img_size, model.spec.mean, model.spec.std))
+    else:
+        views = Views(view_config(cfg.model, model.spec, None))
     files = collect_images(images)
     rows, bad = [], []
     for start in range(0, len(files), batch_size):
-        sides, lpms, names = [], [], []
+        items, names = [], []
         for f in files[start : start + batch_size]:
             try:
                 hr = views.high_res(load_image_file(f).image)
             except DecodeError as err:
                 bad.append(str(err))
                 continue
-            sides.append(views.side_view(views.side_source(hr), train=False))
-            lpms.append(views.lpm_view(hr))
+            if image_kind:
+                items.append({"image": views.lpm_view(hr)})  # evaluation view: resize + normalise
+            else:
+                items.append({"side": views.side_view(views.side_source(hr), train=False), "lpm": views.lpm_view(hr)})
             names.append(str(f))
         if not names:
             continue
-        probs = model(torch.stack(sides), lpm_x=torch.stack(lpms)).float().softmax(-1).numpy()
+        args, kwargs = model.batch_args({k: torch.stack([it[k] for it in items]) for k in items[0]})
+        logits = model(*args, **kwargs)
+        probs = logits.float().softmax(-1).numpy()
         for name, p in zip(names, probs, strict=True):
             rows.append({"path": name, "prediction": classes[int(np.argmax(p))],
                          **{f"prob_{c}": float(v) for c, v in zip(classes, p, strict=True)}})  # fmt: skip

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..backbone import LPMSpec
-from ..data.datasets import ImageDataset, StoreDataset
+from ..data.datasets import ImageDataset, ImageViewDataset, StoreDataset
 from ..data.sources import DataIndex
 from ..data.views import ViewConfig, Views
 from ..store.reader import FeatureStore
@@ -38,19 +38,29 @@ def make_inputs(
     store: FeatureStore | None,
     usable: list[int],
     seed: int,
+    kind: str = "fpt",
 ) -> Inputs:
-    """Datasets for an FPT/FPT+ model (from the store when given, else online from the images).
+    """Datasets for a model: FPT/FPT+ from the store when given (else online), baselines one image view.
 
     Args:
-        model: the built model (its fusion plan says which stored layers are needed).
+        model: the built model (its spec gives the normalisation; an FPT plan says which layers are needed).
         model_cfg: its config.
         index: the dataset.
         store: the feature store, or None for online training.
         usable: sample indices that decode (all, minus skipped files).
         seed: run seed (augmentation).
+        kind: the method's input kind, "fpt" or "image".
     """
-    views = Views(view_config(model_cfg, model.spec, store))
     split_ids = {s: [i for i in usable if index.samples[i].split == s] for s in ("train", "val", "test")}
+    if kind == "image":
+        spec = model.spec
+        views = Views(ViewConfig(model_cfg.img_size, model_cfg.img_size, spec.mean, spec.std))
+
+        def make(split: str, train: bool) -> Dataset:
+            return ImageViewDataset(index, split_ids[split], views, train, seed)
+
+        return Inputs(make("train", True), make("val", False), make("test", False), "online", views)
+    views = Views(view_config(model_cfg, model.spec, store))
     if store is not None:
         layers = model.plan.lpm_layers
 

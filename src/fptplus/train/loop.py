@@ -130,6 +130,8 @@ def predict_probs(model: nn.Module, loader: DataLoader, accelerator) -> tuple[np
     """Softmax probabilities, labels and mean cross-entropy over a loader."""
     model.eval()
     core = accelerator.unwrap_model(model)
+    if accelerator.num_processes > 1:  # each process takes a shard; gather_for_metrics drops the padding
+        loader = accelerator.prepare_data_loader(loader)
     probs, labels, loss_sum, n = [], [], 0.0, 0
     for batch in loader:
         batch = to_device(batch, accelerator.device)
@@ -175,13 +177,17 @@ def fit(
     )
     if not accelerator.is_main_process:
         log = Logger(None, enabled=False)
+    n_train = sum(index.samples[i].split == "train" for i in usable)
+    per_process = math.ceil(n_train / accelerator.num_processes)
+    steps_per_epoch = math.ceil(math.ceil(per_process / tc.batch_size) / tc.grad_accum)
+    if hasattr(cfg.model, "total_step") and cfg.model.total_step is None:
+        cfg.model.total_step = steps_per_epoch * tc.epochs  # AdaLoRA's budget schedule follows the trainer
     seed_everything(tc.seed)
     model = method.build(cfg.model, with_lpm=store is None)
-    inputs: Inputs = make_inputs(model, cfg.model, index, store, usable, tc.seed)
+    inputs: Inputs = make_inputs(model, cfg.model, index, store, usable, tc.seed, method.kind)
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = tc.lr if tc.lr is not None else method.default_lr
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas))
-    steps_per_epoch = math.ceil(math.ceil(len(inputs.train) / tc.batch_size) / tc.grad_accum)
     scheduler = cosine_schedule(optimizer, steps_per_epoch * tc.epochs, round(tc.warmup_epochs * steps_per_epoch))
     train_labels = [index.samples[i].label for i in inputs.train.indices]
     weights = class_weight_tensor(tc.class_weights, train_labels, cfg.model.num_classes)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..config import RunConfig
 from ..data.scan import check_bad, scan_images
@@ -69,18 +70,23 @@ def train(
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Runs the protocol for every seed (skipping finished ones when resuming) and summarises them."""
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
     root = Path(out)
     if root.exists() and (root / "config.yaml").exists() and not resume:
         raise ConfigError(f"{root} already holds a run; continue it with --resume {root}, or choose another --out")
+    state.wait_for_everyone()  # every process has checked before anyone writes
     root.mkdir(parents=True, exist_ok=True)
     absolutize(cfg)
-    log = log or Logger(root / "log.txt")
+    log = log or Logger(root / "log.txt", enabled=state.is_main_process)
     seeds = seeds or [cfg.train.seed]
     index, store, usable = prepare_data(cfg, root, log)
-    cfg.save(root / "config.yaml")
-    index.write_csv(root / "splits.csv")
-    (root / "classes.json").write_text(json.dumps(index.classes))
-    (root / "run.json").write_text(json.dumps({"seeds": seeds, "store": str(store.path) if store else None}))
+    if state.is_main_process:
+        cfg.save(root / "config.yaml")
+        index.write_csv(root / "splits.csv")
+        (root / "classes.json").write_text(json.dumps(index.classes))
+        (root / "run.json").write_text(json.dumps({"seeds": seeds, "store": str(store.path) if store else None}))
     results = {}
     for seed in seeds:
         run_cfg = copy.deepcopy(cfg)
@@ -92,11 +98,12 @@ def train(
             log(f"seed {seed}: finished earlier ({paths.results}); skipping")
             results[seed] = json.loads(paths.results.read_text())
             continue
-        run_cfg.save(paths.config)
-        run_log = log if run_root == root else Logger(paths.log)
+        if state.is_main_process:
+            run_cfg.save(paths.config)
+        run_log = log if run_root == root else Logger(paths.log, enabled=state.is_main_process)
         results[seed] = fit(run_cfg, run_root, index, store, usable, resume=resume, log=run_log).results
     summary = summarise(results)
-    if len(seeds) > 1:
+    if len(seeds) > 1 and state.is_main_process:
         (root / "summary.json").write_text(json.dumps(summary, indent=1))
         log("summary over seeds " + ", ".join(map(str, seeds)) + ": " + format_summary(summary))
     return summary

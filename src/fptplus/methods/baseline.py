@@ -1,0 +1,112 @@
+"""The shared shape of every Table-1 baseline: a timm ViT read at the chosen resolution + a new linear head.
+
+Each baseline module declares which parameters train (and adds its own, e.g. prompts or adapters) around
+timm's unchanged modules; `BaselineModel` is the one interface the trainer sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from .._utils import Size, to_hw
+from ..backbone import LPMSpec
+from ..errors import ConfigError
+from ..params import ParamCount, count_parameters
+from ..weights import create_vit
+
+
+@dataclass
+class BaselineConfig:
+    """A frozen-or-tuned timm ViT with a new head, fed one (augmented) image view.
+
+    Attributes:
+        backbone: timm name of the ViT.
+        backbone_kwargs: extra timm kwargs (e.g. {"depth": 2, "embed_dim": 32} for a tiny test ViT).
+        weights: ViT weights: None (random init), "hub", or a local .safetensors / weights-only torch file.
+        img_size: input resolution, int or (H, W), a multiple of the patch size.
+        num_classes: classifier outputs.
+    """
+
+    backbone: str = "vit_base_patch16_224"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None
+    img_size: Size = 512
+    num_classes: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.img_size, list):
+            self.img_size = tuple(self.img_size)
+        to_hw(self.img_size, "img_size")
+        if self.num_classes < 2:
+            raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
+
+
+class BaselineModel(nn.Module):
+    """`head(vit(x))`: the ViT's pooled (CLS, normed) features through a new linear classifier.
+
+    Attributes:
+        vit: the timm ViT (possibly wrapped by peft), shared frozen weights untouched unless the method tunes them.
+        head: Linear(D, num_classes), always trained.
+        extra: the method's own new modules (prompts, adapters), if any.
+        spec: shape facts of the ViT (normalisation, patch size) for the data views.
+    """
+
+    def __init__(self, vit: nn.Module, spec: LPMSpec, num_classes: int, extra: nn.Module | None = None) -> None:
+        super().__init__()
+        self.vit, self.spec = vit, spec
+        self.extra = extra if extra is not None else nn.Identity()
+        self.head = nn.Linear(spec.embed_dim, num_classes)
+        nn.init.trunc_normal_(self.head.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (B, 3, H, W) normalised images -> logits (B, C)."""
+        return self.head(self.vit(x))
+
+    def batch_args(self, batch: dict[str, Tensor]) -> tuple[tuple, dict[str, Any]]:
+        return (batch["image"],), {}
+
+    def param_count(self) -> ParamCount:
+        return count_parameters(self)
+
+
+def base_vit(cfg: BaselineConfig, device: str | torch.device | None) -> tuple[VisionTransformer, LPMSpec]:
+    vit = create_vit(cfg.backbone, cfg.img_size, cfg.weights, device, **cfg.backbone_kwargs)
+    return vit, LPMSpec.from_vit(cfg.backbone, vit)
+
+
+def freeze_except(model: nn.Module, trainable: Callable[[str, nn.Parameter], bool]) -> None:
+    """The one place parameters are frozen: everything except what `trainable(name, param)` accepts."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(bool(trainable(name, p)))
+
+
+def build_baseline(
+    cfg: BaselineConfig,
+    trainable: Callable[[str, nn.Parameter], bool],
+    extend: Callable[[VisionTransformer, LPMSpec], tuple[nn.Module, nn.Module | None]] | None = None,
+    device: str | torch.device | None = None,
+) -> BaselineModel:
+    """ViT from `cfg`, optionally extended (adapters, prompts, peft), new head, then the freeze.
+
+    Args:
+        cfg: the baseline config.
+        trainable: (name, param) -> trains? Names are those of `BaselineModel` ("vit.…", "extra.…", "head.…");
+            the head always trains.
+        extend: (vit, spec) -> (vit or its wrapper, extra module or None).
+        device: parameter device ("meta" for shape-only accounting).
+    """
+    vit, spec = base_vit(cfg, device)
+    extra = None
+    if extend is not None:
+        vit, extra = extend(vit, spec)
+    with torch.device(device or "cpu"):
+        model = BaselineModel(vit, spec, cfg.num_classes, extra)
+    freeze_except(model, lambda n, p: n.startswith("head.") or trainable(n, p))
+    return model
