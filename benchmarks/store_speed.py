@@ -25,7 +25,7 @@ from fptplus.data.sources import load_index
 from fptplus.data.views import Views
 from fptplus.model import FPTConfig, build_fpt
 from fptplus.store import FeatureStore, PreloadOptions, preload
-from fptplus.store.writer import store_spec
+from fptplus.store.plan import store_spec
 from fptplus.weights import create_vit
 
 

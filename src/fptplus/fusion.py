@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .prompt_attention import prompt_attention
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,7 @@ class FineGrainedFusion(nn.Module):
         base = self.in_proj(self.prompts)  # (L, P, D)
         q = self.norm(base)  # (L, P, D)
         q = q.view(L, self.num_prompts, H, d).transpose(1, 2)  # (L, H, P, d)
-        keys, values = keys.to(q.dtype), values.to(q.dtype)
-        logits = torch.einsum("lhpd,blhkd->blhpk", q, keys) * d**-0.5  # (B, L, H, P, k)
-        attn = logits.softmax(dim=-1)  # (B, L, H, P, k)
-        ctx = attn @ values  # (B, L, H, P, d)
+        ctx, attn = prompt_attention(q, keys, values, d**-0.5)  # (B, L, H, P, d), (B, L, H, P, k)
         ctx = ctx.transpose(2, 3).reshape(B, L, self.num_prompts, self.lpm_dim)  # (B, L, P, D)
         out = self.dropout(self.out_proj(ctx + base))  # (B, L, P, D_s)
         return FusionOutput(out, attn if return_attn else None)

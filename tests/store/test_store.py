@@ -24,8 +24,8 @@ from fptplus.data.decode import DecodeError, load_image_file
 from fptplus.data.sources import load_index
 from fptplus.data.views import Views
 from fptplus.store import FeatureStore, PreloadOptions, StoreError, preload
-from fptplus.store import writer as writer_mod
-from fptplus.store.writer import store_spec
+from fptplus.store import plan as plan_mod
+from fptplus.store.plan import store_spec
 from imagegen import class_folders, rgb, save
 
 from conftest import TINY, build_tiny, tiny_config
@@ -185,7 +185,7 @@ def test_truncated_or_corrupt_shard_is_reported_never_read_as_zeros(dataset, tmp
 
 
 def test_disk_space_checked_up_front(dataset, tmp_path, monkeypatch):
-    monkeypatch.setattr(writer_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(plan_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(StoreError, match=r"not enough disk space .* needs 0\.00 GiB more, 0\.00 GiB free"):
         build(dataset, tmp_path / "store")
     assert not list((tmp_path / "store").glob("shard-*"))

@@ -44,14 +44,17 @@ class MemoryTracker(TorchDispatchMode):
         super().__init__()
         self.live: dict[int, int] = {}  # id(storage object) -> nbytes
         self._refs: dict[int, weakref.ref] = {}
+        self._token: dict[int, int] = {}  # id(storage object) -> unique number (ids are reused after a free)
+        self._next = 0
         self.current = 0
         self.peak = 0
-        self.peak_live: dict[int, int] = {}
+        self.peak_live: dict[int, int] = {}  # token -> nbytes of the storages alive at the peak
 
     # -- bookkeeping ------------------------------------------------------------------------------------
     def _free(self, key: int) -> None:
         nbytes = self.live.pop(key, None)
         self._refs.pop(key, None)
+        self._token.pop(key, None)
         if nbytes is not None:
             self.current -= nbytes
 
@@ -68,10 +71,12 @@ class MemoryTracker(TorchDispatchMode):
             return
         self.live[key] = storage.nbytes()
         self._refs[key] = weakref.ref(storage, lambda _, k=key: self._free(k))
+        self._token[key] = self._next
+        self._next += 1
         self.current += storage.nbytes()
         if self.current > self.peak:
             self.peak = self.current
-            self.peak_live = dict(self.live)
+            self.peak_live = {self._token[k]: n for k, n in self.live.items()}
 
     def track_module(self, module: nn.Module) -> None:
         for t in [*module.parameters(), *module.buffers()]:
@@ -92,8 +97,9 @@ class MemoryTracker(TorchDispatchMode):
     ) -> Breakdown:
         """Splits the peak's live storages by kind (call after the step, before zero_grad)."""
 
-        def keys(tensors: list[torch.Tensor]) -> set[int]:
-            return {id(t.untyped_storage()) for t in tensors if isinstance(t, torch.Tensor)}
+        def keys(tensors: list[torch.Tensor]) -> set[int]:  # tokens of live storages
+            ids = {id(t.untyped_storage()) for t in tensors if isinstance(t, torch.Tensor)}
+            return {self._token[i] for i in ids if i in self._token}
 
         w, g, o = keys(weights), keys(gradients), keys(optimizer)
         sizes = {"weights": 0, "gradients": 0, "optimizer": 0, "activations": 0}

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..methods import get_method
 from ..metrics import compute_metrics
 from ..store import FeatureStore
-from ..store.writer import store_spec
+from ..store.plan import store_spec
 from .checkpoint import load_checkpoint
 from .inputs import eval_loader, make_inputs, view_config
 from .loop import predict_probs

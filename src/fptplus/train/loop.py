@@ -7,11 +7,9 @@ killed and resumed from its last checkpoint therefore ends with the same metrics
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,50 +37,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .inputs import Inputs, epoch_loader, eval_loader, make_inputs
-
-
-@dataclass
-class RunPaths:
-    root: Path
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "log.txt"
-
-    @property
-    def last(self) -> Path:
-        return self.root / "checkpoints" / "last"
-
-    @property
-    def best(self) -> Path:
-        return self.root / "checkpoints" / "best"
-
-    @property
-    def results(self) -> Path:
-        return self.root / "results.json"
-
-    @property
-    def tb(self) -> Path:
-        return self.root / "tensorboard"
-
-
-class Logger:
-    """Lines to stdout and RUN/log.txt (main process only)."""
-
-    def __init__(self, path: Path | None, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
-
-    def __call__(self, line: str) -> None:
-        if not self.enabled:
-            return
-        print(line, flush=True)
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(line + "\n")
+from .outputs import Logger, Progress, RunPaths, tensorboard_writer, write_history
 
 
 def seed_everything(seed: int) -> None:
@@ -210,7 +165,7 @@ def fit(
     log(f"{cfg.method}: {params}; training from the {inputs.source}; {len(inputs.train)} train / "
         f"{len(inputs.val)} val / {len(inputs.test)} test images; lr {lr:g}, {tc.epochs} epochs")  # fmt: skip
 
-    writer = _tensorboard(paths.tb) if accelerator.is_main_process else None
+    writer = tensorboard_writer(paths.tb) if accelerator.is_main_process else None
     eval_bs = tc.eval_batch_size or 2 * tc.batch_size
     val_loader = eval_loader(inputs.val, eval_bs, tc.num_workers)
     for epoch in range(start_epoch, tc.epochs):
@@ -220,7 +175,7 @@ def fit(
         if accelerator.num_processes > 1:
             loader = accelerator.prepare_data_loader(loader)
         loss_sum, seen = 0.0, 0
-        bar = _Progress(len(loader), f"epoch {epoch + 1}/{tc.epochs}", accelerator.is_main_process)
+        bar = Progress(len(loader), f"epoch {epoch + 1}/{tc.epochs}", accelerator.is_main_process)
         for i, batch in enumerate(loader):
             batch = to_device(batch, accelerator.device)
             y = torch.as_tensor(batch["label"], device=accelerator.device)
@@ -280,7 +235,7 @@ def fit(
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
                      "epoch": epoch, "step": step, "best": list(best), "history": history}  # fmt: skip
             save_checkpoint(paths.last, core, ckpt_meta, state)
-            _write_history(root, history)
+            write_history(root, history)
         accelerator.wait_for_everyone()
     if writer is not None:
         writer.close()
@@ -326,48 +281,3 @@ def _peak_memory_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: process peak RSS
-
-
-def _write_history(root: Path, history: list[dict[str, Any]]) -> None:
-    with open(root / "metrics.jsonl", "w") as f:
-        for row in history:
-            f.write(json.dumps(row) + "\n")
-    columns = list(history[0])
-    with open(root / "metrics.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, columns, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(history)
-
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency; stay usable without it
-        return None
-    return SummaryWriter(str(path))
-
-
-class _Progress:
-    """tqdm bar on a terminal, plain log lines every `every` steps otherwise."""
-
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.total, self.desc, self.enabled = total, desc, enabled
-        self.bar, self.t0 = None, time.perf_counter()
-        if enabled and sys.stdout.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, leave=False)
-
-    def update(self, i: int, text: str, every: int, log) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(text)
-        elif i % every == 0 or i == self.total:
-            eta = (time.perf_counter() - self.t0) / i * (self.total - i)
-            log(f"{self.desc} step {i}/{self.total}  {text}  ETA {eta:.0f} s")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -26,8 +26,9 @@ from ..data.sources import DataIndex, load_index
 from ..errors import ConfigError
 from ..methods import get_method
 from ..store import FeatureStore, PreloadOptions, preload
-from ..store.writer import store_spec
-from .loop import Logger, RunPaths, fit
+from ..store.plan import store_spec
+from .loop import fit
+from .outputs import Logger, RunPaths
 
 SUMMARY_KEYS = ("auc", "accuracy", "balanced_accuracy", "macro_f1", "kappa")
 

@@ -1,0 +1,1 @@
+"""Measurements: peak training memory per method (meta accounting or CUDA), throughput, reports."""

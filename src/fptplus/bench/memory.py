@@ -1,0 +1,228 @@
+"""Peak memory of one training step (forward, backward, optimizer step) per method.
+
+Devices:
+    meta  exact accounting of live tensor bytes with `MemoryTracker` on shape-only tensors (no memory used):
+          any backbone/resolution/batch in seconds on a CPU-only machine.
+    cuda  the caching allocator's peak (`torch.cuda.max_memory_allocated`, reset before the step) and its
+          reserved peak, plus the tracker's breakdown.
+    cpu   the tracker on real CPU tensors (used to validate the meta accounting on small configs).
+
+Attention: "eager" stores the (B, H, N, N) attention map for backward, as the paper's baselines did;
+"fused" is timm's default scaled-dot-product attention (on meta: the memory-efficient kernel's own meta
+implementation, which keeps only the output and a log-sum-exp per query).
+
+FPT/FPT+ are measured as the paper does: from the feature store (the LPM is not in memory; the batch carries
+the stored fp16 K/V) and, separately, online (the LPM's forward inside the step, without gradients).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..methods import get_method
+from .memtrack import Breakdown, MemoryTracker, optimizer_tensors
+
+
+@dataclass
+class MemoryRow:
+    method: str
+    source: str  # "online" or "store" (FPT/FPT+ only; baselines always run online)
+    attention: str
+    device: str
+    backbone: str
+    img_size: tuple[int, int]
+    batch_size: int
+    breakdown: Breakdown
+    cuda_reserved: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.source})" if get_method(self.method).kind == "fpt" else self.method
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: v for k, v in dataclasses.asdict(self).items() if k != "breakdown"}
+        return {**d, "label": self.label, **{f"{k}_mb": v for k, v in self.breakdown.mb().items()},
+                "cuda_reserved_mb": self.cuda_reserved / 2**20 if self.cuda_reserved else None}  # fmt: skip
+
+
+def _fused_meta_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **_):
+    """SDPA through the memory-efficient kernel's meta implementation (what a GPU runs in fp32)."""
+    out, *_ = torch.ops.aten._scaled_dot_product_efficient_attention(
+        q, k, v, attn_mask, q.requires_grad or k.requires_grad or v.requires_grad, dropout_p, is_causal, scale=scale
+    )
+    return out
+
+
+@contextlib.contextmanager
+def attention_mode(model: nn.Module, mode: str, device: str):
+    """'eager': every timm Attention computes the explicit softmax map; 'fused': SDPA."""
+    from timm.layers import Attention
+
+    attns = [m for m in model.modules() if isinstance(m, Attention)]
+    saved = [a.fused_attn for a in attns]
+    for a in attns:
+        a.fused_attn = mode == "fused"
+    patch = contextlib.nullcontext()
+    if mode == "fused" and device == "meta":
+        from unittest import mock
+
+        patch = mock.patch.object(F, "scaled_dot_product_attention", _fused_meta_sdpa)
+    try:
+        with patch:
+            yield
+    finally:
+        for a, s in zip(attns, saved, strict=True):
+            a.fused_attn = s
+
+
+def make_batch(method_name: str, model: nn.Module, cfg: Any, batch_size: int, device: str, source: str) -> dict:
+    method = get_method(method_name)
+    labels = torch.zeros(batch_size, dtype=torch.long, device=device)
+    if method.kind == "image":
+        h, w = model.spec.img_size
+        return {"image": torch.randn(batch_size, 3, h, w, device=device), "label": labels}
+    h, w = model.side.vit.patch_embed.img_size
+    batch = {"side": torch.randn(batch_size, 3, h, w, device=device), "label": labels}
+    if not model.uses_lpm:
+        return batch
+    if source == "online":
+        batch["lpm"] = torch.randn(batch_size, 3, *model.spec.img_size, device=device)
+        return batch
+    from ..importance import num_selected_tokens
+
+    k = num_selected_tokens(model.spec.num_tokens, cfg.token_ratio)
+    shape = (batch_size, len(model.plan.lpm_layers), model.spec.num_heads, k, model.spec.head_dim)
+    batch["keys"] = torch.randn(shape, device=device, dtype=torch.float16)  # what the store delivers
+    batch["values"] = torch.randn(shape, device=device, dtype=torch.float16)
+    return batch
+
+
+def measure_step(
+    method_name: str,
+    cfg: Any,
+    batch_size: int,
+    device: str = "meta",
+    attention: str = "fused",
+    source: str = "online",
+) -> MemoryRow:
+    """Peak memory of one AdamW training step of `method_name` built from `cfg`.
+
+    Args:
+        method_name: registered method.
+        cfg: its model config (weights are never loaded: random init, or shapes only on meta).
+        batch_size: images per step.
+        device: "meta", "cuda" or "cpu".
+        attention: "eager" or "fused".
+        source: FPT/FPT+ only: "store" (LPM absent, stored K/V in the batch) or "online".
+    """
+    method = get_method(method_name)
+    cfg = dataclasses.replace(cfg, weights=None)
+    with_lpm = method.kind == "fpt" and source == "online"
+    model = method.build(cfg, with_lpm=with_lpm, device=device)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1)
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    tracker = MemoryTracker()
+    with attention_mode(model, attention, device):
+        tracker.track_module(model)
+        batch = make_batch(method_name, model, cfg, batch_size, device, source)
+        for t in batch.values():
+            tracker.track(t)
+        with tracker:
+            args, kwargs = model.batch_args(batch)
+            loss = F.cross_entropy(model(*args, **kwargs).float(), batch["label"])
+            loss.backward()
+            optimizer.step()
+    grads = [p.grad for p in params if p.grad is not None]
+    weights = [*model.parameters(), *model.buffers()]
+    breakdown = tracker.breakdown(weights, grads, optimizer_tensors(optimizer))
+    reserved = None
+    if device == "cuda":
+        torch.cuda.synchronize()
+        breakdown.extra["cuda_allocated_peak"] = torch.cuda.max_memory_allocated()
+        reserved = torch.cuda.max_memory_reserved()
+    return MemoryRow(method_name, source if method.kind == "fpt" else "online", attention, device, cfg.backbone,
+                     tuple(model.spec.img_size), batch_size, breakdown, reserved)  # fmt: skip
+
+
+def memory_table(
+    methods: list[str],
+    backbone: str,
+    img_size,
+    batch_size: int,
+    device: str = "meta",
+    attentions: tuple[str, ...] = ("eager", "fused"),
+    num_classes: int = 2,
+    backbone_kwargs: dict | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> list[MemoryRow]:
+    """One row per method (FPT/FPT+: store and online) and attention implementation.
+
+    `overrides` sets model-config fields on every method that has them (e.g. {"side_depth": 2}).
+    """
+    rows = []
+    for attention in attentions:
+        for name in methods:
+            method = get_method(name)
+            fields = {f.name for f in dataclasses.fields(method.config_cls)}
+            extra = {k: v for k, v in (overrides or {}).items() if k in fields}
+            cfg = method.make_config(backbone=backbone, img_size=img_size, num_classes=num_classes,
+                                     backbone_kwargs=dict(backbone_kwargs or {}), **extra)  # fmt: skip
+            sources = ("store", "online") if method.kind == "fpt" and method.uses_store(cfg) else ("online",)
+            for source in sources:
+                rows.append(measure_step(name, cfg, batch_size, device, attention, source))
+    return rows
+
+
+def cpu_allocator_peak(
+    method_name: str, cfg: Any, batch_size: int, attention: str = "fused", source: str = "online"
+) -> int:
+    """Peak bytes the CPU allocator held above the step's start, read from the profiler's allocation events.
+
+    An independent check of the meta accounting: it counts every allocation of PyTorch's CPU allocator
+    (kernel-internal temporaries included) during one real training step. Weights and the batch exist before
+    the step, so compare with `Breakdown.peak` minus them.
+    """
+    import gc
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from torch.profiler import ProfilerActivity, profile
+
+    gc.collect()  # earlier models must not be freed in the middle of the measured step
+    method = get_method(method_name)
+    cfg = dataclasses.replace(cfg, weights=None)
+    model = method.build(cfg, with_lpm=method.kind == "fpt" and source == "online", device="cpu").train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.1)
+    batch = make_batch(method_name, model, cfg, batch_size, "cpu", source)
+    with (
+        attention_mode(model, attention, "cpu"),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
+        args, kwargs = model.batch_args(batch)
+        F.cross_entropy(model(*args, **kwargs).float(), batch["label"]).backward()
+        optimizer.step()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        events = json.loads(path.read_text())["traceEvents"]
+    mem = sorted(
+        (e for e in events if e.get("name") == "[memory]" and e["args"].get("Device Type") == 0),
+        key=lambda e: e["ts"],
+    )
+    current = peak = 0  # running sum of allocations (+) and frees (-) since the step began
+    for e in mem:
+        current += e["args"]["Bytes"]
+        peak = max(peak, current)
+    return peak

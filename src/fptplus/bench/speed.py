@@ -1,0 +1,85 @@
+"""Throughput: training samples/s per method, and preload (LPM + K/V selection) vs the bare frozen forward.
+
+Random weights and random inputs of the real shapes on the chosen device; one warm-up step, then the mean
+over `steps` timed steps. FPT/FPT+ are timed from the store (the batch carries fp16 K/V, as the store
+delivers them) and online (the LPM's forward inside the step).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..backbone import FrozenLPM
+from ..methods import get_method
+from ..weights import create_vit
+from .memory import make_batch
+
+
+@dataclass
+class SpeedRow:
+    label: str
+    samples_per_s: float
+    seconds_per_step: float
+    batch_size: int
+    device: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_speed(method_name: str, cfg: Any, batch_size: int, steps: int, device: str, source: str) -> SpeedRow:
+    method = get_method(method_name)
+    cfg = dataclasses.replace(cfg, weights=None)
+    model = method.build(cfg, with_lpm=method.kind == "fpt" and source == "online", device=device).train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = make_batch(method_name, model, cfg, batch_size, device, source)
+    args, kwargs = model.batch_args(batch)
+    times = []
+    for i in range(steps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        F.cross_entropy(model(*args, **kwargs).float(), batch["label"]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        _sync(device)
+        if i:  # the first step warms up (kernels, lazy optimizer state)
+            times.append(time.perf_counter() - t0)
+    per_step = sum(times) / len(times)
+    label = f"{method_name} ({source})" if method.kind == "fpt" else method_name
+    return SpeedRow(label, batch_size / per_step, per_step, batch_size, device)
+
+
+def preload_speed(cfg: Any, batch_size: int, steps: int, device: str) -> tuple[SpeedRow, SpeedRow]:
+    """(bare frozen forward up to the deepest fused layer, FrozenLPM forward with K/V capture + selection)."""
+    from ..model import FusionPlan
+
+    vit = create_vit(cfg.backbone, cfg.img_size, None, device, **cfg.backbone_kwargs).eval()
+    plan = FusionPlan.resolve(cfg, len(vit.blocks))
+    lpm = FrozenLPM(vit, cfg.backbone, plan.lpm_layers, cfg.token_ratio, cfg.importance, cfg.importance_chunk)
+    x = torch.randn(batch_size, 3, *vit.patch_embed.img_size, device=device)
+    kw = dict(indices=[plan.lpm_layers[-1]], stop_early=True, intermediates_only=True, output_fmt="NLC")
+    rows = []
+    for label, fn in (("bare frozen forward", lambda: vit.forward_intermediates(x, **kw)), ("preload", lambda: lpm(x))):
+        times = []
+        with torch.no_grad():
+            for i in range(steps + 1):
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                if i:
+                    times.append(time.perf_counter() - t0)
+        per = sum(times) / len(times)
+        rows.append(SpeedRow(label, batch_size / per, per, batch_size, device))
+    return rows[0], rows[1]

@@ -1,0 +1,53 @@
+"""`fptplus` command line: a thin layer that parses arguments and calls the library.
+
+Model, data and training flags are generated from the typed config dataclasses, so `--help` lists every
+field with its default; `fptplus COMMAND --method NAME --help` shows that method's model fields.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..errors import FPTPlusError
+from ..methods import Method, get_method
+from .bench import add_bench_parsers
+from .common import FORMATTER, method_of
+from .demo import add_demo_parser
+from .params import add_params_parser
+from .preload import add_preload_parser
+from .train import add_run_parsers, add_train_parser
+
+
+def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
+    method = method or get_method("fpt_plus")
+    parser = argparse.ArgumentParser(
+        prog="fptplus",
+        description="FPT+: parameter- and memory-efficient transfer learning for high-resolution medical images.",
+        formatter_class=FORMATTER,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_params_parser(sub, method)
+    add_preload_parser(sub, method)
+    add_train_parser(sub, method)
+    add_run_parsers(sub)
+    add_bench_parsers(sub)
+    add_demo_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv else "?"
+    try:
+        method = method_of(argv)
+        args = build_parser(method).parse_args(argv)
+        return args.func(args, method)
+    except FPTPlusError as err:
+        print(f"fptplus {command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

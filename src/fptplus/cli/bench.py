@@ -1,0 +1,116 @@
+"""`fptplus bench memory / speed` and `fptplus report`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..methods import Method, get_method
+from ..overrides import parse_value
+from .common import FORMATTER, parse_methods, resolve_device
+
+
+def cmd_bench_memory(args: argparse.Namespace, method: Method) -> int:
+    from ..bench.memory import memory_table
+
+    device = resolve_device(args.device)
+    attentions = ("eager", "fused") if args.attention == "both" else (args.attention,)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key.strip()] = parse_value(value.strip())
+    rows = memory_table(parse_methods(args.methods), args.backbone, args.img_size, args.batch_size, device,
+                        attentions, args.num_classes, args.backbone_kwargs, overrides)  # fmt: skip
+    full = {r.attention: r.breakdown.peak for r in rows if r.method == "full_ft"}
+    records = []
+    for r in rows:
+        d = r.to_dict()
+        d["ratio_to_full_ft"] = r.breakdown.peak / full[r.attention] if r.attention in full else None
+        records.append(d)
+    if args.json:
+        print(json.dumps(records))
+        return 0
+    h, w = rows[0].img_size
+    print(
+        f"peak training memory, one AdamW step: {args.backbone} @ {h}x{w}, batch {args.batch_size}, "
+        f"device {device}{' (exact accounting of live tensors, nothing allocated)' if device == 'meta' else ''}"
+    )
+    print(f"{'method':22s} {'attention':9s} {'peak MB':>10s} {'vs full FT':>10s} {'weights':>9s} {'grads':>9s} "
+          f"{'optim':>9s} {'activ.':>9s}")  # fmt: skip
+    for d in records:
+        ratio = f"{100 * d['ratio_to_full_ft']:9.2f}%" if d["ratio_to_full_ft"] is not None else f"{'–':>10s}"
+        print(f"{d['label']:22s} {d['attention']:9s} {d['peak_mb']:10.0f} {ratio} {d['weights_mb']:9.0f} "
+              f"{d['gradients_mb']:9.0f} {d['optimizer_mb']:9.0f} {d['activations_mb']:9.0f}")  # fmt: skip
+    return 0
+
+
+def cmd_bench_speed(args: argparse.Namespace, method: Method) -> int:
+    import torch
+
+    from ..bench.speed import preload_speed, train_speed
+
+    device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    rows = []
+    for name in parse_methods(args.methods):
+        m = get_method(name)
+        cfg = m.make_config(backbone=args.backbone, img_size=args.img_size, num_classes=args.num_classes,
+                            backbone_kwargs=dict(args.backbone_kwargs))  # fmt: skip
+        for source in ("store", "online") if m.kind == "fpt" and m.uses_store(cfg) else ("online",):
+            rows.append(train_speed(name, cfg, args.batch_size, args.steps, device, source))
+            print(f"train  {rows[-1].label:22s} {rows[-1].samples_per_s:9.2f} samples/s", flush=True)
+    cfg = get_method("fpt_plus").make_config(backbone=args.backbone, img_size=args.img_size,
+                                             backbone_kwargs=dict(args.backbone_kwargs))  # fmt: skip
+    bare, pre = preload_speed(cfg, args.batch_size, args.steps, device)
+    print(f"preload {pre.samples_per_s:.2f} img/s vs bare frozen forward {bare.samples_per_s:.2f} img/s "
+          f"= {100 * pre.samples_per_s / bare.samples_per_s:.1f} %")  # fmt: skip
+    if args.json:
+        print(json.dumps([r.to_dict() for r in [*rows, bare, pre]]))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, method: Method) -> int:
+    from ..bench.report import write_report
+
+    written = write_report(args.runs, args.out, args.attention, args.gpu_mb, args.gpu_name)
+    for name, path in written.items():
+        print(f"{name}: {path}")
+    print((Path(args.out) / "table1.md").read_text())
+    return 0
+
+
+def add_bench_parsers(sub) -> None:
+    b = sub.add_parser("bench", help="measure peak training memory or throughput per method")
+    bsub = b.add_subparsers(dest="bench_command", required=True)
+    for name, func, help_text in (
+        ("memory", cmd_bench_memory, "peak memory of one training step per method (meta accounting on CPU)"),
+        ("speed", cmd_bench_speed, "training samples/s per method and preload vs bare forward img/s"),
+    ):
+        p = bsub.add_parser(name, help=help_text, description=help_text, formatter_class=FORMATTER)
+        p.add_argument("--backbone", default="vit_base_patch16_224", help="timm ViT name")
+        p.add_argument("--backbone-kwargs", type=lambda t: json.loads(t.replace("'", '"')), default={},
+                       help="extra timm kwargs as JSON, e.g. '{\"depth\": 2}'")  # fmt: skip
+        p.add_argument("--img-size", type=int, default=512, help="input resolution")
+        p.add_argument("--batch-size", type=int, default=16 if name == "memory" else 4, help="images per step")
+        p.add_argument("--num-classes", type=int, default=2, help="classifier outputs")
+        p.add_argument("--methods", default="all", help="'all' or comma-separated method names")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        if name == "memory":
+            p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                           help="model field for every method that has it, e.g. --set side_depth=9")  # fmt: skip
+            p.add_argument("--device", default="auto", choices=["auto", "meta", "cuda", "cpu"],
+                           help="auto: cuda when present, else the exact meta accounting")  # fmt: skip
+            p.add_argument("--attention", default="both", choices=["eager", "fused", "both"],
+                           help="eager keeps the attention map (paper's baselines); fused: timm's SDPA")  # fmt: skip
+        else:
+            p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
+            p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
+        p.set_defaults(func=func)
+    r = sub.add_parser("report", help="Table 1/2 and Fig. 1/2 from finished runs", formatter_class=FORMATTER)
+    r.add_argument("runs", nargs="+", help="run folders (the --out of `fptplus train`)")
+    r.add_argument("--out", required=True, help="folder for table1.md/.csv, table2.*, fig1.png, fig2.png")
+    r.add_argument("--attention", default="eager", choices=["eager", "fused"],
+                   help="attention implementation of the memory column (the paper's numbers are eager)")  # fmt: skip
+    r.add_argument("--gpu-mb", type=float, default=48 * 1024, help="the GPU memory line of Fig. 2 (MB)")
+    r.add_argument("--gpu-name", default="48 GB GPU (paper: RTX A6000)", help="its label")
+    r.set_defaults(func=cmd_report)

@@ -1,0 +1,75 @@
+"""`fptplus preload`: build, resume or verify a feature store."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..methods import Method
+from .common import FORMATTER, add_model_flags, model_from_args
+
+
+def _load_data(args: argparse.Namespace):
+    from ..data.sources import load_index
+
+    index = load_index(args.data, seed=args.split_seed, allow_missing_classes=args.allow_missing_classes)
+    print(index.describe())
+    if index.ignored:
+        print(f"ignored {len(index.ignored)} non-image files, e.g. {index.ignored[:3]}")
+    return index
+
+
+def cmd_preload(args: argparse.Namespace, method: Method) -> int:
+    from ..store import FeatureStore, PreloadOptions, preload
+
+    if args.verify:
+        problems = FeatureStore(args.out).verify(_load_data(args))
+        for p in problems:
+            print(f"PROBLEM {p}")
+        print(f"{args.out}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+        return 0 if not problems else 1
+    index = _load_data(args)
+    cfg = model_from_args(args, method, num_classes=len(index.classes))
+    options = PreloadOptions(
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        shard_bytes=int(args.shard_mb * 2**20),
+        skip_bad=args.skip_bad,
+        overwrite=args.overwrite,
+        side_source_size=args.side_source_size,
+    )
+    report = preload(index, cfg, args.out, options)
+    if report.complete:
+        per = report.bytes_per_sample
+        print(
+            f"store {report.path}: {report.num_samples} samples, {sum(per.values()) / 2**20:.2f} MiB each "
+            f"(K/V {report.kv_bytes_per_sample / 2**20:.2f} MiB, side image {per['side'] / 2**10:.0f} KiB); "
+            f"{report.processed} processed in {report.seconds:.1f} s"
+        )
+        if report.skipped:
+            print(f"skipped {len(report.skipped)} undecodable files (see {report.path / 'skipped.csv'})")
+    return 0
+
+
+def add_preload_parser(sub, method: Method) -> None:
+    p = sub.add_parser(
+        "preload",
+        help="run the frozen LPM once over a dataset and store the selected K/V (the feature store)",
+        description="Builds, resumes or verifies a feature store. Rerunning the same command after an "
+        "interruption continues where it stopped; a store made for other settings or data is refused.",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("--data", required=True, help="dataset: a folder (split or class folders) or a CSV manifest")
+    p.add_argument("--out", required=True, help="feature store folder")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the automatic 70/10/20 split")
+    p.add_argument("--allow-missing-classes", action="store_true", help="accept classes absent from val or test")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored K/V precision")
+    p.add_argument("--batch-size", type=int, default=16, help="images per LPM forward")
+    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
+    p.add_argument("--shard-mb", type=float, default=1024, help="target shard size in MiB")
+    p.add_argument("--side-source-size", type=int, default=None, help="stored side image size (default 2x side)")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in skipped.csv)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--verify", action="store_true", help="verify an existing store (and its images) instead")
+    add_model_flags(p, method)
+    p.set_defaults(func=cmd_preload)

@@ -1,0 +1,100 @@
+"""`fptplus train / evaluate / predict`."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..config import DataConfig, RunConfig, TrainConfig, add_dataclass_flags, build_dataclass, given
+from ..errors import ConfigError
+from ..methods import Method
+from .common import FORMATTER, add_model_flags, model_from_args, parse_seeds
+
+RESUME_OK = {"num_workers", "log_every"}
+
+
+def cmd_train(args: argparse.Namespace, method: Method) -> int:
+    from ..train.run import resume_config, train
+
+    if args.resume:
+        cfg, seeds = resume_config(args.resume)
+        changed = set(given(args, DataConfig)) | set(given(args, TrainConfig)) | set(given(args, method.config_cls))
+        changed = changed - RESUME_OK
+        if changed or args.set or args.config:
+            raise ConfigError(f"--resume continues {args.resume} as configured; drop {sorted(changed)} "
+                              "(start a new run with --out to change settings)")  # fmt: skip
+        for key in RESUME_OK & set(given(args, TrainConfig)):
+            setattr(cfg.train, key, getattr(args, key))
+        train(cfg, args.resume, seeds, resume=True)
+        return 0
+    if not args.out:
+        raise ConfigError("pass --out RUN_FOLDER (or --resume RUN_FOLDER)")
+    base = RunConfig.load(args.config).to_dict() if args.config else {"model": {}, "data": {}, "train": {}}
+    same_method = base.get("method", method.name) == method.name
+    cfg = RunConfig(
+        method=method.name,
+        model=model_from_args(args, method, base["model"] if same_method else {}),
+        data=build_dataclass(DataConfig, {**base["data"], **given(args, DataConfig)}, "data"),
+        train=build_dataclass(TrainConfig, {**base["train"], **given(args, TrainConfig)}, "train"),
+    )
+    train(cfg, args.out, args.seeds)
+    return 0
+
+
+def add_train_parser(sub, method: Method) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train (and evaluate) a method on a dataset, from the feature store or online",
+        description="Runs the paper's protocol: AdamW, cosine per step, best validation AUC, test report. "
+        "Precedence: defaults < --config YAML < flags. FPT/FPT+ preload the feature store first (reused when "
+        "it matches). Rerun with --resume RUN after an interruption.",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("--out", help="run folder to create")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run folder")
+    p.add_argument("--config", help="YAML with method/model/data/train sections (e.g. a run's config.yaml)")
+    p.add_argument(
+        "--seeds", type=parse_seeds, default=None, help="repeat for these seeds (e.g. 0,1,2,3,4): mean ± std"
+    )
+    add_dataclass_flags(p, DataConfig, "data")
+    add_dataclass_flags(p, TrainConfig, "training")
+    add_model_flags(p, method)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_evaluate(args: argparse.Namespace, method: Method) -> int:
+    from ..train.evaluate import evaluate_run
+
+    evaluate_run(args.run, args.split, args.checkpoint, args.seed)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace, method: Method) -> int:
+    from ..train.evaluate import predict, write_predictions
+
+    rows = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad)
+    if args.out:
+        write_predictions(rows, args.out)
+        print(f"{len(rows)} predictions written to {args.out}")
+    else:
+        for r in rows:
+            probs = "  ".join(f"{k[5:]}={v:.4f}" for k, v in r.items() if k.startswith("prob_"))
+            print(f"{r['path']}\t{r['prediction']}\t{probs}")
+    return 0
+
+
+def add_run_parsers(sub) -> None:
+    e = sub.add_parser("evaluate", help="metrics of a trained run on a split", formatter_class=FORMATTER)
+    e.add_argument("run", help="run folder (the --out of `fptplus train`)")
+    e.add_argument("--split", default="test", choices=["train", "val", "test"], help="which split")
+    e.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint")
+    e.add_argument("--seed", type=int, default=None, help="which seed of a multi-seed run (default: the first)")
+    e.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("predict", help="class probabilities for new images", formatter_class=FORMATTER)
+    p.add_argument("run", help="run folder (the --out of `fptplus train`)")
+    p.add_argument("images", nargs="+", help="image files and/or folders (searched recursively)")
+    p.add_argument("--out", help="write predictions to a .csv or .json file (default: print them)")
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint")
+    p.add_argument("--seed", type=int, default=None, help="which seed of a multi-seed run (default: the first)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per forward")
+    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
+    p.set_defaults(func=cmd_predict)

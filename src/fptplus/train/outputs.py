@@ -1,0 +1,100 @@
+"""What a run writes besides checkpoints: folder layout, log lines, progress, metrics history, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "log.txt"
+
+    @property
+    def last(self) -> Path:
+        return self.root / "checkpoints" / "last"
+
+    @property
+    def best(self) -> Path:
+        return self.root / "checkpoints" / "best"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    @property
+    def tb(self) -> Path:
+        return self.root / "tensorboard"
+
+
+class Logger:
+    """Lines to stdout and RUN/log.txt (main process only)."""
+
+    def __init__(self, path: Path | None, enabled: bool = True) -> None:
+        self.path, self.enabled = path, enabled
+
+    def __call__(self, line: str) -> None:
+        if not self.enabled:
+            return
+        print(line, flush=True)
+        if self.path is not None:
+            with open(self.path, "a") as f:
+                f.write(line + "\n")
+
+
+def write_history(root: Path, history: list[dict[str, Any]]) -> None:
+    with open(root / "metrics.jsonl", "w") as f:
+        for row in history:
+            f.write(json.dumps(row) + "\n")
+    columns = list(history[0])
+    with open(root / "metrics.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, columns, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(history)
+
+
+def tensorboard_writer(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is a dependency; stay usable without it
+        return None
+    return SummaryWriter(str(path))
+
+
+class Progress:
+    """tqdm bar on a terminal, plain log lines every `every` steps otherwise."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.bar, self.t0 = None, time.perf_counter()
+        if enabled and sys.stdout.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False)
+
+    def update(self, i: int, text: str, every: int, log) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix_str(text)
+        elif i % every == 0 or i == self.total:
+            eta = (time.perf_counter() - self.t0) / i * (self.total - i)
+            log(f"{self.desc} step {i}/{self.total}  {text}  ETA {eta:.0f} s")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
