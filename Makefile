@@ -4,8 +4,6 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Real pretrained DINOv2 ViT-S/14 weights when the shared folder has them; random init otherwise.
-DEMO_WEIGHTS := $(wildcard ../shared/weights/dinov2_vits14.safetensors)
 
 .PHONY: demo test lint format clean
 
@@ -15,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/fptplus demo $(if $(DEMO_WEIGHTS),--weights $(DEMO_WEIGHTS))
+	$(VENV)/bin/fptplus demo
 
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks

@@ -128,3 +128,13 @@ def test_resolve_layers():
     for bad in (13, [12], [1, 1], "top"):
         with pytest.raises(ConfigError):
             resolve_layers(bad, 12)
+
+
+def test_cls_feature_is_the_vits_pooled_output_when_the_last_block_is_fused():
+    vit = tiny_vit()
+    x = images(2, 64)
+    top = FrozenLPM(vit, "vit_base_patch16_224", layers=1, token_ratio=0.5)(x)
+    with torch.no_grad():
+        torch.testing.assert_close(top.cls, vit(x))  # timm's own pooled, normed CLS feature
+    lower = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=[0, 1], token_ratio=0.5)(x)
+    assert lower.cls is None

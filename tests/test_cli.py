@@ -7,7 +7,6 @@ import json
 import pytest
 
 from fptplus.cli import main
-from fptplus.demo import DemoConfig, run_demo
 
 
 def test_params_command(capsys):
@@ -39,11 +38,3 @@ def test_params_errors_are_one_clear_line(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
-
-
-def test_demo_runs_end_to_end():
-    lines = []
-    res = run_demo(DemoConfig(img_size=112, num_images=2, steps=2), log=lines.append)
-    assert res["gap"] == 0.0 and len(res["losses"]) == 2
-    assert res["feature_shape"] == (2, 6, 6, int(0.2 * 65), 64)
-    assert any("online vs pre-extracted" in line for line in lines)

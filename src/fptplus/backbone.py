@@ -79,14 +79,18 @@ class LPMFeatures:
         values: (B, L, H, k, d) values of the same tokens.
         indices: (B, L, H, k) int64 token positions in the LPM sequence (0..N-1; the first
             `num_prefix_tokens` are CLS/register tokens), best first, or in natural order when no selection.
+        cls: (B, D) the LPM's final normed CLS feature when the top fused layer is the LPM's last block
+            (it costs one LayerNorm then; linear probing can train on it), else None.
     """
 
     keys: Tensor
     values: Tensor
     indices: Tensor
+    cls: Tensor | None = None
 
     def to(self, *args, **kwargs) -> LPMFeatures:
-        return LPMFeatures(self.keys.to(*args, **kwargs), self.values.to(*args, **kwargs), self.indices)
+        cls = self.cls.to(*args, **kwargs) if self.cls is not None else None
+        return LPMFeatures(self.keys.to(*args, **kwargs), self.values.to(*args, **kwargs), self.indices, cls)
 
 
 def resolve_layers(layers: int | Sequence[int] | str, depth: int) -> tuple[int, ...]:
@@ -112,6 +116,14 @@ def resolve_layers(layers: int | Sequence[int] | str, depth: int) -> tuple[int, 
     if len(set(out)) != len(out):
         raise ConfigError(f"fused layer indices {list(layers)} contain duplicates")
     return tuple(sorted(out))
+
+
+def provides_cls(vit: VisionTransformer, layers: Sequence[int]) -> bool:
+    """Whether the forward up to the top fused layer yields the ViT's pooled feature (its normed CLS token):
+    true when that layer is the last block and the ViT pools by its class token. It then costs one LayerNorm."""
+    return (
+        layers[-1] == len(vit.blocks) - 1 and vit.num_prefix_tokens > 0 and getattr(vit, "global_pool", "") == "token"
+    )
 
 
 class FrozenLPM(nn.Module):
@@ -208,9 +220,16 @@ class FrozenLPM(nn.Module):
         self._stash.clear()
         self._selected.clear()
         self._capturing = True
+        last = provides_cls(self.vit, self.layers)
         try:
-            self.vit.forward_intermediates(
-                x, indices=[self.layers[-1]], stop_early=True, intermediates_only=True, output_fmt="NLC"
+            out = self.vit.forward_intermediates(
+                x,
+                indices=[self.layers[-1]],
+                stop_early=True,
+                intermediates_only=True,
+                output_fmt="NLC",
+                norm=last,
+                return_prefix_tokens=last,
             )
         finally:
             self._capturing = False
@@ -219,4 +238,5 @@ class FrozenLPM(nn.Module):
         keys = torch.stack([s[0] for s in selected], dim=1)  # (B, L, H, k, d)
         values = torch.stack([s[1] for s in selected], dim=1)  # (B, L, H, k, d)
         indices = torch.stack([s[2] for s in selected], dim=1)  # (B, L, H, k)
-        return LPMFeatures(keys, values, indices)
+        cls = out[0][1][:, 0] if last else None  # (B, D): the final norm's CLS token
+        return LPMFeatures(keys, values, indices, cls)

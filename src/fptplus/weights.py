@@ -63,12 +63,17 @@ def create_vit(
         name: timm model name, e.g. "vit_base_patch16_224" or "vit_base_patch16_224.dino".
         img_size: input resolution, int or (H, W); must be a multiple of the patch size.
         weights: None for random init (always drawn with seed RANDOM_INIT_SEED, so it is reproducible; for
-            tests and benchmarks), "hub" to download timm's pretrained weights, or a local path to a
-            .safetensors file or a weights-only torch checkpoint.
+            tests and benchmarks), "hub" to download timm's pretrained weights, "builtin:dinov2_vits14" for the
+            offline DINOv2 ViT-S/14 (see `fptplus.pretrained`), or a local path to a .safetensors file or a
+            weights-only torch checkpoint.
         device: where to create the parameters ("meta" builds a shape-only model with no memory).
         **overrides: extra timm model kwargs (tests shrink depth/width with these).
     """
     check_model_name(name)
+    if weights is not None and str(weights).startswith("builtin:"):
+        from .pretrained import resolve_weights
+
+        weights = resolve_weights(weights)
     hw = to_hw(img_size, "LPM input size")
     kwargs = dict(num_classes=0, img_size=hw, **overrides)
     probe = _probe(name, kwargs)
@@ -184,6 +189,10 @@ def weights_identity(name: str, weights: str | os.PathLike | None) -> dict[str, 
     """What identifies the LPM's weights without building it: a file's sha256, the hub id, or random init."""
     if weights is None:
         return {"source": "random-init", "seed": str(RANDOM_INIT_SEED)}
+    if str(weights).startswith("builtin:"):
+        from .pretrained import resolve_weights
+
+        weights = resolve_weights(weights)
     if str(weights) == HUB:
         with torch.device("meta"):
             cfg = timm.create_model(name, pretrained=False).pretrained_cfg

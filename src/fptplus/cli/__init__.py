@@ -15,6 +15,7 @@ from ..methods import Method, get_method
 from .bench import add_bench_parsers
 from .common import FORMATTER, method_of
 from .demo import add_demo_parser
+from .explain import add_explain_parser
 from .params import add_params_parser
 from .preload import add_preload_parser
 from .train import add_run_parsers, add_train_parser
@@ -33,6 +34,7 @@ def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
     add_train_parser(sub, method)
     add_run_parsers(sub)
     add_bench_parsers(sub)
+    add_explain_parser(sub)
     add_demo_parser(sub)
     return parser
 

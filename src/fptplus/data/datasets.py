@@ -67,13 +67,16 @@ class StoreDataset(_EpochSeeded):
         keys, values = rec["keys"], rec["values"]
         if self.positions is not None:
             keys, values = keys[self.positions], values[self.positions]
-        return {
+        item = {
             "side": self._side(torch.from_numpy(rec["side"]), i),
             "keys": torch.from_numpy(keys),
             "values": torch.from_numpy(values),
             "label": self.store.samples[i]["label"],
             "index": i,
         }
+        if "cls" in rec:
+            item["cls"] = torch.from_numpy(rec["cls"])  # (D,): the LPM's pooled feature
+        return item
 
 
 class ImageDataset(_EpochSeeded):

@@ -7,6 +7,7 @@ A store is a folder:
     shard-00000.values.npy    (n, L, H, k, d) values
     shard-00000.indices.npy   (n, L, H, k)    int16/int32 token positions (0 = CLS)
     shard-00000.side.npy      (n, 3, s, s)    uint8 side source image (the side view is cut from it)
+    shard-00000.cls.npy       (n, D)          the LPM's pooled CLS feature (when the top fused layer is the last)
     progress/shard-00000.json rows done so far (only while building)
     splits.csv                the sample list (path,label,split,group), reloadable as a CSV manifest
     skipped.csv               files that could not be decoded and were skipped (only with --skip-bad)
@@ -32,11 +33,10 @@ from ..data.sources import Sample
 from ..data.views import ViewConfig
 from ..errors import FPTPlusError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PLAN = "plan.json"
 MANIFEST = "manifest.json"
 PROGRESS = "progress"
-FIELDS = ("keys", "values", "indices", "side")
 DTYPES = ("float16", "float32")
 
 
@@ -59,17 +59,23 @@ class FieldSpec:
         return {"dtype": self.dtype, "shape": list(self.shape)}
 
 
-def store_fields(spec: LPMSpec, layers: tuple[int, ...], k: int, views: ViewConfig, dtype: str) -> dict[str, FieldSpec]:
+def store_fields(
+    spec: LPMSpec, layers: tuple[int, ...], k: int, views: ViewConfig, dtype: str, with_cls: bool = False
+) -> dict[str, FieldSpec]:
+    """Per-sample arrays; `cls` (the LPM's pooled feature, for linear probing) when the forward yields it."""
     if dtype not in DTYPES:
         raise StoreError(f"store dtype must be one of {DTYPES}, got {dtype!r}")
     L, H, d = len(layers), spec.num_heads, spec.head_dim
     index_dtype = "int16" if spec.num_tokens <= np.iinfo(np.int16).max else "int32"
-    return {
+    fields = {
         "keys": FieldSpec(dtype, (L, H, k, d)),
         "values": FieldSpec(dtype, (L, H, k, d)),
         "indices": FieldSpec(index_dtype, (L, H, k)),
         "side": FieldSpec("uint8", (3, *views.source_hw)),
     }
+    if with_cls:
+        fields["cls"] = FieldSpec(dtype, (spec.embed_dim,))
+    return fields
 
 
 def make_fingerprint(

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..backbone import LPMSpec
+from ..backbone import LPMSpec, provides_cls
 from ..data.sources import DataIndex
 from ..data.views import ViewConfig
 from ..errors import ConfigError
@@ -69,13 +69,14 @@ class StoreSpec:
 
 def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16") -> StoreSpec:
     """The store a model config needs (shapes only: no weights are loaded, the weights file is hashed)."""
-    spec = LPMSpec.from_vit(cfg.backbone, create_vit(cfg.backbone, cfg.img_size, None, "meta", **cfg.backbone_kwargs))
+    vit = create_vit(cfg.backbone, cfg.img_size, None, "meta", **cfg.backbone_kwargs)
+    spec = LPMSpec.from_vit(cfg.backbone, vit)
     views = ViewConfig(cfg.img_size, cfg.side_img_size, spec.mean, spec.std, side_source_size)
     fusion = FusionPlan.resolve(cfg, spec.depth)
     if not fusion.lpm_layers:
         raise ConfigError("nothing to preload: fused_layers=0 trains the side network alone (train it online)")
     k = num_selected_tokens(spec.num_tokens, cfg.token_ratio)
-    fields = store_fields(spec, fusion.lpm_layers, k, views, dtype)
+    fields = store_fields(spec, fusion.lpm_layers, k, views, dtype, provides_cls(vit, fusion.lpm_layers))
     fingerprint = make_fingerprint(
         spec,
         cfg.backbone_kwargs,

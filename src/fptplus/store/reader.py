@@ -12,7 +12,6 @@ from ..data.sources import DataIndex
 from ..errors import FPTPlusError
 from ..weights import file_sha256
 from .format import (
-    FIELDS,
     MANIFEST,
     PLAN,
     FieldSpec,
@@ -102,7 +101,7 @@ class FeatureStore:
         if self.samples[i].get("skipped"):
             raise StoreError(f"sample {i} ({self.samples[i]['path']}) was skipped at preload (undecodable file)")
         shard, row = divmod(i, self.per_shard)
-        return {f: self._map(shard, f)[row] for f in FIELDS}
+        return {f: self._map(shard, f)[row] for f in self.fields}
 
     # -- checks -----------------------------------------------------------------------------------------
     def check_compatible(
@@ -159,7 +158,7 @@ class FeatureStore:
         """
         problems = []
         for s, shard in enumerate(self.manifest["shards"]):
-            for f in FIELDS:
+            for f in self.fields:
                 path = shard_file(self.path, s, f)
                 if not path.exists():
                     problems.append(f"{path}: missing")
@@ -172,7 +171,7 @@ class FeatureStore:
                 except StoreError as err:
                     problems.append(str(err))
                     continue
-                if f in ("keys", "values") and not np.isfinite(arr).all():
+                if f in ("keys", "values", "cls") and not np.isfinite(arr).all():
                     problems.append(f"{path}: contains NaN/inf")
             log(f"verify: shard {s + 1}/{len(self.manifest['shards'])} checked")
         if index is not None:

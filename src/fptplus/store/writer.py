@@ -28,7 +28,6 @@ from ..data.views import Views
 from ..model import FPTConfig
 from ..weights import create_vit, file_sha256
 from .format import (
-    FIELDS,
     MANIFEST,
     PLAN,
     PROGRESS,
@@ -129,7 +128,7 @@ class _ShardWriter:
             return
         if self.progress is not None:
             try:
-                self.maps = {f: open_memmap(shard_file(self.out, self.i, f), mode="r+") for f in FIELDS}
+                self.maps = {f: open_memmap(shard_file(self.out, self.i, f), mode="r+") for f in self.fields}
                 if all(m.shape == (self.count, *self.fields[f][1]) for f, m in self.maps.items()):
                     return
             except (OSError, ValueError):
@@ -141,15 +140,16 @@ class _ShardWriter:
         }
         self.progress = {"done": 0, "records": [None] * self.count, "complete": False}
 
-    def write(self, row: int, item: dict[str, Any], kv: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> None:
+    def write(self, row: int, item: dict[str, Any], arrays: dict[str, np.ndarray] | None) -> None:
+        """One sample: the LPM's arrays (keys, values, indices[, cls]) and the decoded side source."""
         r = row - self.start
-        if kv is None:
+        if arrays is None:
             for m in self.maps.values():
                 m[r] = 0
             self.progress["records"][r] = {"error": item["error"]}
             return
-        keys, values, indices = kv
-        self.maps["keys"][r], self.maps["values"][r], self.maps["indices"][r] = keys, values, indices
+        for name, value in arrays.items():
+            self.maps[name][r] = value
         self.maps["side"][r] = item["side"].numpy()
         self.progress["records"][r] = {"size": item["size"], "sha256": item["sha256"]}
 
@@ -160,7 +160,7 @@ class _ShardWriter:
         if self.progress["done"] == self.count:
             self.maps.clear()
             self.progress["complete"] = True
-            self.progress["sha256"] = {f: file_sha256(shard_file(self.out, self.i, f)) for f in FIELDS}
+            self.progress["sha256"] = {f: file_sha256(shard_file(self.out, self.i, f)) for f in self.fields}
         write_json_atomic(self.progress_path, self.progress)
 
     def bad_rows(self) -> list[int]:
@@ -174,14 +174,19 @@ def _batches(writer: _ShardWriter, batch_size: int) -> list[list[int]]:
     return [list(range(b, min(b + batch_size, end))) for b in range(aligned, end, batch_size)]
 
 
-def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, dtype: str):
+def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, dtype: str, with_cls: bool):
+    """Batch arrays of the LPM's outputs, as stored."""
     x = torch.stack([it["lpm"] for it in items]).to(device)
     feats = lpm(x)
-    np_dtype = torch.float16 if dtype == "float16" else torch.float32
-    keys = feats.keys.to(np_dtype).cpu().numpy()
-    values = feats.values.to(np_dtype).cpu().numpy()
-    indices = feats.indices.cpu().numpy()
-    return keys, values, indices
+    store_dtype = torch.float16 if dtype == "float16" else torch.float32
+    arrays = {
+        "keys": feats.keys.to(store_dtype).cpu().numpy(),
+        "values": feats.values.to(store_dtype).cpu().numpy(),
+        "indices": feats.indices.cpu().numpy(),
+    }
+    if with_cls:
+        arrays["cls"] = feats.cls.to(store_dtype).cpu().numpy()
+    return arrays
 
 
 def preload(
@@ -264,9 +269,10 @@ def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
     for n, (writer, items) in enumerate(zip(owners, loader, strict=True), start=1):
         writer.open()
         good = [it for it in items if "error" not in it]
-        kv = _forward(lpm, good, dist.device, plan["fingerprint"]["dtype"]) if good else None
+        with_cls = "cls" in plan["fields"]
+        arrays = _forward(lpm, good, dist.device, plan["fingerprint"]["dtype"], with_cls) if good else {}
         for j, item in enumerate(good):
-            writer.write(item["i"], item, (kv[0][j], kv[1][j], kv[2][j]))
+            writer.write(item["i"], item, {name: a[j] for name, a in arrays.items()})
         for item in items:
             if "error" in item:
                 writer.write(item["i"], item, None)

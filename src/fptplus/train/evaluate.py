@@ -92,6 +92,14 @@ def evaluate_run(
     metrics = compute_metrics(labels, probs, loss, ci=split == "test", ci_samples=cfg.train.bootstrap, seed=0)
     out = {"run": str(run_dir), "split": split, "checkpoint": checkpoint, **metrics.to_dict()}
     (run_dir / f"eval-{split}-{checkpoint}.json").write_text(json.dumps(out, indent=1))
+    if len(labels):
+        from ..viz.curves import plot_confusion, plot_roc
+
+        classes = json.loads((root / "classes.json").read_text())
+        plot_roc(labels, probs, classes, run_dir / f"roc_{split}-{checkpoint}.png", f"ROC ({split}, {checkpoint})")
+        plot_confusion(
+            labels, probs, classes, run_dir / f"confusion_{split}-{checkpoint}.png", f"{split}, {checkpoint}"
+        )
     log(f"{run_dir} [{checkpoint}] on {split}: {metrics.summary()}")
     return out
 

@@ -254,6 +254,10 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
                             seed=tc.seed)  # fmt: skip
         out[split] = m.to_dict()
         log(f"best epoch {best[2] + 1} ({best[0]}) on {split}: {m.summary()}")
+        if split == "test" and accelerator.is_main_process and len(labels):
+            from ..viz.curves import write_run_plots
+
+            write_run_plots(paths.root, history, "test", labels, probs, meta["classes"])
     results = {
         "method": cfg.method,
         "seed": tc.seed,
