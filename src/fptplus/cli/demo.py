@@ -14,7 +14,9 @@ def cmd_demo(args: argparse.Namespace, method: Method) -> int:
 
     weights = None if args.weights == "none" else args.weights
     task = RetinaTask(num_images=args.images, size=args.img_size, seed=args.seed)
-    run_demo(DemoConfig(out=Path(args.out), weights=weights, task=task, epochs=args.epochs, workers=args.workers))
+    run_demo(
+        DemoConfig(out=Path(args.out), weights=weights, task=task, epochs=args.epochs, lr=args.lr, workers=args.workers)
+    )
     return 0
 
 
@@ -32,6 +34,7 @@ def add_demo_parser(sub) -> None:
     d.add_argument("--images", type=int, default=240, help="images to generate (half with lesions)")
     d.add_argument("--img-size", type=int, default=518, help="LPM resolution (a multiple of 14)")
     d.add_argument("--epochs", type=int, default=20, help="training epochs")
+    d.add_argument("--lr", type=float, default=5e-4, help="learning rate of FPT+ and the side network alone")
     d.add_argument("--workers", type=int, default=1, help="data loading processes")
     d.add_argument("--seed", type=int, default=0, help="dataset seed")
     d.set_defaults(func=cmd_demo)

@@ -162,7 +162,8 @@ def fit(
         start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
         best = tuple(state["best"]) if state["best"] is not None else None
         log(f"resumed {root} after epoch {start_epoch} (step {step})")
-    log(f"{cfg.method}: {params}; training from the {inputs.source}; {len(inputs.train)} train / "
+    source = "training from the feature store" if inputs.source == "store" else "training online (from images)"
+    log(f"{cfg.method}: {params}; {source}; {len(inputs.train)} train / "
         f"{len(inputs.val)} val / {len(inputs.test)} test images; lr {lr:g}, {tc.epochs} epochs")  # fmt: skip
 
     writer = tensorboard_writer(paths.tb) if accelerator.is_main_process else None

@@ -124,19 +124,23 @@ def _summary_figure(base, outlined, heat, info, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.4), dpi=110)
-    who = "all heads" if info["head"] is None else f"head {info['head']}"
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.9), dpi=110)
+    who = "all heads (colour: how many chose it)" if info["head"] is None else f"head {info['head']}"
     axes[0].imshow(base)
-    axes[0].set_title(f"input → {info['prediction']} ({100 * max(info['probabilities'].values()):.1f} %)")
+    axes[0].set_title(f"input\nprediction: {info['prediction']} ({100 * max(info['probabilities'].values()):.1f} %)")
     axes[1].imshow(outlined)
-    axes[1].set_title(f"selected tokens, LPM layer {info['layer']}, {who}")
+    axes[1].set_title(f"selected tokens\nLPM layer {info['layer']}, {who}")
     axes[2].imshow(base)
     h, w = base.shape[:2]
     axes[2].imshow(heat, cmap="inferno", alpha=0.6, extent=(0, w, h, 0), interpolation="nearest")
     which = "mean over prompts" if info["prompt"] is None else f"prompt {info['prompt']}"
-    axes[2].set_title(f"prompt attention ({which}); CLS share {100 * info['prompt_attention_on_prefix']:.1f} %")
+    axes[2].set_title(
+        f"fine-grained prompts' attention ({which})\non the selected tokens; on CLS: "
+        f"{100 * info['prompt_attention_on_prefix']:.1f} %"
+    )
     for ax in axes:
         ax.axis("off")
-    fig.tight_layout()
+        ax.title.set_fontsize(10)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.88, wspace=0.04)
     fig.savefig(path)
     plt.close(fig)
