@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fptplus.metrics import auc, bootstrap_auc_ci, compute_metrics, pme, ppe
+from fptplus.metrics import auc, bootstrap_auc_ci, compute_metrics, pair_auc, pme, ppe
 
 
 def random_predictions(n, c, seed, ties=False):
@@ -74,3 +74,13 @@ def test_ppe_pme_match_the_paper():
     assert pme(87.12, 736 / 23128) == pytest.approx(85.94, abs=0.005)
     assert ppe(88.82, 1.0) == pytest.approx(65.73, abs=0.005) and pme(88.82, 1.0) == pytest.approx(65.73, abs=0.005)
     assert pme(83.28, 3416 / 23128) == pytest.approx(78.44, abs=0.01)  # linear probing row of Table 1
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_pair_auc_is_the_binary_auc_on_the_two_classes(seed):
+    labels, probs = random_predictions(400, 3, seed)
+    keep = labels != 0
+    score = probs[keep, 2] / (probs[keep, 1] + probs[keep, 2])
+    assert pair_auc(labels, probs, 1, 2) == pytest.approx(skm.roc_auc_score(labels[keep] == 2, score), abs=1e-12)
+    assert pair_auc(labels, probs, 2, 1) == pytest.approx(pair_auc(labels, probs, 1, 2), abs=1e-12)  # symmetric
+    assert pair_auc(labels[labels != 2], probs[labels != 2], 1, 2) is None

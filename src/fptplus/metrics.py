@@ -50,6 +50,18 @@ def auc(labels: np.ndarray, probs: np.ndarray) -> tuple[float | None, str | None
     return float(np.mean(defined)), note
 
 
+def pair_auc(labels: np.ndarray, probs: np.ndarray, a: int, b: int) -> float | None:
+    """AUC of class b vs class a on the samples of those two classes only (score p_b / (p_a + p_b)).
+
+    The one-vs-one view of a multi-class model: e.g. No_findings vs Pneumonia inside a 3-class chest X-ray
+    model, which a third, easy class cannot inflate. None when either class is absent.
+    """
+    labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    keep = (labels == a) | (labels == b)
+    pa, pb = probs[keep, a], probs[keep, b]
+    return binary_auc(labels[keep] == b, pb / np.maximum(pa + pb, 1e-300))
+
+
 def confusion_matrix(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> np.ndarray:
     """(C, C) counts, rows = true class, columns = predicted class."""
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)

@@ -73,6 +73,7 @@ def linear_probe(
     )
     results = {
         "method": "linear probing (stored, un-augmented pooled features)",
+        "seed": seed,
         "best_epoch": best[1] + 1,
         "params": {"trainable": params.trainable, "total": params.total, "percent": params.percent},
         "val": _evaluate(head, *data["val"]).to_dict(),
@@ -81,8 +82,22 @@ def linear_probe(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1))
+    with torch.no_grad():
+        probs = head(data["test"][0]).softmax(-1).numpy()
+    names = [store.samples[i]["path"] for i in store.usable("test")]
+    _write_predictions(out / "predictions_test.csv", names, data["test"][1].numpy(), probs, store.classes)
     log(f"  linear probe, best epoch {best[1] + 1}: test {test.summary()}")
     return results
+
+
+def _write_predictions(path: Path, names: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]):
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", *(f"p_{c}" for c in classes)])
+        for name, y, p in zip(names, labels, probs, strict=True):
+            w.writerow([name, classes[int(y)], *(f"{v:.6g}" for v in p)])
 
 
 def _evaluate(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ci: bool = False):

@@ -244,6 +244,25 @@ def fit(
                      history)  # fmt: skip
 
 
+def write_split_predictions(path: Path, ds, labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
+    """One row per evaluated sample: its path (when known), true class and the class probabilities."""
+    import csv
+
+    indices = getattr(ds, "indices", None)
+    paths = [_sample_path(ds, i) for i in indices] if indices is not None and len(indices) == len(labels) else None
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", *(f"p_{c}" for c in classes)])
+        for j, (y, p) in enumerate(zip(labels, probs, strict=True)):
+            w.writerow([paths[j] if paths else "", classes[int(y)], *(f"{v:.6g}" for v in p)])
+
+
+def _sample_path(ds, i: int) -> str:
+    if hasattr(ds, "store"):
+        return str(ds.store.samples[i].get("path", ""))
+    return str(ds.index.samples[i].path) if hasattr(ds, "index") else ""
+
+
 def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log) -> dict[str, Any]:
     tc = cfg.train
     load_checkpoint(paths.best, core, meta)
@@ -259,6 +278,8 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
             from ..viz.curves import write_run_plots
 
             write_run_plots(paths.root, history, "test", labels, probs, meta["classes"])
+        if accelerator.is_main_process and len(labels):
+            write_split_predictions(paths.root / f"predictions_{split}.csv", ds, labels, probs, meta["classes"])
     results = {
         "method": cfg.method,
         "seed": tc.seed,

@@ -1,0 +1,211 @@
+"""The paper's Table 1 protocol on real chest X-rays (../shared/data/covid-cxr), every method side by side.
+
+    .venv/bin/python benchmarks/covid-cxr/run.py                 # run what is missing, then the tables
+    .venv/bin/python benchmarks/covid-cxr/run.py --only fpt_plus linear
+    .venv/bin/python benchmarks/covid-cxr/run.py --tables-only   # re-render from the finished runs
+
+Backbone: the real DINOv2 ViT-S/14 (../shared/weights/dinov2_vits14.safetensors). Data: the fixed
+patient-grouped split of labels.csv (train 790 / val 112 / test 222; 3 classes). Runs go to --runs
+(default runs/covid-cxr, git-ignored); finished runs (results.json per seed) are skipped, interrupted ones
+continue with `fptplus train --resume`. The plan (PLAN below) fits a 2-core CPU: FPT+, FPT and linear probing
+at 518 px with the features preloaded once; the methods that back-propagate through the large model at a lower
+resolution and fewer epochs, one seed. Every row of the table states its resolution, epochs and seeds.
+
+Outputs (--results, default benchmarks/covid-cxr/results): table.md / table.json (per method: macro test AUC,
+No_findings-vs-Pneumonia AUC, learnable %, peak training memory, s/epoch, PPE, PME) and `fptplus report`'s
+table1.md / fig1.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+SHARED = ROOT.parent / "shared"
+BACKBONE = "vit_small_patch14_dinov2"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the table: a method at a resolution, trained for `epochs` with each seed."""
+
+    name: str
+    method: str
+    img_size: int
+    epochs: int
+    seeds: tuple[int, ...]
+    flags: tuple[str, ...] = ()
+
+    @property
+    def folder(self) -> str:
+        return f"{self.name}-{self.img_size}"
+
+
+PLAN = [
+    Row("fpt_plus", "fpt_plus", 518, 20, (0, 1, 2)),
+    Row("linear", "linear", 518, 20, (0, 1, 2)),  # on the FPT+ store's pooled CLS feature
+    Row("bitfit", "bitfit", 224, 3, (0,)),
+    Row("lora", "lora", 224, 3, (0,)),
+    Row("adapter", "adapter", 224, 3, (0,)),
+    Row("vpt_deep", "vpt_deep", 224, 3, (0,)),
+    Row("adalora", "adalora", 224, 3, (0,)),
+    Row("attn_tune", "attn_tune", 224, 3, (0,)),
+    Row("full_ft", "full_ft", 224, 3, (0,)),
+    Row("fpt", "fpt", 518, 20, (0,)),
+]
+PAIR = ("No_findings", "Pneumonia")
+
+
+def seed_dirs(run: Path, row: Row) -> list[Path]:
+    return [run] if len(row.seeds) == 1 else [run / f"seed-{s}" for s in row.seeds]
+
+
+def finished(run: Path, row: Row) -> bool:
+    return all((d / "results.json").exists() for d in seed_dirs(run, row))
+
+
+def fptplus(*args: str) -> None:
+    cmd = [str(Path(sys.executable).parent / "fptplus"), *args]
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def train_row(row: Row, runs: Path, data: Path, weights: Path, workers: int) -> None:
+    run = runs / row.folder
+    if finished(run, row):
+        print(f"{row.folder}: finished earlier, skipping", flush=True)
+        return
+    if row.method == "linear":
+        return linear_row(row, runs, run)
+    if (run / "config.yaml").exists():
+        return fptplus("train", "--resume", str(run))
+    store = ["--store", str(runs / f"store-{row.method}-{row.img_size}")] if row.method.startswith("fpt") else []
+    fptplus("train", "--method", row.method, "--backbone", BACKBONE, "--weights", str(weights), "--data", str(data),
+            "--img-size", str(row.img_size), "--epochs", str(row.epochs), "--seeds", ",".join(map(str, row.seeds)),
+            "--num-workers", str(workers), "--out", str(run), *store, *row.flags)  # fmt: skip
+
+
+def linear_row(row: Row, runs: Path, run: Path) -> None:
+    """Linear probing on the pooled CLS feature kept in the FPT+ store (no second pass over the images)."""
+    from fptplus.config import DataConfig, RunConfig, TrainConfig
+    from fptplus.demo.linear import linear_probe
+    from fptplus.methods import get_method
+
+    fpt_run = runs / f"fpt_plus-{row.img_size}"
+    store = runs / f"store-fpt_plus-{row.img_size}"
+    if not (store / "manifest.json").exists():
+        raise SystemExit(f"linear probing reads {store}: run the fpt_plus row first")
+    import yaml
+
+    fpt_cfg = yaml.safe_load((fpt_run / "config.yaml").read_text())
+    classes = fpt_cfg["model"]["num_classes"]
+    model = get_method("linear").make_config(
+        backbone=BACKBONE, weights=fpt_cfg["model"]["weights"], img_size=row.img_size, num_classes=classes
+    )
+    train = TrainConfig(epochs=row.epochs, lr=1e-3)
+    run.mkdir(parents=True, exist_ok=True)
+    RunConfig("linear", model, DataConfig(data=fpt_cfg["data"]["data"], store=str(store)), train).save(
+        run / "config.yaml"
+    )
+    for seed, out in zip(row.seeds, seed_dirs(run, row), strict=True):
+        if not (out / "results.json").exists():
+            linear_probe(store, out, epochs=row.epochs, batch_size=train.batch_size, lr=1e-3, seed=seed)
+
+
+def read_predictions(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    classes = [k[2:] for k in rows[0] if k.startswith("p_")]
+    labels = np.array([classes.index(r["label"]) for r in rows])
+    probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows])
+    return labels, probs, classes
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return f"{100 * np.mean(values):.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def tables(runs: Path, results: Path, rows: list[Row]) -> None:
+    from fptplus.bench.report import full_ft_memory_mb, load_run, step_memory_mb
+    from fptplus.metrics import pair_auc, pme, ppe
+
+    results.mkdir(parents=True, exist_ok=True)
+    records, done = [], []
+    for row in rows:
+        run = runs / row.folder
+        if not finished(run, row):
+            continue
+        summary = load_run(run)
+        per_seed = [json.loads((d / "results.json").read_text()) for d in seed_dirs(run, row)]
+        pairs = []
+        for d in seed_dirs(run, row):
+            labels, probs, classes = read_predictions(d / "predictions_test.csv")
+            pairs.append(pair_auc(labels, probs, classes.index(PAIR[0]), classes.index(PAIR[1])))
+        source = "store" if row.method.startswith("fpt") else "online"
+        batch = summary.config.train.batch_size
+        mem = {a: step_memory_mb(row.method, summary.config.model, batch, a) for a in ("eager", "fused")}
+        full = full_ft_memory_mb(summary, "eager")
+        auc = float(np.mean(summary.aucs))
+        epoch_s = [r["epoch_seconds"] for r in per_seed if "epoch_seconds" in r]
+        records.append({
+            "method": row.method, "img_size": row.img_size, "epochs": row.epochs, "seeds": list(row.seeds),
+            "source": "stored pooled feature" if row.method == "linear" else source,
+            "auc": summary.aucs, "pair_auc": pairs, "params_percent": summary.params_percent,
+            "memory_mb_eager": mem["eager"], "memory_mb_fused": mem["fused"], "full_ft_memory_mb_eager": full,
+            "epoch_seconds": float(np.mean(epoch_s)) if epoch_s else None,
+            "ppe": ppe(100 * auc, summary.params_percent / 100), "pme": pme(100 * auc, mem["eager"] / full),
+        })  # fmt: skip
+        done.append(run)
+    lines = [
+        "| method | res. | epochs × seeds | test AUC (macro, 3 classes) | No_findings vs Pneumonia AUC | "
+        "learnable % | peak train memory MB (eager / fused) | s / epoch | PPE | PME |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        epoch = f"{r['epoch_seconds']:.1f}" if r["epoch_seconds"] is not None else "<1 (stored features)"
+        lines.append(
+            f"| {r['method']} | {r['img_size']} | {r['epochs']} × {len(r['seeds'])} | {mean_std(r['auc'])} | "
+            f"{mean_std(r['pair_auc'])} | {r['params_percent']:.4g} | {r['memory_mb_eager']:,.0f} / "
+            f"{r['memory_mb_fused']:,.0f} | {epoch} | {r['ppe']:.2f} | {r['pme']:.2f} |"
+        )
+    (results / "table.md").write_text("\n".join(lines) + "\n")
+    (results / "table.json").write_text(json.dumps(records, indent=1))
+    print("\n".join(lines))
+    if done:
+        fptplus("report", *map(str, done), "--out", str(results))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=SHARED / "data" / "covid-cxr" / "labels.csv")
+    p.add_argument("--weights", type=Path, default=SHARED / "weights" / "dinov2_vits14.safetensors")
+    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "covid-cxr")
+    p.add_argument("--results", type=Path, default=HERE / "results")
+    p.add_argument("--only", nargs="*", help="row names to run (default: all, in PLAN order)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--tables-only", action="store_true")
+    a = p.parse_args()
+    for path in (a.data, a.weights):
+        if not path.exists():
+            raise SystemExit(f"{path} not found (see ../shared/data/README.md and ../shared/weights/README.md)")
+    rows = [r for r in PLAN if not a.only or r.name in a.only]
+    if not a.tables_only:
+        for row in rows:
+            train_row(row, a.runs, a.data, a.weights, a.workers)
+    tables(a.runs, a.results, PLAN)
+
+
+if __name__ == "__main__":
+    main()
