@@ -51,7 +51,7 @@ class Row:
 
 
 PLAN = [
-    Row("fpt_plus", "fpt_plus", 518, 20, (0, 1, 2)),
+    Row("fpt_plus", "fpt_plus", 518, 20, (0, 1, 2), ("--side-img-size", "126")),  # 128 is not a multiple of 14
     Row("linear", "linear", 518, 20, (0, 1, 2)),  # on the FPT+ store's pooled CLS feature
     Row("bitfit", "bitfit", 224, 3, (0,)),
     Row("lora", "lora", 224, 3, (0,)),

@@ -101,8 +101,7 @@ def table1(runs: list[RunSummary], attention: str = "eager") -> tuple[list[str],
         full = full_ft_memory_mb(first, attention)
         means = [per[d].auc_mean for d in datasets if d in per and per[d].auc_mean is not None]
         avg = 100 * float(np.mean(means)) if means else None
-        cells = [f"{100 * per[d].auc_mean:.2f} ± {100 * per[d].auc_std:.2f}" if d in per and per[d].aucs else "–"
-                 for d in datasets]  # fmt: skip
+        cells = [_auc_cell(per[d]) if d in per and per[d].aucs else "–" for d in datasets]
         p = ppe(avg, first.params_percent / 100) if avg is not None else None
         m = pme(avg, first.memory_mb / full) if avg is not None else None
         rows.append([label, f"{first.params_percent:.2f}", _mb(first.memory_mb), *cells,
@@ -112,6 +111,12 @@ def table1(runs: list[RunSummary], attention: str = "eager") -> tuple[list[str],
                         "full_ft_memory_mb": full, "avg_auc": avg, "ppe": p, "pme": m,
                         **{f"auc_{d}": per[d].auc_mean for d in datasets if d in per}})  # fmt: skip
     return header, rows, records
+
+
+def _auc_cell(run: RunSummary) -> str:
+    """mean ± std over seeds; one seed has no spread to show."""
+    mean = f"{100 * run.auc_mean:.2f}"
+    return f"{mean} ± {100 * run.auc_std:.2f}" if len(run.aucs) > 1 else f"{mean} (1 seed)"
 
 
 def table2(runs: list[RunSummary], attention: str = "eager") -> tuple[list[str], list[list[str]]]:
