@@ -53,13 +53,13 @@ class Row:
 PLAN = [
     Row("fpt_plus", "fpt_plus", 518, 20, (0, 1, 2), ("--side-img-size", "126")),  # 128 is not a multiple of 14
     Row("linear", "linear", 518, 20, (0, 1, 2)),  # on the FPT+ store's pooled CLS feature
-    Row("bitfit", "bitfit", 224, 3, (0,)),
+    Row("full_ft", "full_ft", 224, 3, (0,)),
     Row("lora", "lora", 224, 3, (0,)),
+    Row("bitfit", "bitfit", 224, 3, (0,)),
     Row("adapter", "adapter", 224, 3, (0,)),
     Row("vpt_deep", "vpt_deep", 224, 3, (0,)),
     Row("adalora", "adalora", 224, 3, (0,)),
     Row("attn_tune", "attn_tune", 224, 3, (0,)),
-    Row("full_ft", "full_ft", 224, 3, (0,)),
     Row("fpt", "fpt", 518, 20, (0,)),
 ]
 PAIR = ("No_findings", "Pneumonia")

@@ -179,6 +179,7 @@ def figure1(records: list[dict], path: Path) -> None:
             ax.annotate(f"{r['method']}\n{_mb(r['memory_mb'])} MB", (r["params_percent"], r["avg_auc"]),
                         fontsize=7, ha="center", va="center")  # fmt: skip
     ax.set_xscale("log")
+    ax.margins(x=0.2, y=0.2)  # big dots and their labels stay inside the axes
     ax.set_xlabel("learnable parameters (%)")
     ax.set_ylabel("average test AUC (%)")
     ax.set_title("AUC vs learnable parameters (dot size = training memory)")
