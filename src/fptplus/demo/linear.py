@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..metrics import compute_metrics
 from ..params import ParamCount
 from ..store import FeatureStore
+from ..train.outputs import write_prediction_rows
 
 
 def stored_features(store: FeatureStore, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,19 +86,9 @@ def linear_probe(
     with torch.no_grad():
         probs = head(data["test"][0]).softmax(-1).numpy()
     names = [store.samples[i]["path"] for i in store.usable("test")]
-    _write_predictions(out / "predictions_test.csv", names, data["test"][1].numpy(), probs, store.classes)
+    write_prediction_rows(out / "predictions_test.csv", names, data["test"][1].numpy(), probs, store.classes)
     log(f"  linear probe, best epoch {best[1] + 1}: test {test.summary()}")
     return results
-
-
-def _write_predictions(path: Path, names: list[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]):
-    import csv
-
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", *(f"p_{c}" for c in classes)])
-        for name, y, p in zip(names, labels, probs, strict=True):
-            w.writerow([name, classes[int(y)], *(f"{v:.6g}" for v in p)])
 
 
 def _evaluate(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ci: bool = False):

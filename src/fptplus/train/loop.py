@@ -246,15 +246,12 @@ def fit(
 
 def write_split_predictions(path: Path, ds, labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
     """One row per evaluated sample: its path (when known), true class and the class probabilities."""
-    import csv
+    from .outputs import write_prediction_rows
 
     indices = getattr(ds, "indices", None)
-    paths = [_sample_path(ds, i) for i in indices] if indices is not None and len(indices) == len(labels) else None
-    with open(path, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["path", "label", *(f"p_{c}" for c in classes)])
-        for j, (y, p) in enumerate(zip(labels, probs, strict=True)):
-            w.writerow([paths[j] if paths else "", classes[int(y)], *(f"{v:.6g}" for v in p)])
+    known = indices is not None and len(indices) == len(labels)  # DDP padding would break the order
+    names = [_sample_path(ds, i) for i in indices] if known else [""] * len(labels)
+    write_prediction_rows(path, names, labels, probs, classes)
 
 
 def _sample_path(ds, i: int) -> str:

@@ -98,3 +98,12 @@ class Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def write_prediction_rows(path: Path, names: list[str], labels, probs, classes: list[str]) -> None:
+    """predictions_SPLIT.csv: path, true class, one probability column per class."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "label", *(f"p_{c}" for c in classes)])
+        for name, y, p in zip(names, labels, probs, strict=True):
+            w.writerow([name, classes[int(y)], *(f"{v:.6g}" for v in p)])
