@@ -44,3 +44,16 @@ def images(batch: int, size, seed: int = 0) -> torch.Tensor:
     h, w = (size, size) if isinstance(size, int) else size
     g = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, h, w, generator=g)
+
+
+def tiny_cli_args(root: Path) -> list[str]:
+    """A 16-image two-class folder and tiny-ViT weights under `root`: the shared `fptplus train` flags of CLI tests."""
+    from safetensors.torch import save_file
+
+    from imagegen import class_folders
+
+    data = class_folders(root / "data", {"neg": 8, "pos": 8}, size=(48, 48))
+    weights = root / "w.safetensors"
+    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), weights)
+    return ["--data", str(data), "--weights", str(weights), "--epochs", "1", "--batch-size", "4",
+            "--num-workers", "0", "--bootstrap", "0", "--backbone-kwargs", repr(TINY)]  # fmt: skip

@@ -7,23 +7,17 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from safetensors.torch import save_file
 
 from fptplus.bench.report import load_run, write_report
 from fptplus.cli import main
-from imagegen import class_folders
 
-from conftest import TINY, build_tiny, tiny_config
+from conftest import TINY, tiny_cli_args
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
-    data = class_folders(root / "data", {"neg": 8, "pos": 8}, size=(48, 48))
-    weights = root / "w.safetensors"
-    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), weights)
-    common = ["--data", str(data), "--weights", str(weights), "--epochs", "1", "--batch-size", "4",
-              "--num-workers", "0", "--bootstrap", "0", "--backbone-kwargs", repr(TINY)]  # fmt: skip
+    common = tiny_cli_args(root)
     fpt = ["--img-size", "64", "--side-img-size", "32", "--side-depth", "2", "--reduction", "2"]
     out = {}
     for name, extra in (("fpt_plus", [*fpt, "--seeds", "0,1"]), ("linear", ["--img-size", "64"]),

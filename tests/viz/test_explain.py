@@ -6,24 +6,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from fptplus.cli import main
 from fptplus.viz.tokens import OUTLINE
-from imagegen import class_folders
 
-from conftest import TINY, build_tiny, tiny_config
+from conftest import build_tiny, tiny_cli_args, tiny_config
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("explain")
-    data = class_folders(root / "data", {"neg": 8, "pos": 8}, size=(48, 48))
-    weights = root / "w.safetensors"
-    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), weights)
-    common = ["--data", str(data), "--weights", str(weights), "--epochs", "1", "--batch-size", "4",
-              "--num-workers", "0", "--bootstrap", "0", "--backbone-kwargs", repr(TINY),
-              "--img-size", "64"]  # fmt: skip
+    common = [*tiny_cli_args(root), "--img-size", "64"]
+    data = root / "data"
     fpt = ["--side-img-size", "32", "--side-depth", "2", "--reduction", "2", "--num-prompts", "4"]
     assert main(["train", "--out", str(root / "fpt"), *common, *fpt]) == 0
     assert main(["train", "--method", "linear", "--out", str(root / "linear"), *common]) == 0
