@@ -168,23 +168,25 @@ def figure1(records: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..viz.labels import place_labels
+
     pts = [r for r in records if r["avg_auc"] is not None]
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     if pts:
         mem = np.array([r["memory_mb"] for r in pts])
         sizes = 40 + 1500 * mem / max(mem.max(), 1e-9)
-        ax.scatter([r["params_percent"] for r in pts], [r["avg_auc"] for r in pts], s=sizes, alpha=0.5,
-                   c=range(len(pts)), cmap="tab10", edgecolors="k")  # fmt: skip
-        for r in pts:
-            ax.annotate(f"{r['method']}\n{_mb(r['memory_mb'])} MB", (r["params_percent"], r["avg_auc"]),
-                        fontsize=7, ha="center", va="center")  # fmt: skip
+        xs, ys = [r["params_percent"] for r in pts], [r["avg_auc"] for r in pts]
+        ax.scatter(xs, ys, s=sizes, alpha=0.5, c=range(len(pts)), cmap="tab10", edgecolors="k")
     ax.set_xscale("log")
-    ax.margins(x=0.2, y=0.2)  # big dots and their labels stay inside the axes
+    ax.margins(x=0.25, y=0.25)  # big dots and their labels stay inside the axes
     ax.set_xlabel("learnable parameters (%)")
     ax.set_ylabel("average test AUC (%)")
     ax.set_title("AUC vs learnable parameters (dot size = training memory)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    if pts:  # after the layout: labels are placed in display space, off the dots and off each other
+        texts = [f"{r['method']}\n{_mb(r['memory_mb'])} MB" for r in pts]
+        place_labels(ax, xs, ys, texts, clearance_pt=[float(np.sqrt(s)) / 2 for s in sizes])
     fig.savefig(path)
     plt.close(fig)
 
