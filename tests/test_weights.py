@@ -39,6 +39,16 @@ def test_local_file_loads_strictly(tmp_path, fmt):
         assert torch.equal(vit(x), ref(x))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_file_loads_into_an_fp32_model(tmp_path, dtype):
+    ref = reference_vit().eval()
+    save_file({k: v.to(dtype) for k, v in ref.state_dict().items()}, tmp_path / "half.safetensors")
+    vit = create_vit("vit_base_patch16_224", 64, weights=tmp_path / "half.safetensors", **TINY)
+    for k, v in ref.state_dict().items():
+        got = vit.state_dict()[k]
+        assert got.dtype == torch.float32 and torch.equal(got, v.to(dtype).float()), k
+
+
 def test_position_embeddings_resampled_for_another_resolution(tmp_path):
     ref = reference_vit(img=64)
     save_file(ref.state_dict(), tmp_path / "w.safetensors")

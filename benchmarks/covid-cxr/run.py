@@ -3,13 +3,16 @@
     .venv/bin/python benchmarks/covid-cxr/run.py                 # run what is missing, then the tables
     .venv/bin/python benchmarks/covid-cxr/run.py --only fpt_plus linear
     .venv/bin/python benchmarks/covid-cxr/run.py --tables-only   # re-render from the finished runs
+    bash benchmarks/covid-cxr/gpu.sh                             # on a GPU: --plan gpu (see README.md)
 
 Backbone: the real DINOv2 ViT-S/14 (../shared/weights/dinov2_vits14.safetensors). Data: the fixed
 patient-grouped split of labels.csv (train 790 / val 112 / test 222; 3 classes). Runs go to --runs
 (default runs/covid-cxr, git-ignored); finished runs (results.json per seed) are skipped, interrupted ones
 continue with `fptplus train --resume`. The plan (PLAN below) fits a 2-core CPU: FPT+, FPT and linear probing
 at 518 px with the features preloaded once; the methods that back-propagate through the large model at a lower
-resolution and fewer epochs, one seed. Every row of the table states its resolution, epochs and seeds.
+resolution and fewer epochs, one seed; FPT+ also gets a small learning-rate search (kept by validation AUC) and a
+224 px row. Every row of the table states its resolution, learning rate, epochs and seeds. --plan gpu runs the
+baselines at 518 px on a GPU instead (GPU_PLAN; runs/covid-cxr-gpu, results-gpu).
 
 Outputs (--results, default benchmarks/covid-cxr/results): table.md / table.json (per method: macro test AUC,
 No_findings-vs-Pneumonia AUC, learnable %, peak training memory, s/epoch, PPE, PME) and `fptplus report`'s
@@ -23,6 +26,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +71,13 @@ PLAN = [
     Row("attn_tune", "attn_tune", 224, 3, (0,)),
     Row("fpt", "fpt", 518, 20, (0,)),
 ]
+# On a GPU (benchmarks/covid-cxr/gpu.sh; < 8 minutes on one H200): the methods that back-propagate through the
+# large model, at the same 518 px as FPT+, bf16 autocast, 10 epochs, one seed; the peak memory is CUDA's, measured.
+GPU_PLAN = [
+    Row(m, m, 518, 10, (0,), ("--mixed-precision", "bf16"))
+    for m in ("lora", "adapter", "bitfit", "full_ft", "attn_tune", "vpt_deep", "adalora")
+]
+PLANS = {"cpu": PLAN, "gpu": GPU_PLAN}
 PAIR = ("No_findings", "Pneumonia")
 
 
@@ -79,7 +90,7 @@ def finished(run: Path, row: Row) -> bool:
 
 
 def fptplus(*args: str) -> None:
-    cmd = [str(Path(sys.executable).parent / "fptplus"), *args]
+    cmd = [sys.executable, "-m", "fptplus.cli", *args]  # also where only PYTHONPATH=src points at the package
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
 
@@ -165,6 +176,7 @@ def tables(runs: Path, results: Path, rows: list[Row]) -> None:
         full = full_ft_memory_mb(summary, "eager")
         auc = float(np.mean(summary.aucs))
         epoch_s = [r["epoch_seconds"] for r in per_seed if "epoch_seconds" in r]
+        device = per_seed[0].get("device", "cpu")
         records.append({
             "name": row.name, "method": row.method, "lr": summary.config.train.lr or get_method(row.method).default_lr,
             "val_auc": [r["val"]["auc"] for r in per_seed],
@@ -172,6 +184,7 @@ def tables(runs: Path, results: Path, rows: list[Row]) -> None:
             "source": "stored pooled feature" if row.method == "linear" else source,
             "auc": summary.aucs, "pair_auc": pairs, "params_percent": summary.params_percent,
             "memory_mb_eager": mem["eager"], "memory_mb_fused": mem["fused"], "full_ft_memory_mb_eager": full,
+            "device": device, "measured_peak_mb": max(r.get("peak_memory_mb", 0.0) for r in per_seed),
             "epoch_seconds": float(np.mean(epoch_s)) if epoch_s else None,
             "ppe": ppe(100 * auc, summary.params_percent / 100), "pme": pme(100 * auc, mem["eager"] / full),
         })  # fmt: skip
@@ -182,6 +195,9 @@ def tables(runs: Path, results: Path, rows: list[Row]) -> None:
         " | learnable % | peak train memory MB (eager / fused) | s / epoch | PPE | PME |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    gpu = any(r["device"] != "cpu" for r in records)
+    if gpu:  # the GPU's own peak, measured over the whole run (training and evaluation)
+        lines = [lines[0] + " device | CUDA peak MB (measured) |", lines[1] + "---|---|"]
     for i, r in enumerate(records):
         r["selected"] = i in chosen
         epoch = f"{r['epoch_seconds']:.1f}" if r["epoch_seconds"] is not None else "<1 (stored features)"
@@ -191,6 +207,7 @@ def tables(runs: Path, results: Path, rows: list[Row]) -> None:
             f"{mean_std(r['val_auc'])} | {mean_std(r['auc'])} | "
             f"{mean_std(r['pair_auc'])} | {r['params_percent']:.4g} | {r['memory_mb_eager']:,.0f} / "
             f"{r['memory_mb_fused']:,.0f} | {epoch} | {r['ppe']:.2f} | {r['pme']:.2f} |"
+            + (f" {r['device']} | {r['measured_peak_mb']:,.0f} |" if gpu else "")
         )
     (results / "table.md").write_text("\n".join(lines) + "\n")
     (results / "table.json").write_text(json.dumps(records, indent=1))
@@ -213,20 +230,38 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=SHARED / "data" / "covid-cxr" / "labels.csv")
     p.add_argument("--weights", type=Path, default=SHARED / "weights" / "dinov2_vits14.safetensors")
-    p.add_argument("--runs", type=Path, default=ROOT / "runs" / "covid-cxr")
-    p.add_argument("--results", type=Path, default=HERE / "results")
-    p.add_argument("--only", nargs="*", help="row names to run (default: all, in PLAN order)")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument(
+        "--plan",
+        choices=sorted(PLANS),
+        default="cpu",
+        help="cpu: the 2-core table (PLAN); gpu: the baselines at 518 px on a GPU (GPU_PLAN, gpu.sh)",
+    )
+    p.add_argument("--runs", type=Path, help="run folders (default runs/covid-cxr, or runs/covid-cxr-gpu)")
+    p.add_argument("--results", type=Path, help="tables (default benchmarks/covid-cxr/results, or results-gpu)")
+    p.add_argument("--only", nargs="*", help="row names to run (default: all, in the plan's order)")
+    p.add_argument("--workers", type=int, help="data loading processes (default 1 on cpu, 8 on gpu)")
+    p.add_argument("--budget-s", type=float, help="start no further row after this many seconds (rows run whole)")
     p.add_argument("--tables-only", action="store_true")
-    a = p.parse_args()
+    a = p.parse_args()  # fmt: skip
+    suffix = "" if a.plan == "cpu" else f"-{a.plan}"
+    a.runs = a.runs or ROOT / "runs" / f"covid-cxr{suffix}"
+    a.results = a.results or HERE / f"results{suffix}"
+    a.workers = a.workers if a.workers is not None else (1 if a.plan == "cpu" else 8)
     for path in (a.data, a.weights):
         if not path.exists():
             raise SystemExit(f"{path} not found (see ../shared/data/README.md and ../shared/weights/README.md)")
-    rows = [r for r in PLAN if not a.only or r.name in a.only]
+    plan = PLANS[a.plan]
+    unknown = set(a.only or ()) - {r.name for r in plan}
+    if unknown:
+        raise SystemExit(f"--only: no row named {sorted(unknown)} in the {a.plan} plan ({[r.name for r in plan]})")
+    start = time.monotonic()
     if not a.tables_only:
-        for row in rows:
+        for row in [r for r in plan if not a.only or r.name in a.only]:
+            if a.budget_s is not None and time.monotonic() - start > a.budget_s:
+                print(f"{row.folder}: not started, the {a.budget_s:.0f} s budget is spent", flush=True)
+                continue
             train_row(row, a.runs, a.data, a.weights, a.workers)
-    tables(a.runs, a.results, PLAN)
+    tables(a.runs, a.results, plan)
 
 
 if __name__ == "__main__":

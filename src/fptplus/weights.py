@@ -133,7 +133,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         ) from err
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"weight file {str(path)!r} does not hold a flat name -> tensor state dict")
-    return state
+    # half-precision files (half the bytes to ship) load into the fp32 model; autocast decides compute precision
+    return {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v for k, v in state.items()}
 
 
 def load_weights_file(model: VisionTransformer, path: str | os.PathLike, name: str) -> None:

@@ -290,6 +290,7 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
         "val": out["val"],
         "test": out["test"],
         "peak_memory_mb": _peak_memory_mb(),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     if accelerator.is_main_process:
         paths.results.write_text(json.dumps(results, indent=1))
