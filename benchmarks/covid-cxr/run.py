@@ -71,8 +71,9 @@ PLAN = [
     Row("attn_tune", "attn_tune", 224, 3, (0,)),
     Row("fpt", "fpt", 518, 20, (0,)),
 ]
-# On a GPU (benchmarks/covid-cxr/gpu.sh; < 8 minutes on one H200): the methods that back-propagate through the
-# large model, at the same 518 px as FPT+, bf16 autocast, 10 epochs, one seed; the peak memory is CUDA's, measured.
+# On a GPU (benchmarks/covid-cxr/gpu.sh): the methods that back-propagate through the large model, at the same
+# 518 px as FPT+, bf16 autocast, 10 epochs, one seed; the peak memory is CUDA's, measured. Sized from an estimate
+# (~5 s per epoch on an H200), never run yet: gpu.sh's BUDGET_S keeps the call inside its 10 minutes regardless.
 GPU_PLAN = [
     Row(m, m, 518, 10, (0,), ("--mixed-precision", "bf16"))
     for m in ("lora", "adapter", "bitfit", "full_ft", "attn_tune", "vpt_deep", "adalora")
