@@ -18,7 +18,9 @@ from typing import Any
 
 import yaml
 
+from .data.decode import DEFAULT_MAX_PIXELS
 from .errors import ConfigError
+from .files import display
 from .methods import get_method
 
 
@@ -32,6 +34,9 @@ class DataConfig:
         allow_missing_classes: accept classes absent from val or test.
         skip_bad: leave undecodable images out (listed in skipped.csv) instead of failing.
         store: feature store folder for FPT/FPT+ (default: RUN/store, built on first use).
+        allow_duplicates: accept byte-identical image files that carry different labels (reported either way).
+        include_masks: keep files that look like segmentation masks (x_mask.png next to x.png; left out by default).
+        max_image_pixels: refuse images whose header announces more pixels (decompression bombs); 0 = no limit.
     """
 
     data: str = ""
@@ -39,6 +44,26 @@ class DataConfig:
     allow_missing_classes: bool = False
     skip_bad: bool = False
     store: str | None = None
+    allow_duplicates: bool = False
+    include_masks: bool = False
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.max_image_pixels < 0:
+            raise ConfigError(f"max_image_pixels must be >= 0 (0: no limit), got {self.max_image_pixels}")
+
+    def load_index(self, data: str | Path | None = None):
+        """The dataset these settings describe (`data` overrides the path, e.g. a run's splits.csv)."""
+        from .data.sources import load_index
+
+        return load_index(
+            data or self.data,
+            seed=self.split_seed,
+            allow_missing_classes=self.allow_missing_classes,
+            allow_duplicates=self.allow_duplicates,
+            include_masks=self.include_masks,
+            max_pixels=self.max_image_pixels or None,
+        )
 
 
 @dataclass
@@ -131,6 +156,11 @@ class RunConfig:
         unknown = set(d) - {"method", "model", "data", "train"}
         if unknown:
             raise ConfigError(f"unknown config sections {sorted(unknown)}; expected method, model, data, train")
+        for section in ("model", "data", "train"):
+            if d.get(section) is not None and not isinstance(d[section], dict):
+                raise ConfigError(f"section {section!r} must be a mapping of fields, got {type(d[section]).__name__}")
+        if not isinstance(d.get("method", "fpt_plus"), str):
+            raise ConfigError(f"method must be a name, got {d['method']!r}")
         method = get_method(d.get("method", "fpt_plus"))
         return cls(
             method=method.name,
@@ -141,14 +171,30 @@ class RunConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
+        """Reads a config YAML; anything wrong in it is a ConfigError that names the file and the field."""
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise ConfigError(f"cannot read config {path}: {err}") from err
+            raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config {display(path)} does not exist") from None
+        except OSError as err:
+            raise ConfigError(f"cannot read config {display(path)} ({err.strerror or err})") from None
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                f"config {display(path)} is not UTF-8 text (byte {err.start}); save it as UTF-8"
+            ) from None
+        except yaml.YAMLError as err:
+            where = getattr(err, "problem_mark", None)
+            line = f" (line {where.line + 1})" if where is not None else ""
+            raise ConfigError(
+                f"config {display(path)} is not valid YAML{line}: {getattr(err, 'problem', err)}"
+            ) from None
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping with method/model/data/train sections")
-        return cls.from_dict(raw)
+            raise ConfigError(f"config {display(path)}: expected a mapping with method/model/data/train sections")
+        try:
+            return cls.from_dict(raw)
+        except ConfigError as err:
+            raise ConfigError(f"config {display(path)}: {err}") from None
 
 
 def _plain(obj: Any) -> Any:
@@ -161,12 +207,83 @@ def _plain(obj: Any) -> Any:
 
 
 def build_dataclass(cls: type, values: dict[str, Any], section: str, factory=None) -> Any:
-    """`cls(**values)` with unknown keys refused by name."""
+    """`cls(**values)` with unknown keys and values of the wrong type refused by name."""
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"{section}: unknown field(s) {unknown}; valid: {', '.join(sorted(names))}")
-    return (factory or cls)(**values)
+    hints = typing.get_type_hints(cls)
+    values = {k: _yaml_float(v, hints[k]) for k, v in values.items()}
+    for key, value in values.items():
+        if not type_matches(value, hints[key]):
+            raise ConfigError(f"{section}.{key} must be {_hint_text(hints[key])}, got {value!r}")
+    try:
+        return (factory or cls)(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{section}: {err}") from None
+    except (TypeError, ValueError) as err:  # a constructor that type-checks deeper than the hints
+        raise ConfigError(f"{section}: {err}") from None
+
+
+def _yaml_float(value: Any, hint: Any) -> Any:
+    """'1e-3' -> 0.001 for number fields: YAML 1.1 (PyYAML) reads exponents without a dot as strings."""
+    if isinstance(value, str) and not type_matches(value, hint) and type_matches(1.5, hint):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def type_matches(value: Any, hint: Any) -> bool:
+    """Whether a (YAML or flag) value fits a dataclass field's type hint; lists stand for tuples."""
+    if hint is Any:
+        return True
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(type_matches(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(type_matches(v, a) for v, a in zip(value, args, strict=True))
+        return all(type_matches(v, args[0]) for v in value) if args else True
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is not None and isinstance(origin, type):
+        return isinstance(value, origin)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _hint_text(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_hint_text(a) for a in args)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (tuple, list):
+        items = [a for a in args if a is not Ellipsis]
+        if not items:
+            return "a list"
+        plural = {int: "integers", float: "numbers", str: "strings"}.get(items[0], _hint_text(items[0]))
+        fixed = origin is tuple and Ellipsis not in args and len(set(items)) == 1
+        return f"a list of {len(items)} {plural}" if fixed else f"a list of {plural}"
+    if origin is dict:
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
+            type(None): "null"}.get(hint, getattr(hint, "__name__", str(hint)))  # fmt: skip
 
 
 # -- command-line flags from dataclass fields -----------------------------------------------------------------

@@ -11,3 +11,11 @@ class ConfigError(FPTPlusError, ValueError):
 
 class WeightsError(FPTPlusError, RuntimeError):
     """Pretrained weights that cannot be obtained or do not fit the model."""
+
+
+class DataError(FPTPlusError, ValueError):
+    """The dataset on disk does not fit what fptplus expects."""
+
+
+class RunError(FPTPlusError):
+    """A run folder that is missing, damaged, or not a run."""

@@ -106,7 +106,7 @@ def test_assign_splits_small_classes():
 @pytest.mark.parametrize(
     "rows,match",
     [
-        ([{"path": "a.png", "label": "x"}, {"path": "./a.png", "label": "y"}], "duplicate path"),
+        ([{"path": "a.png", "label": "x"}, {"path": "./a.png", "label": "y"}], "same file as 'a.png' on line 2 with labels 'x' and 'y'"),
         ([{"path": "missing.png", "label": "x"}], "do not exist"),
         ([{"path": "a.png", "label": ""}], "empty path or label"),
         ([{"path": "a.png", "label": "x", "split": "holdout"}], "'holdout' is not one of"),

@@ -11,13 +11,11 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from fptplus._testing import CRASH_ENV
 from fptplus.backbone import LPMFeatures
 from fptplus.data.datasets import ImageDataset, StoreDataset
 from fptplus.data.decode import DecodeError, load_image_file
@@ -27,38 +25,10 @@ from fptplus.store import FeatureStore, PreloadOptions, StoreError, preload
 from fptplus.store import plan as plan_mod
 from fptplus.store.plan import store_spec
 from imagegen import class_folders, rgb, save
+from preload_script import run_preload
+from storetools import build, quiet, store_cfg, tiny_weights, tree
 
 from conftest import TINY, build_tiny, tiny_config
-
-WEIGHTS: Path | None = None
-
-
-@pytest.fixture(autouse=True, scope="module")
-def tiny_weights(tmp_path_factory):
-    """A weights file for the tiny LPM, so preload and the tests build the very same frozen model."""
-    global WEIGHTS
-    from safetensors.torch import save_file
-
-    WEIGHTS = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
-    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), WEIGHTS)
-    yield WEIGHTS
-
-
-def cfg_(**kw):
-    return tiny_config(num_classes=2, weights=str(WEIGHTS), **kw)
-
-
-def quiet(*_):
-    pass
-
-
-def build(index, out, cfg=None, **options):
-    opts = PreloadOptions(**{"num_workers": 0, "batch_size": 3, **options})
-    return preload(index, cfg or cfg_(), out, opts, rank=0, world_size=1, log=quiet)
-
-
-def tree(path: Path) -> dict[str, bytes]:
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -70,8 +40,8 @@ def test_round_trip_matches_the_lpm(dataset, tmp_path):
     report = build(dataset, tmp_path / "store", dtype="float32", batch_size=1)
     store = FeatureStore(tmp_path / "store")
     assert report.complete and len(store) == 14 and store.classes == ["neg", "pos"]
-    model = build_tiny(cfg_())
-    views = Views(store_spec(cfg_()).views)
+    model = build_tiny(store_cfg())
+    views = Views(store_spec(store_cfg()).views)
     k = int(0.2 * 17)
     for i in (0, 7, 13):
         rec = store[i]
@@ -94,12 +64,12 @@ def test_round_trip_matches_the_lpm(dataset, tmp_path):
 def test_store_and_online_inputs_give_the_same_outputs(dataset, tmp_path, dtype, atol):
     build(dataset, tmp_path / "store", dtype=dtype, batch_size=1)
     store = FeatureStore(tmp_path / "store")
-    views = Views(store_spec(cfg_()).views)
+    views = Views(store_spec(store_cfg()).views)
     idx = store.usable("train")
     offline = StoreDataset(store, idx, views, train=True, seed=4)
     online = ImageDataset(dataset, idx, views, train=True, seed=4)
     offline.set_epoch(3), online.set_epoch(3)
-    model = build_tiny(cfg_()).eval()
+    model = build_tiny(store_cfg()).eval()
     for j in range(3):
         a, b = offline[j], online[j]
         assert a["index"] == b["index"] and a["label"] == b["label"]
@@ -114,7 +84,7 @@ def test_store_and_online_inputs_give_the_same_outputs(dataset, tmp_path, dtype,
 def test_layer_subset_of_a_store(dataset, tmp_path):
     build(dataset, tmp_path / "store")
     store = FeatureStore(tmp_path / "store")
-    one = cfg_(fused_layers=1)
+    one = store_cfg(fused_layers=1)
     store.check_compatible(store_spec(one).fingerprint, dataset)
     ds = StoreDataset(store, [0], Views(store_spec(one).views), train=False, layers=(1,))
     assert ds[0]["keys"].shape[0] == 1
@@ -125,7 +95,7 @@ def test_refusals(dataset, tmp_path):
     out = tmp_path / "store"
     build(dataset, out)
     store = FeatureStore(out)
-    other = cfg_(token_ratio=0.5)
+    other = store_cfg(token_ratio=0.5)
     with pytest.raises(StoreError, match=r"(?s)token_ratio: store has 0.2, expected 0.5.*--overwrite"):
         store.check_compatible(store_spec(other).fingerprint, dataset)
     with pytest.raises(StoreError, match="different complete store"):
@@ -135,11 +105,11 @@ def test_refusals(dataset, tmp_path):
     fewer = load_index(dataset.root, seed=0)
     fewer.samples = fewer.samples[1:]
     with pytest.raises(StoreError, match="1 store samples are not in the dataset"):
-        store.check_compatible(store_spec(cfg_()).fingerprint, fewer)
+        store.check_compatible(store_spec(store_cfg()).fingerprint, fewer)
     img = dataset.abspath(dataset.samples[3])
     img.write_bytes(img.read_bytes() + b"\0")
     with pytest.raises(StoreError, match="changed since preloading"):
-        store.check_compatible(store_spec(cfg_()).fingerprint, dataset)
+        store.check_compatible(store_spec(store_cfg()).fingerprint, dataset)
     assert any("changed since preloading" in p for p in store.verify(dataset, log=quiet))
     rebuilt = build(dataset, out, overwrite=True)
     assert rebuilt.processed == 14
@@ -186,7 +156,7 @@ def test_truncated_or_corrupt_shard_is_reported_never_read_as_zeros(dataset, tmp
 
 def test_disk_space_checked_up_front(dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(plan_mod.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**9, 10**9 - 1000, 1000))
-    with pytest.raises(StoreError, match=r"not enough disk space .* needs 0\.00 GiB more, 0\.00 GiB free"):
+    with pytest.raises(StoreError, match=r"not enough disk space .* needs \d+\.\d KiB more, 1000 B free"):
         build(dataset, tmp_path / "store")
     assert not list((tmp_path / "store").glob("shard-*"))
 
@@ -224,33 +194,18 @@ def test_explicit_ranks_write_disjoint_shards(dataset, tmp_path):
     assert FeatureStore(single).manifest["num_shards"] > 2
     opts = PreloadOptions(num_workers=0, batch_size=3, shard_bytes=40_000)
     with pytest.raises(StoreError, match="is not finished"):  # rank 0 alone cannot finish
-        preload(dataset, cfg_(), multi, opts, rank=0, world_size=2, log=quiet)
-    r1 = preload(dataset, cfg_(), multi, opts, rank=1, world_size=2, log=quiet)
+        preload(dataset, store_cfg(), multi, opts, rank=0, world_size=2, log=quiet)
+    r1 = preload(dataset, store_cfg(), multi, opts, rank=1, world_size=2, log=quiet)
     assert not r1.complete
-    preload(dataset, cfg_(), multi, opts, rank=0, world_size=2, log=quiet)
+    preload(dataset, store_cfg(), multi, opts, rank=0, world_size=2, log=quiet)
     assert tree(single) == tree(multi)
 
 
 # --- resume after kills (separate processes) ---------------------------------------------------------------
 
-SCRIPT = """
-import sys
-from fptplus.data.sources import load_index
-from fptplus.model import FPTConfig
-from fptplus.store import PreloadOptions, preload
-cfg = FPTConfig(backbone="vit_base_patch16_224", img_size=64, side_img_size=32, side_depth=2, reduction=2,
-                num_prompts=4, num_classes=2, backbone_kwargs={TINY!r}, weights=sys.argv[4])
-index = load_index(sys.argv[1], seed=0)
-preload(index, cfg, sys.argv[2], PreloadOptions(num_workers=0, batch_size=2, shard_bytes=int(sys.argv[3])),
-        rank=0, world_size=1)
-"""
-
 
 def run_script(data, out, shard_bytes, crash=None):
-    env = {**os.environ, CRASH_ENV: crash} if crash else dict(os.environ)
-    code = SCRIPT.replace("{TINY!r}", repr(TINY))
-    return subprocess.Popen([sys.executable, "-c", code, str(data), str(out), str(shard_bytes), str(WEIGHTS)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    return run_preload(data, out, tiny_weights(), shard_bytes, crash)
 
 
 def test_resume_after_kills_is_byte_identical(tmp_path):
@@ -260,10 +215,10 @@ def test_resume_after_kills_is_byte_identical(tmp_path):
     for crash in ("preload-written:1", "preload-committed:2", "preload-committed:1", "preload-written:3"):
         proc = run_script(root, out, 60_000, crash)
         proc.wait(timeout=120)
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
         assert not (out / "manifest.json").exists()
     proc = run_script(root, out, 60_000)
-    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
     assert tree(out) == tree(ref)
 
 
@@ -279,7 +234,7 @@ def test_resume_after_a_real_sigkill_at_a_random_moment(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     proc = run_script(root, out, 100_000)
-    assert proc.wait(timeout=120) == 0, proc.stderr.read().decode()[-2000:]
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
     assert tree(out) == tree(ref)
     assert json.loads((out / "manifest.json").read_text())["complete"] is True
 
@@ -288,7 +243,7 @@ def cli_args(data, out, *extra):
     kwargs = "backbone_kwargs=" + repr(TINY)
     return ["preload", "--data", str(data), "--out", str(out), "--img-size", "64", "--side-img-size", "32",
             "--set", kwargs, "--set", "side_depth=2", "--set", "reduction=2", "--set", "num_prompts=4",
-            "--weights", str(WEIGHTS), "--batch-size", "2", "--workers", "0", *extra]  # fmt: skip
+            "--weights", str(tiny_weights()), "--batch-size", "2", "--workers", "0", *extra]  # fmt: skip
 
 
 def test_torchrun_two_processes_equal_one(tmp_path):

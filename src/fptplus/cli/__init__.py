@@ -49,6 +49,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FPTPlusError as err:
         print(f"fptplus {command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"fptplus {command}: interrupted; rerun the same command to continue (stores and runs resume)",
+              file=sys.stderr)  # fmt: skip
+        return 130
 
 
 if __name__ == "__main__":

@@ -4,39 +4,45 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import DataConfig, add_dataclass_flags, build_dataclass, given
+from ..errors import ConfigError
 from ..methods import Method
 from .common import FORMATTER, add_model_flags, model_from_args
 
 
 def _load_data(args: argparse.Namespace):
-    from ..data.sources import load_index
-
-    index = load_index(args.data, seed=args.split_seed, allow_missing_classes=args.allow_missing_classes)
+    data = build_dataclass(DataConfig, given(args, DataConfig), "data")
+    if not data.data:
+        raise ConfigError("pass --data FOLDER_OR_CSV (the dataset to preload)")
+    index = data.load_index()
     print(index.describe())
     if index.ignored:
         print(f"ignored {len(index.ignored)} non-image files, e.g. {index.ignored[:3]}")
-    return index
+    for warning in index.warnings:
+        print(f"warning: {warning}")
+    return index, data
 
 
 def cmd_preload(args: argparse.Namespace, method: Method) -> int:
     from ..store import FeatureStore, PreloadOptions, preload
 
     if args.verify:
-        problems = FeatureStore(args.out).verify(_load_data(args))
+        problems = FeatureStore(args.out).verify(_load_data(args)[0])
         for p in problems:
             print(f"PROBLEM {p}")
         print(f"{args.out}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
         return 0 if not problems else 1
-    index = _load_data(args)
+    index, data = _load_data(args)
     cfg = model_from_args(args, method, num_classes=len(index.classes))
     options = PreloadOptions(
         dtype=args.dtype,
         batch_size=args.batch_size,
         num_workers=args.workers,
         shard_bytes=int(args.shard_mb * 2**20),
-        skip_bad=args.skip_bad,
+        skip_bad=data.skip_bad,
         overwrite=args.overwrite,
         side_source_size=args.side_source_size,
+        lock_wait=args.lock_wait,
     )
     report = preload(index, cfg, args.out, options)
     if report.complete:
@@ -59,17 +65,17 @@ def add_preload_parser(sub, method: Method) -> None:
         "interruption continues where it stopped; a store made for other settings or data is refused.",
         formatter_class=FORMATTER,
     )
-    p.add_argument("--data", required=True, help="dataset: a folder (split or class folders) or a CSV manifest")
     p.add_argument("--out", required=True, help="feature store folder")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the automatic 70/10/20 split")
-    p.add_argument("--allow-missing-classes", action="store_true", help="accept classes absent from val or test")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored K/V precision")
     p.add_argument("--batch-size", type=int, default=16, help="images per LPM forward")
     p.add_argument("--workers", type=int, default=2, help="image decoding processes")
     p.add_argument("--shard-mb", type=float, default=1024, help="target shard size in MiB")
     p.add_argument("--side-source-size", type=int, default=None, help="stored side image size (default 2x side)")
-    p.add_argument("--skip-bad", action="store_true", help="skip undecodable images (listed in skipped.csv)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    p.add_argument("--lock-wait", type=float, default=None, metavar="SECONDS",
+                   help="while another process writes the same store, wait at most this long (default: until it "
+                   "is done, then reuse the finished store; 0: refuse at once)")  # fmt: skip
     p.add_argument("--verify", action="store_true", help="verify an existing store (and its images) instead")
+    add_dataclass_flags(p, DataConfig, "data", skip=("store",))
     add_model_flags(p, method)
     p.set_defaults(func=cmd_preload)

@@ -36,7 +36,7 @@ def cmd_train(args: argparse.Namespace, method: Method) -> int:
         data=build_dataclass(DataConfig, {**base["data"], **given(args, DataConfig)}, "data"),
         train=build_dataclass(TrainConfig, {**base["train"], **given(args, TrainConfig)}, "train"),
     )
-    train(cfg, args.out, args.seeds)
+    train(cfg, args.out, args.seeds, overwrite=args.overwrite)
     return 0
 
 
@@ -51,6 +51,9 @@ def add_train_parser(sub, method: Method) -> None:
     )
     p.add_argument("--out", help="run folder to create")
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds a run (its run files are removed; its store is kept and "
+                   "reused only if it matches) or other files (kept, unless a run file has the same name)")  # fmt: skip
     p.add_argument("--config", help="YAML with method/model/data/train sections (e.g. a run's config.yaml)")
     p.add_argument(
         "--seeds", type=parse_seeds, default=None, help="repeat for these seeds (e.g. 0,1,2,3,4): mean ± std"

@@ -13,7 +13,6 @@ import torch
 from torch.utils.data import Dataset
 
 from ..store.reader import FeatureStore
-from .decode import load_image_file
 from .sources import DataIndex
 from .views import Views, sample_seed
 
@@ -89,7 +88,7 @@ class ImageDataset(_EpochSeeded):
     def __getitem__(self, j: int) -> dict[str, Any]:
         i = self.indices[j]
         sample = self.index.samples[i]
-        hr = self.views.high_res(load_image_file(self.index.abspath(sample)).image)
+        hr = self.views.high_res(self.index.load(i).image)
         return {
             "side": self._side(self.views.side_source(hr), i),
             "lpm": self.views.lpm_view(hr),
@@ -108,6 +107,6 @@ class ImageViewDataset(_EpochSeeded):
     def __getitem__(self, j: int) -> dict[str, Any]:
         i = self.indices[j]
         sample = self.index.samples[i]
-        hr = self.views.high_res(load_image_file(self.index.abspath(sample)).image)
+        hr = self.views.high_res(self.index.load(i).image)
         seed = sample_seed(self.seed, self.epoch, i) if self.train else None
         return {"image": self.views.image_view(hr, self.train, seed), "label": sample.label, "index": i}

@@ -5,13 +5,19 @@ bits (16-bit PNG/TIFF, DICOM). `torchvision.transforms.v2.ToDtype(float32, scale
 
 DICOM: modality LUT (rescale slope/intercept), then the VOI transform (VOI LUT sequence, or the first
 window centre/width with the LINEAR, LINEAR_EXACT or SIGMOID function; min–max over the image when the file
-has none), then MONOCHROME1 inversion. Multi-frame files use their first frame.
+has none), then MONOCHROME1 inversion. Multi-frame files use their first frame (only that frame is decoded).
+
+Pixel budget: an image whose header announces more than `max_pixels` pixels (default DEFAULT_MAX_PIXELS, 100
+megapixels: beyond every camera, scanner and mammography detector in clinical use; `--max-image-pixels` changes
+it) is refused from its header, before any pixel is decoded — a 400 KB "decompression bomb" PNG of 20000×20000
+would otherwise take gigabytes in every decoding worker.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,10 +26,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import FPTPlusError
+from ..files import display
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
-Image.MAX_IMAGE_PIXELS = 40_000 * 40_000  # whole-slide-sized scans are legitimate, decompression bombs are not
+DEFAULT_MAX_PIXELS = 100_000_000
+Image.MAX_IMAGE_PIXELS = None  # fptplus applies its own budget (`max_pixels`), from the header, for every format
 
 
 class DecodeError(FPTPlusError):
@@ -41,33 +49,53 @@ def undecodable_error(reasons: list[str], total: int) -> DecodeError:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """image: (3, H, W) uint8 or float32 in [0, 1]; sha256 and nbytes of the file as read."""
+    """image: (3, H, W) uint8 or float32 in [0, 1]; sha256, nbytes and modification time of the file as read."""
 
     image: torch.Tensor
     sha256: str
     nbytes: int
+    mtime_ns: int = 0
 
 
 def is_dicom(data: bytes, suffix: str) -> bool:
     return suffix.lower() in DICOM_EXTENSIONS or data[128:132] == b"DICM"
 
 
-def load_image_file(path: str | Path) -> DecodedImage:
-    """Reads a file once, hashes its bytes and decodes them. Raises DecodeError naming the file."""
+def load_image_file(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Reads a file once, hashes its bytes and decodes them. Raises DecodeError naming the file.
+
+    Args:
+        path: the image file.
+        max_pixels: refuse images whose header announces more pixels (None or 0: no limit).
+    """
     path = Path(path)
+    name = display(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            mtime_ns = os.fstat(f.fileno()).st_mtime_ns
+            data = f.read()
     except OSError as err:
-        raise DecodeError(f"{path}: cannot read ({err.strerror or err})") from err
-    return DecodedImage(decode_bytes(data, path.suffix, str(path)), hashlib.sha256(data).hexdigest(), len(data))
+        raise DecodeError(f"{name}: cannot read ({err.strerror or err})") from err
+    image = decode_bytes(data, path.suffix, name, max_pixels)
+    return DecodedImage(image, hashlib.sha256(data).hexdigest(), len(data), mtime_ns)
 
 
-def decode_bytes(data: bytes, suffix: str, name: str) -> torch.Tensor:
+def check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    """Refuses an image larger than the pixel budget (called with the header's size, before decoding)."""
+    if max_pixels and width * height > max_pixels:
+        raise DecodeError(
+            f"{width}x{height} = {width * height / 1e6:.0f} megapixels exceeds the pixel budget of "
+            f"{max_pixels / 1e6:g} megapixels (a decompression bomb, or an image far larger than the models read); "
+            "raise --max-image-pixels if it is genuine"
+        )
+
+
+def decode_bytes(data: bytes, suffix: str, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Decodes an encoded image to (3, H, W) uint8 or float32 [0, 1]."""
     if not data:
         raise DecodeError(f"{name}: empty file")
     try:
-        array = _decode_dicom(data) if is_dicom(data, suffix) else _decode_pil(data)
+        array = _decode_dicom(data, max_pixels) if is_dicom(data, suffix) else _decode_pil(data, max_pixels)
     except DecodeError as err:
         raise DecodeError(f"{name}: {err}") from err
     except Exception as err:  # decoders raise many types for corrupt data
@@ -83,9 +111,10 @@ def decode_bytes(data: bytes, suffix: str, name: str) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))  # (3, H, W)
 
 
-def _decode_pil(data: bytes) -> np.ndarray:
+def _decode_pil(data: bytes, max_pixels: int | None) -> np.ndarray:
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        check_pixels(*img.size, max_pixels)
         img.load()  # decode now: truncated or corrupt data fails here, not later
     except UnidentifiedImageError as err:
         raise DecodeError("not an image file (format not recognised)") from err
@@ -111,9 +140,9 @@ def _minmax(array: np.ndarray) -> np.ndarray:
     return np.zeros_like(array, dtype=np.float32) if hi <= lo else ((array - lo) / (hi - lo)).astype(np.float32)
 
 
-def _decode_dicom(data: bytes) -> np.ndarray:
+def _decode_dicom(data: bytes, max_pixels: int | None) -> np.ndarray:
     import pydicom
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
@@ -121,8 +150,9 @@ def _decode_dicom(data: bytes) -> np.ndarray:
         ds = pydicom.dcmread(io.BytesIO(data), force=True)
     if "PixelData" not in ds:
         raise DecodeError("DICOM file has no pixel data")
+    check_pixels(int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0), max_pixels)
     try:
-        pixels = ds.pixel_array
+        pixels = pixel_array(ds, index=0) if int(ds.get("NumberOfFrames", 1) or 1) > 1 else ds.pixel_array
     except Exception as err:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", syntax)
@@ -130,8 +160,6 @@ def _decode_dicom(data: bytes) -> np.ndarray:
             f"cannot decode DICOM pixel data (transfer syntax {name}): {err}. Compressed DICOM may need "
             "extra decoders: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
         ) from err
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        pixels = pixels[0]
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if not photometric.startswith("MONOCHROME"):  # colour: pydicom already returns RGB
         if pixels.dtype == np.uint8:

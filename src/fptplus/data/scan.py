@@ -7,7 +7,7 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader, Dataset
 
-from .decode import DecodeError, load_image_file, undecodable_error
+from .decode import DecodeError, undecodable_error
 from .sources import DataIndex
 
 
@@ -20,7 +20,7 @@ class _Check(Dataset):
 
     def __getitem__(self, i: int) -> str:
         try:
-            load_image_file(self.index.abspath(self.index.samples[i]))
+            self.index.load(i)
         except DecodeError as err:
             return str(err)
         return ""
@@ -40,7 +40,7 @@ def check_bad(index: DataIndex, bad: dict[int, str], skip: bool, out_dir: Path |
     if bad and not skip:
         raise undecodable_error(list(bad.values()), len(index.samples))
     if bad and out_dir is not None:
-        with open(out_dir / "skipped.csv", "w", newline="") as f:
+        with open(out_dir / "skipped.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["path", "error"])
             for i, reason in bad.items():

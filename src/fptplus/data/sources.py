@@ -9,90 +9,48 @@ Class names are folder names or CSV labels, sorted (numerically when all are int
 are the same whichever layout or machine produced them. Refused with a clear error: empty class folders,
 duplicate paths, missing files, unknown labels, unknown split names, and a class with no training images.
 A class absent from val or test is refused too unless `allow_missing_classes=True` (its AUC is undefined).
+
+Then, before any compute (see `checks`): file names that are not UTF-8, one file reached by two paths
+(symlink loops, links, relative vs absolute CSV paths) and byte-identical files with different labels are
+refused; other byte-identical files are reported in `index.warnings`; files that look like segmentation masks
+(`x_mask.png` next to `x.png`) are left out (listed in `index.masks`) unless `include_masks=True`.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
-import random
-from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import FPTPlusError
-from .decode import IMAGE_EXTENSIONS
+from ..errors import DataError
+from ..files import display
+from .checks import RENAME_HINT, FolderScan, check_files, not_utf8
+from .decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
+from .index import (
+    DEFAULT_FRACTIONS,
+    SPLIT_ALIASES,
+    SPLITS,
+    DataIndex,
+    Sample,
+    assign_splits,
+    check_classes,
+    sort_classes,
+)
 
-SPLITS = ("train", "val", "test")
-SPLIT_ALIASES = {
-    "train": "train",
-    "training": "train",
-    "val": "val",
-    "valid": "val",
-    "validation": "val",
-    "test": "test",
-}
-DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
-
-
-class DataError(FPTPlusError, ValueError):
-    """The dataset on disk does not fit what fptplus expects."""
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image: `path` relative to the data root (POSIX; absolute if outside it), class index, split, group."""
-
-    path: str
-    label: int
-    split: str
-    group: str | None = None
-
-
-@dataclass
-class DataIndex:
-    """Every sample of a dataset with its class names. `ignored` lists non-image files skipped by scans."""
-
-    root: Path
-    classes: list[str]
-    samples: list[Sample]
-    source: str
-    ignored: list[str] = field(default_factory=list)
-
-    def abspath(self, sample: Sample) -> Path:
-        return Path(sample.path) if os.path.isabs(sample.path) else self.root / sample.path
-
-    def split(self, name: str) -> list[Sample]:
-        return [s for s in self.samples if s.split == name]
-
-    def counts(self) -> dict[str, list[int]]:
-        """Images per class in each split."""
-        out = {name: [0] * len(self.classes) for name in SPLITS}
-        for s in self.samples:
-            out[s.split][s.label] += 1
-        return out
-
-    def describe(self) -> str:
-        counts = self.counts()
-        lines = [f"{len(self.samples)} images, {len(self.classes)} classes ({self.source}: {self.root})"]
-        for name in SPLITS:
-            per = ", ".join(f"{c}={n}" for c, n in zip(self.classes, counts[name], strict=True))
-            lines.append(f"  {name:5s} {sum(counts[name]):6d}  ({per})")
-        return "\n".join(lines)
-
-    def write_csv(self, path: str | Path) -> None:
-        """Writes `path,label,split,group` with absolute paths: a manifest reloadable with `load_index`."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["path", "label", "split", "group"])
-            for s in self.samples:
-                w.writerow([self.abspath(s).resolve().as_posix(), self.classes[s.label], s.split, s.group or ""])
-        os.replace(tmp, path)
-
+__all__ = [
+    "DEFAULT_FRACTIONS",
+    "SPLITS",
+    "SPLIT_ALIASES",
+    "DataError",
+    "DataIndex",
+    "Sample",
+    "assign_splits",
+    "load_index",
+    "sort_classes",
+    "validate",
+]
 
 def load_index(
     data: str | Path,
@@ -100,8 +58,11 @@ def load_index(
     fractions: Sequence[float] = DEFAULT_FRACTIONS,
     classes: Sequence[str] | None = None,
     allow_missing_classes: bool = False,
+    allow_duplicates: bool = False,
+    include_masks: bool = False,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> DataIndex:
-    """Builds the index from a CSV file, a split-folder root or a class-folder root.
+    """Builds the index from a CSV file, a split-folder root or a class-folder root, and checks it.
 
     Args:
         data: CSV manifest or dataset folder.
@@ -109,40 +70,54 @@ def load_index(
         fractions: train/val/test fractions of the automatic split.
         classes: the expected class names (any other label is refused); default: the labels found.
         allow_missing_classes: accept classes absent from val or test.
+        allow_duplicates: accept byte-identical files with different labels (reported as a warning).
+        include_masks: keep files that look like segmentation masks (`x_mask.png` next to `x.png`).
+        max_pixels: pixel budget of the decoders (see `decode.DEFAULT_MAX_PIXELS`).
     """
     data = Path(data)
+    if not_utf8(str(data)):
+        raise DataError(f"the dataset path {display(data)} is not valid UTF-8; {RENAME_HINT}")
+    scan = FolderScan(include_masks)
     if data.is_file():
         if data.suffix.lower() != ".csv":
             raise DataError(f"{data} is a file but not a .csv manifest; pass a dataset folder or a CSV file")
-        index = _from_csv(data, seed, fractions, classes)
+        index = _from_csv(data, seed, fractions, classes, scan)
     elif data.is_dir():
         sub = {p.name.lower(): p for p in data.iterdir() if p.is_dir()}
         if any(SPLIT_ALIASES.get(n) == "train" for n in sub):
-            index = _from_split_folders(data, sub, classes)
+            index = _from_split_folders(data, sub, classes, scan)
         else:
-            index = _from_class_folders(data, seed, fractions, classes)
+            index = _from_class_folders(data, seed, fractions, classes, scan)
     else:
         raise DataError(f"dataset path {data} does not exist")
+    index.masks, index.max_pixels = scan.masks, max_pixels
+    if scan.masks:
+        shown = [f"{display(m)} (next to {display(b)})" for m, b in scan.mask_pairs[:3]]
+        index.warnings.append(f"left out {len(scan.masks)} files that look like segmentation masks, e.g. "
+                              f"{', '.join(shown)}; pass --include-masks to keep them")  # fmt: skip
     validate(index, allow_missing_classes)
+    check_files(index, allow_duplicates)
     return index
 
 
-def sort_classes(names: set[str]) -> list[str]:
-    if all(n.lstrip("-").isdigit() for n in names):
-        return sorted(names, key=int)
-    return sorted(names)
-
-
-def _scan(folder: Path, root: Path, ignored: list[str]) -> list[str]:
-    """Image files under `folder` (recursive, hidden entries skipped), as POSIX paths relative to `root`."""
+def _scan(folder: Path, root: Path, ignored: list[str], scan: FolderScan) -> list[str]:
+    """Image files under `folder` (recursive, symlinks followed, hidden entries skipped), as POSIX paths
+    relative to `root`. A folder reached twice (symlink loop) is refused; likely masks are left out."""
     found = []
+    scan.enter(folder, folder.relative_to(root).as_posix())
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for d in dirnames:
+            scan.enter(Path(dirpath, d), Path(dirpath, d).relative_to(root).as_posix())
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            rel = Path(dirpath, name).relative_to(root).as_posix()
-            (found if Path(name).suffix.lower() in IMAGE_EXTENSIONS else ignored).append(rel)
+            path = Path(dirpath, name)
+            rel = path.relative_to(root).as_posix()
+            if Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                ignored.append(rel)
+            elif scan.keep(path, rel):
+                found.append(rel)
     return found
 
 
@@ -150,16 +125,7 @@ def _class_dirs(folder: Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(folder.iterdir()) if p.is_dir() and not p.name.startswith(".")}
 
 
-def _check_classes(found: set[str], classes: Sequence[str] | None, where: str) -> list[str]:
-    if classes is None:
-        return sort_classes(found)
-    unknown = sorted(found - set(classes))
-    if unknown:
-        raise DataError(f"unknown labels {unknown} in {where}; expected classes: {list(classes)}")
-    return list(classes)
-
-
-def _from_split_folders(root: Path, sub: dict[str, Path], classes: Sequence[str] | None) -> DataIndex:
+def _from_split_folders(root: Path, sub: dict[str, Path], classes: Sequence[str] | None, scan: FolderScan) -> DataIndex:
     splits: dict[str, Path] = {}
     for name, path in sub.items():
         canonical = SPLIT_ALIASES.get(name)
@@ -175,28 +141,30 @@ def _from_split_folders(root: Path, sub: dict[str, Path], classes: Sequence[str]
             f"{missing}; provide train/, val/ and test/ folders, or pass a class-folder root for an automatic split"
         )
     per_split = {s: _class_dirs(p) for s, p in splits.items()}
-    names = _check_classes(set().union(*per_split.values()), classes, str(root))
+    names = check_classes(set().union(*per_split.values()), classes, str(root))
     samples, ignored = [], []
     for split in SPLITS:
         for cname, folder in per_split[split].items():
-            files = _scan(folder, root, ignored)
+            files = _scan(folder, root, ignored, scan)
             if not files:
                 raise DataError(f"class folder {folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             samples += [Sample(f, names.index(cname), split) for f in files]
     return DataIndex(root, names, samples, "split folders", ignored)
 
 
-def _from_class_folders(root: Path, seed: int, fractions: Sequence[float], classes: Sequence[str] | None) -> DataIndex:
+def _from_class_folders(
+    root: Path, seed: int, fractions: Sequence[float], classes: Sequence[str] | None, scan: FolderScan
+) -> DataIndex:
     dirs = _class_dirs(root)
     if not dirs:
         raise DataError(
             f"{root} has no class folders; expected root/<class>/<images>, root/{{train,val,test}}/<class>/..., "
             "or a CSV manifest with path,label columns"
         )
-    names = _check_classes(set(dirs), classes, str(root))
+    names = check_classes(set(dirs), classes, str(root))
     paths, labels, ignored = [], [], []
     for cname, folder in dirs.items():
-        files = _scan(folder, root, ignored)
+        files = _scan(folder, root, ignored, scan)
         if not files:
             raise DataError(f"class folder {folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
         paths += files
@@ -206,36 +174,64 @@ def _from_class_folders(root: Path, seed: int, fractions: Sequence[float], class
     return DataIndex(root, names, samples, f"class folders, automatic split (seed {seed})", ignored)
 
 
-def _from_csv(path: Path, seed: int, fractions: Sequence[float], classes: Sequence[str] | None) -> DataIndex:
-    root = path.parent
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
+def _read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """Header (lower-cased) and rows of a CSV manifest; encoding and syntax problems name the file and the fix."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise DataError(f"cannot read {display(path)} ({err.strerror or err})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(
+            f"{display(path)} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}; Latin-1 or Windows "
+            "encoding?). Save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 old.csv > new.csv` or 'CSV UTF-8' in Excel"
+        ) from None
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         columns = [c.strip().lower() for c in reader.fieldnames or []]
         if "path" not in columns or "label" not in columns:
-            raise DataError(f"{path}: the header must contain 'path' and 'label' columns, found {columns}")
+            raise DataError(f"{display(path)}: the header must contain 'path' and 'label' columns, found {columns}")
         rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    except csv.Error as err:
+        raise DataError(f"{display(path)}: not a readable CSV file ({err}); check its quoting") from None
+    return columns, rows
+
+
+def _from_csv(
+    path: Path, seed: int, fractions: Sequence[float], classes: Sequence[str] | None, scan: FolderScan
+) -> DataIndex:
+    root = path.parent
+    columns, rows = _read_csv_rows(path)
     if not rows:
         raise DataError(f"{path}: no rows")
-    problems, seen, missing = [], {}, []
+    problems, seen, missing, kept = [], {}, [], []
     for i, row in enumerate(rows, start=2):
         if not row["path"] or not row["label"]:
             problems.append(f"line {i}: empty path or label")
             continue
         full = Path(row["path"]) if os.path.isabs(row["path"]) else root / row["path"]
-        key = os.path.normcase(os.path.normpath(full))
+        key = os.path.normcase(os.path.realpath(full))  # ./a.png, /data/a.png and links to it are one file
         if key in seen:
-            problems.append(f"line {i}: duplicate path {row['path']!r} (first on line {seen[key]})")
+            first = rows[seen[key] - 2]
+            labels = f" with labels {first['label']!r} and {row['label']!r}" if first["label"] != row["label"] else ""
+            problems.append(f"line {i}: {row['path']!r} is the same file as {first['path']!r} on line "
+                            f"{seen[key]}{labels}")  # fmt: skip
         seen[key] = i
-        if not full.is_file():
-            missing.append(row["path"])
         if "split" in columns and SPLIT_ALIASES.get(row["split"].lower()) is None:
             problems.append(f"line {i}: split {row['split']!r} is not one of train/val/test")
+        if not full.is_file():
+            missing.append(row["path"])
+        elif scan.keep(full, row["path"]):
+            kept.append(row)
     if missing:
         problems.append(f"{len(missing)} listed files do not exist, e.g. {missing[:5]}")
     if problems:
         more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
         raise DataError(f"{path}: " + "; ".join(problems[:10]) + more)
-    names = _check_classes({r["label"] for r in rows}, classes, str(path))
+    rows = kept
+    names = check_classes({r["label"] for r in rows}, classes, str(path))
     labels = [names.index(r["label"]) for r in rows]
     groups = [r.get("group") or None for r in rows]
     rel = [Path(r["path"]).as_posix() for r in rows]
@@ -248,56 +244,6 @@ def _from_csv(path: Path, seed: int, fractions: Sequence[float], classes: Sequen
         source = f"CSV manifest, automatic split{grouped} (seed {seed})"
     samples = [Sample(p, y, s, g) for p, y, s, g in zip(rel, labels, splits, groups, strict=True)]
     return DataIndex(root, names, samples, source)
-
-
-def assign_splits(
-    labels: Sequence[int],
-    groups: Sequence[str | None],
-    seed: int,
-    fractions: Sequence[float] = DEFAULT_FRACTIONS,
-    class_names: Sequence[str] | None = None,
-) -> list[str]:
-    """Stratified train/val/test assignment that never splits a group.
-
-    Units are groups (samples sharing a group id) or single samples. Each unit is stratified by its majority
-    label; within a class the units are shuffled with `seed` and laid end to end, and a unit goes to the split
-    its midpoint falls in, so the image counts follow `fractions`. Every class with >= 3 units gets at least
-    one unit in each split.
-    """
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
-        raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {list(fractions)}")
-    units: dict[str, list[int]] = defaultdict(list)
-    for i, g in enumerate(groups):
-        units[f"g:{g}" if g else f"s:{i}"].append(i)
-    by_class: dict[int, list[str]] = defaultdict(list)
-    for uid, members in units.items():
-        votes = Counter(labels[i] for i in members)
-        by_class[min(votes, key=lambda c: (-votes[c], c))].append(uid)
-    rng = random.Random(seed)
-    out = [""] * len(labels)
-    for cls in sorted(by_class):
-        uids = sorted(by_class[cls])
-        if len(uids) < 3 and min(fractions) > 0:
-            name = class_names[cls] if class_names else cls
-            raise DataError(
-                f"class {name!r} has {len(uids)} image(s)/group(s); an automatic train/val/test split needs >= 3"
-            )
-        rng.shuffle(uids)
-        total = sum(len(units[u]) for u in uids)
-        bounds = (fractions[0] * total, (fractions[0] + fractions[1]) * total)
-        chosen, start = [], 0
-        for uid in uids:
-            mid = start + len(units[uid]) / 2
-            chosen.append(0 if mid < bounds[0] else 1 if mid < bounds[1] else 2)
-            start += len(units[uid])
-        for split in (1, 2):  # no empty val/test for a class that has enough units
-            if fractions[split] > 0 and split not in chosen:
-                donor = max(i for i, c in enumerate(chosen) if chosen.count(c) > 1)
-                chosen[donor] = split
-        for uid, split in zip(uids, chosen, strict=True):
-            for i in units[uid]:
-                out[i] = SPLITS[split]
-    return out
 
 
 def validate(index: DataIndex, allow_missing_classes: bool = False) -> None:

@@ -20,8 +20,6 @@ expects is refused, never reused.
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,12 @@ from ..backbone import LPMSpec
 from ..data.sources import Sample
 from ..data.views import ViewConfig
 from ..errors import FPTPlusError
+from ..files import (
+    check_records,
+    display,
+    read_json_schema,
+    write_json_atomic,  # noqa: F401  (re-exported for the store modules)
+)
 
 FORMAT_VERSION = 2
 PLAN = "plan.json"
@@ -133,32 +137,40 @@ def samples_diff(have: list[dict[str, Any]], want: list[dict[str, Any]], limit: 
     return out
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Writes JSON to a temp file, fsyncs it and renames it over `path` (readers never see half a file)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+DAMAGED_FIX = "rebuild it: fptplus preload ... --out {root} --overwrite (or preload into another --out)"
+FINGERPRINT_SCHEMA = {"format_version": int, "fused_layers": list, "side_source_size": list, "dtype": str}
+FIELD_SCHEMA = {"dtype": str, "shape": list}
+SAMPLE_SCHEMA = {"path": str, "label": int, "split": str}
+SHARD_SCHEMA = {"name": str, "start": int, "count": int, "sha256": dict}
+PLAN_SCHEMA = {"fingerprint": FINGERPRINT_SCHEMA, "fields": dict, "classes": list, "samples": list,
+               "per_shard": int, "num_shards": int, "batch_size": int}  # fmt: skip
+MANIFEST_SCHEMA = {**PLAN_SCHEMA, "shards": list, "complete": bool}
+PROGRESS_SCHEMA = {"done": int, "records": list, "complete": bool}
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def read_record(path: Path, schema: dict[str, Any], root: Path | None = None) -> dict[str, Any]:
+    """A plan, manifest or progress file, checked key by key and type by type.
 
-
-def read_json(path: Path) -> Any:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise StoreError(f"cannot read {path}: {err}") from err
+    A damaged file (truncated, not UTF-8, not JSON, a key missing or of the wrong type, fields or shards that
+    do not add up) raises a StoreError that names it and says how to rebuild the store.
+    """
+    fix = DAMAGED_FIX.format(root=display(root or path.parent))
+    obj = read_json_schema(path, schema, StoreError, fix)
+    if "fields" in schema:
+        try:
+            fields = {k: FieldSpec(v["dtype"], tuple(int(n) for n in v["shape"])) for k, v in obj["fields"].items()}
+            for f in fields.values():
+                f.nbytes  # noqa: B018  (valid numpy dtype)
+        except (TypeError, KeyError, ValueError) as err:
+            raise StoreError(f"{display(path)} is damaged: bad 'fields' entry ({err}); {fix}") from None
+        check_records(obj["samples"], SAMPLE_SCHEMA, "samples", path, StoreError, fix)
+        if obj["per_shard"] < 1 or obj["num_shards"] != -(-len(obj["samples"]) // obj["per_shard"]):
+            raise StoreError(f"{display(path)} is damaged: shard layout does not fit the sample count; {fix}")
+    if "shards" in schema:
+        check_records(obj["shards"], SHARD_SCHEMA, "shards", path, StoreError, fix)
+        if len(obj["shards"]) != obj["num_shards"] or sum(s["count"] for s in obj["shards"]) != len(obj["samples"]):
+            raise StoreError(f"{display(path)} is damaged: its shards do not add up to its samples; {fix}")
+    return obj
 
 
 def shard_name(i: int) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,24 +14,31 @@ from ..backbone import LPMSpec, provides_cls
 from ..data.sources import DataIndex
 from ..data.views import ViewConfig
 from ..errors import ConfigError
+from ..files import display, human_bytes
 from ..importance import num_selected_tokens
 from ..model import FPTConfig, FusionPlan
 from ..weights import create_vit, weights_identity
 from .format import (
     MANIFEST,
+    MANIFEST_SCHEMA,
     PLAN,
+    PLAN_SCHEMA,
     PROGRESS,
     FieldSpec,
     StoreError,
     fingerprint_diff,
     make_fingerprint,
-    read_json,
+    read_record,
     sample_records,
     samples_diff,
     shard_file,
     store_fields,
     write_json_atomic,
 )
+from .lock import LOCK_FILE
+from .reader import changed_images
+
+NPY_HEADER = 128  # bytes before the data in each .npy shard file
 
 
 @dataclass
@@ -44,6 +53,8 @@ class PreloadOptions:
         skip_bad: skip undecodable files (listed in skipped.csv) instead of failing.
         overwrite: replace an existing store at the same path.
         side_source_size: stored side image size (default: 2 × side size, capped at the LPM size).
+        lock_wait: seconds to wait while another process writes the same store (None: until it is done;
+            0: refuse at once).
     """
 
     dtype: str = "float16"
@@ -53,6 +64,7 @@ class PreloadOptions:
     skip_bad: bool = False
     overwrite: bool = False
     side_source_size: int | tuple[int, int] | None = None
+    lock_wait: float | None = None
 
 
 @dataclass(frozen=True)
@@ -107,55 +119,96 @@ def build_plan(index: DataIndex, spec: StoreSpec, options: PreloadOptions) -> di
 
 
 def _is_store(path: Path) -> bool:
-    return (path / PLAN).exists() or (path / MANIFEST).exists()
+    """A store, finished or not (a folder holding only the writer lock is a store whose writer just started)."""
+    return any((path / name).exists() for name in (PLAN, MANIFEST, LOCK_FILE))
 
 
 def _remove_store(path: Path) -> None:
-    """Deletes only files a store consists of (never anything else in the folder)."""
+    """Deletes only files a store consists of (never anything else in the folder; the lock file stays)."""
     for p in path.glob("shard-*.npy"):
         p.unlink()
-    for name in (PLAN, MANIFEST, "splits.csv", "skipped.csv", PLAN + ".tmp", MANIFEST + ".tmp"):
+    for name in (PLAN, MANIFEST, "splits.csv", "skipped.csv"):
         (path / name).unlink(missing_ok=True)
+    for p in [*path.glob(PLAN + ".*tmp"), *path.glob(MANIFEST + ".*tmp"), *path.glob("splits.csv.*tmp")]:
+        p.unlink(missing_ok=True)
     shutil.rmtree(path / PROGRESS, ignore_errors=True)
 
 
 def _rebuild_hint(path: Path) -> str:
-    return f"rebuild it with `fptplus preload ... --out {path} --overwrite`, or preload into another --out folder"
+    return (
+        f"rebuild it with `fptplus preload ... --out {display(path)} --overwrite`, or preload into another --out folder"
+    )
 
 
-def prepare_folder(out: Path, plan: dict[str, Any], overwrite: bool) -> str:
-    """Creates/validates the store folder. Returns 'new', 'resume' or 'complete'."""
+def check_folder(out: Path) -> None:
+    """Refuses a store path that is a file or a non-empty folder holding something other than a store."""
     if out.exists() and not out.is_dir():
-        raise StoreError(f"store path {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not _is_store(out):
-        raise StoreError(f"{out} is not empty and is not a feature store; choose an empty or new folder")
-    if overwrite and _is_store(out):
+        raise StoreError(f"store path {display(out)} exists and is not a folder")
+    if out.is_dir() and not _is_store(out) and any(out.iterdir()):
+        raise StoreError(f"{display(out)} is not empty and is not a feature store; choose an empty or new folder")
+
+
+def prepare_folder(
+    out: Path, plan: dict[str, Any], overwrite: bool, index: DataIndex | None = None, dry: bool = False
+) -> str:
+    """Creates/validates the store folder. Returns 'new', 'resume' or 'complete'.
+
+    A complete store is 'complete' only when its fingerprint, samples and (with `index`) image files still match;
+    anything else is refused with what differs. `dry` only looks (no folder created, nothing removed or written).
+    """
+    check_folder(out)
+    if overwrite and not dry and _is_store(out):
         _remove_store(out)
-    out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST).exists():
-        have = read_json(out / MANIFEST)
+        have = read_record(out / MANIFEST, MANIFEST_SCHEMA)
         problems = fingerprint_diff(have["fingerprint"], plan["fingerprint"])
         problems += samples_diff(have["samples"], plan["samples"])
+        if not problems and index is not None:
+            problems += changed_images(have["samples"], index)
         if problems:
-            raise StoreError(f"{out} holds a different complete store ({'; '.join(problems)}); {_rebuild_hint(out)}")
+            raise StoreError(f"{display(out)} holds a different complete store ({'; '.join(problems)}); "
+                             f"{_rebuild_hint(out)}")  # fmt: skip
         return "complete"
     if (out / PLAN).exists():
-        have = read_json(out / PLAN)
+        if dry:
+            return "resume"
+        have = read_record(out / PLAN, PLAN_SCHEMA)
         problems = fingerprint_diff(have["fingerprint"], plan["fingerprint"])
         problems += samples_diff(have["samples"], plan["samples"])
         if have["classes"] != plan["classes"]:
             problems.append(f"classes: store {have['classes']}, expected {plan['classes']}")
         if problems:
             raise StoreError(
-                f"{out} holds an unfinished store of something else ({'; '.join(problems)}); {_rebuild_hint(out)}"
+                f"{display(out)} holds an unfinished store of something else ({'; '.join(problems)}); "
+                f"{_rebuild_hint(out)}"
             )
         return "resume"
+    if dry:
+        return "new"
+    out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / PLAN, plan)
     return "new"
 
 
-def check_disk(out: Path, plan: dict[str, Any]) -> None:
+def _json_bytes(plan: dict[str, Any], out: Path) -> int:
+    """Upper estimate of the JSON/CSV files a store writes next to its shards (manifest, progress, splits.csv)."""
+    n = len(plan["samples"])
+    paths = sum(len(str(s["path"]).encode("utf-8", "surrogateescape")) for s in plan["samples"])
+    per_record = 240  # size, sha256, mtime_ns, skipped flags and JSON punctuation per sample
+    root = len(str(out.resolve()))
+    manifest = 2 * len(json.dumps(plan["fingerprint"])) + paths + n * per_record + 4096
+    progress = n * per_record + plan["num_shards"] * 4096
+    splits_csv = paths + n * (root + 64)
+    return manifest + progress + splits_csv
+
+
+def disk_needed(out: Path, plan: dict[str, Any]) -> int:
+    """Bytes the store still needs on disk: every shard file rounded up to whole blocks, and its JSON/CSV files."""
     fields = {k: FieldSpec(v["dtype"], tuple(v["shape"])) for k, v in plan["fields"].items()}
+    try:
+        block = max(512, os.statvfs(out).f_frsize)
+    except (AttributeError, OSError):
+        block = 4096
     n = len(plan["samples"])
     needed = 0
     for i in range(plan["num_shards"]):
@@ -163,11 +216,18 @@ def check_disk(out: Path, plan: dict[str, Any]) -> None:
         for name, spec in fields.items():
             path = shard_file(out, i, name)
             have = path.stat().st_blocks * 512 if path.exists() else 0
-            needed += max(0, rows * spec.nbytes + 128 - have)
+            size = -(-(rows * spec.nbytes + NPY_HEADER) // block) * block
+            needed += max(0, size - have)
+    return needed + -(-_json_bytes(plan, out) // block) * block
+
+
+def check_disk(out: Path, plan: dict[str, Any]) -> None:
+    """Refuses to start when the store cannot fit on its disk (before any compute)."""
+    needed = disk_needed(out, plan)
     free = shutil.disk_usage(out).free
     if needed > free:
         raise StoreError(
-            f"not enough disk space for the feature store in {out}: needs {needed / 2**30:.2f} GiB more, "
-            f"{free / 2**30:.2f} GiB free. Free space, choose another --out, or store less "
+            f"not enough disk space for the feature store in {display(out)}: needs {human_bytes(needed)} more, "
+            f"{human_bytes(free)} free. Free space, choose another --out, or store less "
             "(--dtype float16, a lower token ratio, fewer fused layers)"
         )

@@ -10,18 +10,44 @@ import numpy as np
 
 from ..data.sources import DataIndex
 from ..errors import FPTPlusError
+from ..files import display
 from ..weights import file_sha256
 from .format import (
+    DAMAGED_FIX,
     MANIFEST,
+    MANIFEST_SCHEMA,
     PLAN,
     FieldSpec,
     StoreError,
     fingerprint_diff,
-    read_json,
+    read_record,
     sample_records,
     samples_diff,
     shard_file,
 )
+
+STORED_IMAGE = {"size": int, "sha256": str}  # every sample that was not skipped records its file
+
+
+def changed_images(records: list[dict[str, Any]], index: DataIndex, limit: int = 5) -> list[str]:
+    """Images whose file changed since preloading: missing, another size, or (when the modification time moved)
+    other bytes. Files with the recorded size and mtime are not read; the others are re-hashed."""
+    changed = []
+    for rec, sample in zip(records, index.samples, strict=True):
+        if rec.get("skipped"):
+            continue
+        path = index.abspath(sample)
+        try:
+            st = path.stat()
+        except OSError:
+            changed.append(sample.path)
+            continue
+        if st.st_size != rec["size"] or (st.st_mtime_ns != rec.get("mtime_ns") and file_sha256(path) != rec["sha256"]):
+            changed.append(sample.path)
+    if changed:
+        shown = [display(c) for c in changed[:limit]]
+        return [f"{len(changed)} image files changed since preloading (other size or content), e.g. {shown}"]
+    return []
 
 
 class FeatureStore:
@@ -39,9 +65,15 @@ class FeatureStore:
                     "preload` command to complete it"
                 )
             raise StoreError(f"{self.path} is not a feature store (no manifest.json); build one with `fptplus preload`")
-        self.manifest = read_json(self.path / MANIFEST)
-        if not self.manifest.get("complete"):
+        self.manifest = read_record(self.path / MANIFEST, MANIFEST_SCHEMA)
+        if not self.manifest["complete"]:
             raise StoreError(f"{self.path}: manifest is not marked complete; rerun `fptplus preload`")
+        fix = DAMAGED_FIX.format(root=display(self.path))
+        for i, rec in enumerate(self.manifest["samples"]):
+            if not rec.get("skipped") and not all(isinstance(rec.get(k), t) for k, t in STORED_IMAGE.items()):
+                raise StoreError(
+                    f"{display(self.path / MANIFEST)} is damaged: sample {i} has no file size/sha256; {fix}"
+                )
         self.fields = {k: FieldSpec(v["dtype"], tuple(v["shape"])) for k, v in self.manifest["fields"].items()}
         self.per_shard = int(self.manifest["per_shard"])
         self._maps: dict[tuple[int, str], np.ndarray] | None = None
@@ -114,7 +146,8 @@ class FeatureStore:
 
         Args:
             fingerprint: what training expects (see `format.make_fingerprint`); the K/V dtype may differ.
-            index: the dataset training will use; paths, labels, splits, classes and file sizes must match.
+            index: the dataset training will use; paths, labels, splits, classes and image files must match
+                (size, and the content of every file whose modification time changed).
             subset_layers: accept a store holding more fused layers than asked (the needed ones are read).
         """
         ignore = ("dtype", "fused_layers") if subset_layers else ("dtype",)
@@ -127,25 +160,12 @@ class FeatureStore:
                 problems.append(f"classes: store {self.classes}, dataset {list(index.classes)}")
             problems += samples_diff(self.samples, sample_records(index.samples))
             if not problems:
-                problems += self._size_changes(index)
+                problems += changed_images(self.samples, index)
         if problems:
             raise StoreError(
                 f"feature store {self.path} does not match this run:\n  " + "\n  ".join(problems) + "\n"
                 f"Rebuild it: fptplus preload ... --out {self.path} --overwrite (or use another --out)"
             )
-
-    def _size_changes(self, index: DataIndex, limit: int = 5) -> list[str]:
-        changed = []
-        for rec, sample in zip(self.samples, index.samples, strict=True):
-            if rec.get("skipped"):
-                continue
-            path = index.abspath(sample)
-            size = path.stat().st_size if path.exists() else None
-            if size != rec["size"]:
-                changed.append(sample.path)
-        if changed:
-            return [f"{len(changed)} image files changed since preloading (size differs), e.g. {changed[:limit]}"]
-        return []
 
     def layer_positions(self, layers: tuple[int, ...]) -> list[int]:
         """Positions along the stored L axis of the given LPM layers."""

@@ -4,10 +4,17 @@ Resumable and byte-reproducible: samples are processed in fixed batches aligned 
 batch the shard's memory maps are flushed and its progress file is replaced atomically, so a killed run
 resumes at the first unrecorded batch and recomputes exactly the same batches. Several processes
 (`accelerate launch` / `torchrun`) take disjoint shards; rank 0 writes the manifest when all are done.
+
+One writer at a time: rank 0 holds the store's lock (`store.lock`) from the folder check to the manifest, so a
+second `preload` (or `train` sharing `--store`) waits for it, then finds the store complete and reuses it.
+Every shard file's blocks are reserved (`posix_fallocate`) before it is written, so a full disk is a clear
+error — rerun the same command after freeing space — never a SIGBUS in the middle of a memory-mapped write.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -25,20 +32,26 @@ from ..backbone import FrozenLPM
 from ..data.decode import DecodeError, load_image_file, undecodable_error
 from ..data.sources import DataIndex
 from ..data.views import Views
+from ..files import display, human_bytes
 from ..model import FPTConfig
 from ..weights import create_vit, file_sha256
 from .format import (
     MANIFEST,
     PLAN,
+    PLAN_SCHEMA,
     PROGRESS,
+    PROGRESS_SCHEMA,
     FieldSpec,
     StoreError,
-    read_json,
+    read_record,
     shard_file,
     shard_name,
     write_json_atomic,
 )
-from .plan import PreloadOptions, build_plan, check_disk, prepare_folder, store_spec
+from .lock import StoreLock
+from .plan import PreloadOptions, build_plan, check_disk, check_folder, disk_needed, prepare_folder, store_spec
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass
@@ -68,7 +81,7 @@ class _Decode(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
-            decoded = load_image_file(self.index.abspath(self.index.samples[i]))
+            decoded = load_image_file(self.index.abspath(self.index.samples[i]), self.index.max_pixels)
         except DecodeError as err:
             return {"i": i, "error": str(err)}
         hr = self.views.high_res(decoded.image)
@@ -78,6 +91,7 @@ class _Decode(Dataset):
             "side": self.views.side_source(hr),
             "size": decoded.nbytes,
             "sha256": decoded.sha256,
+            "mtime_ns": decoded.mtime_ns,
         }
 
 
@@ -112,8 +126,20 @@ class _ShardWriter:
         self.count = min(plan["per_shard"], n - self.start)
         self.progress_path = out / PROGRESS / f"{shard_name(i)}.json"
         self.fields = {k: (v["dtype"], tuple(v["shape"])) for k, v in plan["fields"].items()}
-        self.progress = read_json(self.progress_path) if self.progress_path.exists() else None
+        self.progress = self._read_progress()
         self.maps: dict[str, np.memmap] = {}
+
+    def _read_progress(self) -> dict[str, Any] | None:
+        """This shard's progress record; a damaged one means the shard is recomputed (nothing is lost)."""
+        if not self.progress_path.exists():
+            return None
+        try:
+            progress = read_record(self.progress_path, PROGRESS_SCHEMA, self.out)
+        except StoreError:
+            return None
+        if len(progress["records"]) != self.count or not 0 <= progress["done"] <= self.count:
+            return None
+        return progress
 
     @property
     def done(self) -> int:
@@ -134,10 +160,11 @@ class _ShardWriter:
             except (OSError, ValueError):
                 pass  # truncated or damaged: start this shard again
             self.progress = None
-        self.maps = {
-            f: open_memmap(shard_file(self.out, self.i, f), mode="w+", dtype=dt, shape=(self.count, *shape))
-            for f, (dt, shape) in self.fields.items()
-        }
+        self.maps = {}
+        for f, (dt, shape) in self.fields.items():
+            path = shard_file(self.out, self.i, f)
+            self.maps[f] = open_memmap(path, mode="w+", dtype=dt, shape=(self.count, *shape))
+            _reserve(path)
         self.progress = {"done": 0, "records": [None] * self.count, "complete": False}
 
     def write(self, row: int, item: dict[str, Any], arrays: dict[str, np.ndarray] | None) -> None:
@@ -151,7 +178,7 @@ class _ShardWriter:
         for name, value in arrays.items():
             self.maps[name][r] = value
         self.maps["side"][r] = item["side"].numpy()
-        self.progress["records"][r] = {"size": item["size"], "sha256": item["sha256"]}
+        self.progress["records"][r] = {"size": item["size"], "sha256": item["sha256"], "mtime_ns": item["mtime_ns"]}
 
     def commit(self, done: int) -> None:
         for m in self.maps.values():
@@ -165,6 +192,24 @@ class _ShardWriter:
 
     def bad_rows(self) -> list[int]:
         return [self.start + r for r, rec in enumerate(self.progress["records"]) if rec and "error" in rec]
+
+
+def _reserve(path: Path) -> None:
+    """Allocates every block of a new shard file now: a full disk fails here (ENOSPC), not as a later SIGBUS."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: write the zeros instead
+        with open(path, "r+b") as f:
+            size = os.fstat(f.fileno()).st_size
+            block = b"\0" * (1 << 20)
+            for start in range(0, size, len(block)):
+                f.write(block[: min(len(block), size - start)])
+            f.flush()
+            os.fsync(f.fileno())
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
 
 
 def _batches(writer: _ShardWriter, batch_size: int) -> list[list[int]]:
@@ -204,7 +249,7 @@ def preload(
         index: the dataset.
         cfg: the FPT/FPT+ config whose fused LPM layers, resolution, token ratio and weights are stored.
         out: store folder.
-        options: dtype, batch size, workers, sharding, bad-file policy, overwrite.
+        options: dtype, batch size, workers, sharding, bad-file policy, overwrite, lock wait.
         rank, world_size: explicit process slot (default: from Accelerate / torchrun, else 0 of 1).
         log: progress lines.
     """
@@ -214,18 +259,49 @@ def preload(
     dist = _dist(rank, world_size)
     spec = store_spec(cfg, options.side_source_size, options.dtype)
     plan = build_plan(index, spec, options)
+    per_sample = {k: FieldSpec(v["dtype"], tuple(v["shape"])).nbytes for k, v in plan["fields"].items()}
+    lock = None
     if dist.rank == 0:
-        state = prepare_folder(out, plan, options.overwrite)
+        check_folder(out)
+        if not (options.overwrite or prepare_folder(out, plan, False, index, dry=True) != "complete"):
+            log(f"{display(out)}: complete store already present (same fingerprint, samples and images); "
+                "nothing to do")  # fmt: skip
+            dist.barrier()
+            return PreloadReport(out, len(index.samples), per_sample, time.perf_counter() - t0, 0)
+        lock = StoreLock(out, options.lock_wait, log)
+        lock.acquire()
+    try:
+        return _preload_locked(index, cfg, spec, out, options, plan, per_sample, dist, t0, log)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        raise _disk_full(out, plan) from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _disk_full(out: Path, plan: dict[str, Any]) -> StoreError:
+    free = shutil.disk_usage(out).free
+    return StoreError(
+        f"disk full while writing the feature store {display(out)} ({human_bytes(free)} free; it still needs "
+        f"about {human_bytes(disk_needed(out, plan))}). Free space and rerun the same command: it resumes where it "
+        "stopped"
+    )
+
+
+def _preload_locked(index, cfg, spec, out, options, plan, per_sample, dist, t0, log) -> PreloadReport:
+    """`preload` once this process may write (rank 0 holds the lock; other ranks write disjoint shards)."""
+    if dist.rank == 0:
+        state = prepare_folder(out, plan, options.overwrite, index)
         if state != "complete":
             check_disk(out, plan)
             (out / PROGRESS).mkdir(exist_ok=True)
     dist.barrier()
-    state = "complete" if (out / MANIFEST).exists() else "resume"
-    per_sample = {k: FieldSpec(v["dtype"], tuple(v["shape"])).nbytes for k, v in plan["fields"].items()}
-    if state == "complete":
-        log(f"{out}: complete store already present (same fingerprint and samples); nothing to do")
+    if (out / MANIFEST).exists():
+        log(f"{display(out)}: complete store already present (same fingerprint and samples); nothing to do")
         return PreloadReport(out, len(index.samples), per_sample, time.perf_counter() - t0, 0)
-    plan = read_json(out / PLAN)  # a resumed run keeps the original batch size
+    plan = read_record(out / PLAN, PLAN_SCHEMA)  # a resumed run keeps the original batch size
     batch_size = plan["batch_size"]
     if batch_size != options.batch_size:
         log(f"resuming with the store's original batch size {batch_size} (asked {options.batch_size})")
@@ -294,7 +370,7 @@ def _finalize(out: Path, index: DataIndex, plan: dict[str, Any], skip_bad: bool)
     shards, records = [], []
     for i in range(plan["num_shards"]):
         path = out / PROGRESS / f"{shard_name(i)}.json"
-        prog = read_json(path) if path.exists() else None
+        prog = read_record(path, PROGRESS_SCHEMA, out) if path.exists() else None
         if not prog or not prog.get("complete"):
             raise StoreError(f"{out}: shard {i} is not finished (did another process fail?); rerun the same command")
         start = i * plan["per_shard"]
@@ -306,14 +382,13 @@ def _finalize(out: Path, index: DataIndex, plan: dict[str, Any], skip_bad: bool)
     if bad and not skip_bad:
         raise undecodable_error([b["error"] for b in bad], len(records))
     samples = [
-        {**s, **({"skipped": True} if "error" in r else {"size": r["size"], "sha256": r["sha256"]})}
-        for s, r in zip(plan["samples"], records, strict=True)
+        {**s, **({"skipped": True} if "error" in r else r)} for s, r in zip(plan["samples"], records, strict=True)
     ]
     index.write_csv(out / "splits.csv")
     if bad:
         import csv
 
-        with open(out / "skipped.csv", "w", newline="") as f:
+        with open(out / "skipped.csv", "w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, ["path", "error"])
             w.writeheader()
             w.writerows(bad)

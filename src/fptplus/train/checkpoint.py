@@ -5,7 +5,8 @@
     checkpoints/last/state.pt              optimizer, scheduler, RNG states, epoch, step, best, history
 
 A checkpoint is loaded only into a model of the same method, backbone, class count and trainable tensors;
-anything else is refused with what differs.
+anything else is refused with what differs. meta.json records the sha256 of model.safetensors and state.pt,
+checked on every load: a flipped byte is refused, never evaluated (checkpoints are small, so this is cheap).
 """
 
 from __future__ import annotations
@@ -23,10 +24,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import FPTPlusError
+from ..files import display, read_json_schema
+from ..weights import file_sha256
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "meta.json"
 STATE_FILE = "state.pt"
+FORMAT = 2  # 2: meta.json holds the files' sha256
+META_SCHEMA = {"tensors": dict}
+DAMAGED = "use the other checkpoint (--checkpoint best/last) or retrain"
 
 
 class CheckpointError(FPTPlusError):
@@ -46,10 +52,11 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any], state: d
     tmp.mkdir(parents=True)
     tensors = trainable_state(model)
     save_file(tensors, tmp / MODEL_FILE)
-    meta = {**meta, "tensors": {n: list(t.shape) for n, t in tensors.items()}}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True))
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
+    hashes = {name: file_sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE) if (tmp / name).exists()}
+    meta = {**meta, "tensors": {n: list(t.shape) for n, t in tensors.items()}, "format": FORMAT, "sha256": hashes}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=1, sort_keys=True), encoding="utf-8")
     old = path.with_name(path.name + ".old")
     shutil.rmtree(old, ignore_errors=True)
     if path.exists():
@@ -59,10 +66,29 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any], state: d
 
 
 def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's meta.json, checked (CheckpointError naming the file when missing or damaged)."""
     meta_path = Path(path) / META_FILE
     if not meta_path.exists():
-        raise CheckpointError(f"{path} is not a checkpoint (no {META_FILE})")
-    return json.loads(meta_path.read_text())
+        raise CheckpointError(f"{display(path)} is not a checkpoint (no {META_FILE})")
+    meta = read_json_schema(meta_path, META_SCHEMA, CheckpointError, DAMAGED)
+    if meta.get("format", 1) >= 2 and not isinstance(meta.get("sha256"), dict):
+        raise CheckpointError(f"{display(meta_path)} is damaged: no file hashes; {DAMAGED}")
+    return meta
+
+
+def verify_file(path: Path, name: str, meta: dict[str, Any]) -> None:
+    """Refuses a checkpoint file whose bytes differ from the sha256 recorded when it was saved."""
+    want = meta.get("sha256", {}).get(name)
+    if meta.get("format", 1) < 2:
+        return  # written before checkpoints recorded hashes
+    file = Path(path) / name
+    if want is None or not file.exists():
+        raise CheckpointError(f"{display(file)} is missing from its checkpoint; {DAMAGED}")
+    if file_sha256(file) != want:
+        raise CheckpointError(
+            f"{display(file)} is damaged: its sha256 differs from the one recorded when it was saved (disk or copy "
+            f"error); {DAMAGED}"
+        )
 
 
 def load_checkpoint(path: Path, model: nn.Module, expect: dict[str, Any]) -> dict[str, Any]:
@@ -86,11 +112,16 @@ def load_checkpoint(path: Path, model: nn.Module, expect: dict[str, Any]) -> dic
         problems.append(f"trainable tensors differ (missing {missing[:3]}, unexpected {extra[:3]}, shape {shapes[:3]})")
     if problems:
         raise CheckpointError(f"checkpoint {path} does not fit this model: " + "; ".join(problems))
+    verify_file(path, MODEL_FILE, meta)
     try:
         tensors = load_file(Path(path) / MODEL_FILE)
     except Exception as err:
         raise CheckpointError(f"cannot read {Path(path) / MODEL_FILE}: {err}") from err
     params = dict(model.named_parameters())
+    if set(tensors) != set(want) or any(list(tensors[n].shape) != want[n] for n in want):
+        raise CheckpointError(
+            f"{display(Path(path) / MODEL_FILE)} does not hold the tensors its meta.json lists; {DAMAGED}"
+        )
     with torch.no_grad():
         for name, value in tensors.items():
             params[name].copy_(value)
@@ -121,6 +152,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
+    """The training state saved with a `last` checkpoint (hash-checked)."""
+    verify_file(path, STATE_FILE, read_meta(path))
     try:
         return torch.load(Path(path) / STATE_FILE, map_location="cpu", weights_only=True)
     except Exception as err:

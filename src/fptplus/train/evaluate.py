@@ -12,16 +12,19 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..data.checks import RENAME_HINT, bad_names
 from ..data.decode import IMAGE_EXTENSIONS, DecodeError, load_image_file, undecodable_error
 from ..data.sources import SPLITS, DataIndex, load_index
-from ..errors import ConfigError
+from ..errors import ConfigError, RunError
+from ..files import display
 from ..methods import get_method
 from ..metrics import compute_metrics
 from ..store import FeatureStore
 from ..store.plan import store_spec
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, read_meta
 from .inputs import eval_loader, make_inputs, view_config
 from .loop import predict_probs
+from .runfolder import read_classes, read_run_info
 
 
 def resolve_run(run: str | Path, seed: int | None = None) -> tuple[Path, Path]:
@@ -31,8 +34,8 @@ def resolve_run(run: str | Path, seed: int | None = None) -> tuple[Path, Path]:
         root = path if (path / "run.json").exists() else path.parent
         return root, path
     if not (path / "run.json").exists():
-        raise ConfigError(f"{path} is not a run folder (no run.json / checkpoints); pass the --out of `fptplus train`")
-    seeds = json.loads((path / "run.json").read_text())["seeds"]
+        raise RunError(f"{path} is not a run folder (no run.json / checkpoints); pass the --out of `fptplus train`")
+    seeds = read_run_info(path)["seeds"]
     if seed is None:
         seed = seeds[0]
     if seed not in seeds:
@@ -42,8 +45,8 @@ def resolve_run(run: str | Path, seed: int | None = None) -> tuple[Path, Path]:
 
 def run_index(root: Path, cfg: RunConfig) -> DataIndex:
     """The run's dataset rebuilt from its config, refused if it no longer matches the run's splits.csv."""
-    index = load_index(cfg.data.data, seed=cfg.data.split_seed, allow_missing_classes=cfg.data.allow_missing_classes)
-    recorded = load_index(root / "splits.csv", allow_missing_classes=True)
+    index = cfg.data.load_index()
+    recorded = load_index(root / "splits.csv", allow_missing_classes=True, allow_duplicates=True, include_masks=True)
     now = [(index.abspath(s).resolve().as_posix(), index.classes[s.label], s.split) for s in index.samples]
     then = [(s.path, recorded.classes[s.label], s.split) for s in recorded.samples]
     if now != then:
@@ -61,7 +64,7 @@ def load_trained(run_dir: Path, checkpoint: str, with_lpm: bool):
     if not ckpt.exists():
         raise ConfigError(f"{ckpt} does not exist (checkpoints: best, last); has this run trained an epoch yet?")
     model = get_method(cfg.method).build(cfg.model, with_lpm=with_lpm)
-    classes = json.loads((run_dir / "checkpoints" / checkpoint / "meta.json").read_text()).get("classes")
+    classes = read_meta(ckpt).get("classes")
     meta = {"method": cfg.method, "backbone": cfg.model.backbone, "num_classes": cfg.model.num_classes}
     load_checkpoint(ckpt, model, meta)
     return cfg, model.eval(), classes
@@ -74,12 +77,9 @@ def evaluate_run(
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     root, run_dir = resolve_run(run, seed)
-    info = json.loads((root / "run.json").read_text())
     cfg = RunConfig.load(run_dir / "config.yaml")
     index = run_index(root, cfg)
-    store = FeatureStore(info["store"]) if info.get("store") else None
-    if store is not None:
-        store.check_compatible(store_spec(cfg.model, tuple(store.fingerprint["side_source_size"])).fingerprint, index)
+    store = open_run_store(root, cfg, index)
     _, model, _ = load_trained(run_dir, checkpoint, with_lpm=store is None)
     usable = store.usable() if store is not None else list(range(len(index.samples)))
     inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed, get_method(cfg.method).kind)
@@ -95,7 +95,7 @@ def evaluate_run(
     if len(labels):
         from ..viz.curves import plot_confusion, plot_roc
 
-        classes = json.loads((root / "classes.json").read_text())
+        classes = read_classes(root)
         plot_roc(labels, probs, classes, run_dir / f"roc_{split}-{checkpoint}.png", f"ROC ({split}, {checkpoint})")
         plot_confusion(
             labels, probs, classes, run_dir / f"confusion_{split}-{checkpoint}.png", f"{split}, {checkpoint}"
@@ -104,8 +104,18 @@ def evaluate_run(
     return out
 
 
+def open_run_store(root: Path, cfg: RunConfig, index: DataIndex) -> FeatureStore | None:
+    """The feature store a run trained from (checked against the run's model and data), or None (online)."""
+    info = read_run_info(root)
+    if not info.get("store"):
+        return None
+    store = FeatureStore(info["store"])
+    store.check_compatible(store_spec(cfg.model, tuple(store.fingerprint["side_source_size"])).fingerprint, index)
+    return store
+
+
 def collect_images(paths: Sequence[str | Path]) -> list[Path]:
-    """Files as given, folders searched recursively for images (sorted)."""
+    """Files as given, folders searched recursively for images (sorted); names must be UTF-8."""
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -115,7 +125,11 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
         else:
             raise ConfigError(f"{p} does not exist")
     if not found:
-        raise ConfigError(f"no images found in {[str(p) for p in paths]}")
+        raise ConfigError(f"no images found in {[display(p) for p in paths]}")
+    bad = bad_names(str(f) for f in found)
+    if bad:
+        raise ConfigError(f"{len(bad)} image names are not valid UTF-8, e.g. {bad[:5]}: predictions name every "
+                          f"file in a CSV/JSON record; {RENAME_HINT}")  # fmt: skip
     return found
 
 
@@ -130,6 +144,7 @@ def predict(
 ) -> list[dict[str, Any]]:
     """Class probabilities for new images of any size/format the data layer reads (LPM run online)."""
     _, run_dir = resolve_run(run, seed)
+    files = collect_images(images)  # names checked before the model is built
     cfg, model, classes = load_trained(run_dir, checkpoint, with_lpm=True)
     from ..data.views import ViewConfig, Views
 
@@ -138,13 +153,13 @@ def predict(
         views = Views(ViewConfig(cfg.model.img_size, cfg.model.img_size, model.spec.mean, model.spec.std))
     else:
         views = Views(view_config(cfg.model, model.spec, None))
-    files = collect_images(images)
+    max_pixels = cfg.data.max_image_pixels or None
     rows, bad = [], []
     for start in range(0, len(files), batch_size):
         items, names = [], []
         for f in files[start : start + batch_size]:
             try:
-                hr = views.high_res(load_image_file(f).image)
+                hr = views.high_res(load_image_file(f, max_pixels).image)
             except DecodeError as err:
                 bad.append(str(err))
                 continue
@@ -169,9 +184,9 @@ def predict(
 def write_predictions(rows: list[dict[str, Any]], out: str | Path) -> None:
     out = Path(out)
     if out.suffix.lower() == ".json":
-        out.write_text(json.dumps(rows, indent=1))
+        out.write_text(json.dumps(rows, indent=1), encoding="utf-8")
         return
-    with open(out, "w", newline="") as f:
+    with open(out, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, list(rows[0]))
         w.writeheader()
         w.writerows(rows)

@@ -102,7 +102,7 @@ class Progress:
 
 def write_prediction_rows(path: Path, names: list[str], labels, probs, classes: list[str]) -> None:
     """predictions_SPLIT.csv: path, true class, one probability column per class."""
-    with open(path, "w", newline="") as f:
+    with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", *(f"p_{c}" for c in classes)])
         for name, y, p in zip(names, labels, probs, strict=True):

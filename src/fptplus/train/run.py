@@ -22,13 +22,23 @@ import torch
 
 from ..config import RunConfig
 from ..data.scan import check_bad, scan_images
-from ..data.sources import DataIndex, load_index
-from ..errors import ConfigError
+from ..data.sources import DataIndex
+from ..errors import ConfigError, RunError
+from ..files import write_json_atomic
 from ..methods import get_method
 from ..store import FeatureStore, PreloadOptions, preload
 from ..store.plan import store_spec
 from .loop import fit
 from .outputs import Logger, RunPaths
+from .runfolder import (
+    CLASSES_JSON,
+    RUN_JSON,
+    check_new_run_folder,
+    check_paths_utf8,
+    is_run,
+    read_results,
+    read_run_info,
+)
 
 SUMMARY_KEYS = ("auc", "accuracy", "balanced_accuracy", "macro_f1", "kappa")
 
@@ -43,8 +53,10 @@ def prepare_data(
     """Loads the index, builds or checks the feature store (FPT/FPT+) or scans the images (online)."""
     if not cfg.data.data:
         raise ConfigError("no dataset given: pass --data FOLDER_OR_CSV")
-    index = load_index(cfg.data.data, seed=cfg.data.split_seed, allow_missing_classes=cfg.data.allow_missing_classes)
+    index = cfg.data.load_index()
     log(index.describe())
+    for warning in index.warnings:
+        log(f"warning: {warning}")
     if cfg.model.num_classes != len(index.classes):
         cfg.model.num_classes = len(index.classes)
     method = get_method(cfg.method)
@@ -52,7 +64,7 @@ def prepare_data(
         store_path = Path(cfg.data.store) if cfg.data.store else root / "store"
         options = PreloadOptions(
             batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers, skip_bad=cfg.data.skip_bad
-        )
+        )  # a store shared by several runs (--store) is written by one of them; the others wait, then reuse it
         preload(index, cfg.model, store_path, options, log=log)
         store = FeatureStore(store_path)
         expected = store_spec(cfg.model, tuple(store.fingerprint["side_source_size"]))
@@ -69,14 +81,30 @@ def train(
     seeds: list[int] | None = None,
     resume: bool = False,
     log: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Runs the protocol for every seed (skipping finished ones when resuming) and summarises them."""
+    """Runs the protocol for every seed (skipping finished ones when resuming) and summarises them.
+
+    Args:
+        cfg: the run's configuration.
+        out: the run folder: new or empty, or (with `resume`) an existing run, or (with `overwrite`) a folder
+            whose run files are replaced.
+        seeds: run seeds (default: cfg.train.seed).
+        resume: continue the run in `out`.
+        log: where lines go (default: stdout and RUN/log.txt).
+        overwrite: start over in a folder that already holds a run or other files.
+    """
     from accelerate import PartialState
 
     state = PartialState(cpu=not torch.cuda.is_available())
     root = Path(out)
-    if root.exists() and (root / "config.yaml").exists() and not resume:
-        raise ConfigError(f"{root} already holds a run; continue it with --resume {root}, or choose another --out")
+    check_paths_utf8(output=root, data=cfg.data.data or None, store=cfg.data.store)
+    if not cfg.data.data:
+        raise ConfigError("no dataset given: pass --data FOLDER_OR_CSV")
+    if resume and not is_run(root):
+        raise RunError(f"{root} is not a run folder (no config.yaml); start a run with --out {root}")
+    if not resume:
+        check_new_run_folder(root, cfg.data.data, overwrite, remove=state.is_main_process)
     state.wait_for_everyone()  # every process has checked before anyone writes
     root.mkdir(parents=True, exist_ok=True)
     absolutize(cfg)
@@ -86,8 +114,8 @@ def train(
     if state.is_main_process:
         cfg.save(root / "config.yaml")
         index.write_csv(root / "splits.csv")
-        (root / "classes.json").write_text(json.dumps(index.classes))
-        (root / "run.json").write_text(json.dumps({"seeds": seeds, "store": str(store.path) if store else None}))
+        write_json_atomic(root / CLASSES_JSON, index.classes)
+        write_json_atomic(root / RUN_JSON, {"seeds": seeds, "store": str(store.path) if store else None})
     results = {}
     for seed in seeds:
         run_cfg = copy.deepcopy(cfg)
@@ -97,7 +125,7 @@ def train(
         paths = RunPaths(run_root)
         if paths.results.exists():
             log(f"seed {seed}: finished earlier ({paths.results}); skipping")
-            results[seed] = json.loads(paths.results.read_text())
+            results[seed] = read_results(paths.results)
             continue
         if state.is_main_process:
             run_cfg.save(paths.config)
@@ -146,8 +174,8 @@ def format_summary(summary: dict[str, Any]) -> str:
 def resume_config(run: str | Path) -> tuple[RunConfig, list[int]]:
     """Config and seeds of an existing run folder."""
     root = Path(run)
-    if not (root / "config.yaml").exists():
-        raise ConfigError(f"{root} is not a run folder (no config.yaml)")
+    if not is_run(root):
+        raise RunError(f"{root} is not a run folder (no config.yaml)")
     cfg = RunConfig.load(root / "config.yaml")
-    seeds = json.loads((root / "run.json").read_text())["seeds"] if (root / "run.json").exists() else [cfg.train.seed]
+    seeds = read_run_info(root)["seeds"] if (root / RUN_JSON).exists() else [cfg.train.seed]
     return cfg, seeds

@@ -77,7 +77,7 @@ def explain_image(
     if prompt is not None and not 0 <= prompt < cfg.model.num_prompts:
         raise ConfigError(f"prompt must be in 0..{cfg.model.num_prompts - 1}, got {prompt}")
     views = Views(view_config(cfg.model, spec, None))
-    hr = views.high_res(load_image_file(image).image)
+    hr = views.high_res(load_image_file(image, cfg.data.max_image_pixels or None).image)
     with torch.no_grad():
         out = model.forward_details(views.side_view(views.side_source(hr), train=False)[None],
                                     lpm_x=views.lpm_view(hr)[None], return_attn=True)  # fmt: skip

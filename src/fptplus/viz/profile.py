@@ -8,15 +8,12 @@ the mass on the P prompt keys. Per layer: the mean over side tokens (CLS include
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..store import FeatureStore
-from ..store.plan import store_spec
 from .explain import _fpt_run, fpt_run_dirs
 
 
@@ -61,17 +58,14 @@ def prompt_attention_profile(
     """Per fused layer: side block, LPM layer, mean attention on the prompts; also writes CSV + PNG."""
     from ..config import RunConfig
     from ..methods import get_method
-    from ..train.evaluate import run_index
+    from ..train.evaluate import open_run_store, run_index
     from ..train.inputs import eval_loader, make_inputs
     from ..train.loop import to_device
 
     root, run_dir = fpt_run_dirs(run, seed)
     cfg = RunConfig.load(run_dir / "config.yaml")
     index = run_index(root, cfg)
-    info = json.loads((root / "run.json").read_text())
-    store = FeatureStore(info["store"]) if info.get("store") else None
-    if store is not None:
-        store.check_compatible(store_spec(cfg.model, tuple(store.fingerprint["side_source_size"])).fingerprint, index)
+    store = open_run_store(root, cfg, index)
     _, _, cfg, model, _ = _fpt_run(run, checkpoint, seed, with_lpm=store is None)
     usable = store.usable() if store is not None else list(range(len(index.samples)))
     inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed, get_method(cfg.method).kind)
