@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -31,3 +32,12 @@ def split_folders(root: Path, counts: dict[str, dict[str, int]], size=(40, 56)) 
     for s, (split, per_class) in enumerate(sorted(counts.items())):
         class_folders(root / split, per_class, size, seed=s + 1)
     return root
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str], encoding: str = "utf-8") -> Path:
+    """A CSV manifest with these columns."""
+    with open(path, "w", newline="", encoding=encoding) as f:
+        w = csv.DictWriter(f, columns)
+        w.writeheader()
+        w.writerows(rows)
+    return path

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import struct
+import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -124,3 +127,52 @@ def test_corrupt_and_non_image_files_are_named(tmp_path):
 def test_decode_bytes_detects_dicom_without_extension(tmp_path):
     path = make_dicom(tmp_path / "scan", np.array([[0, 4095]]))
     assert decode_bytes(path.read_bytes(), "", "scan").shape == (3, 1, 2)
+
+
+def bomb_png(path: Path, side: int = 20_000) -> Path:
+    """A valid 1-bit PNG of side×side white pixels: a few KB on disk, side² bytes once Pillow decodes it."""
+    row = b"\0" + b"\xff" * (side // 8)  # filter byte + packed bits
+    packer = zlib.compressobj(9)
+    body = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_refused_from_its_header(tmp_path):
+    bomb = bomb_png(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 100_000  # 400 megapixels in a tiny file
+    t0 = time.perf_counter()
+    with pytest.raises(DecodeError, match=r"bomb\.png: 20000x20000 = 400 megapixels exceeds the pixel budget of 100"):
+        load_image_file(bomb)
+    assert time.perf_counter() - t0 < 1.0  # refused from the header, nothing decoded
+    small = bomb_png(tmp_path / "small.png", side=64)
+    assert load_image_file(small).image.shape == (3, 64, 64)
+    with pytest.raises(DecodeError, match=r"64x64 = 4,096 pixels exceeds the pixel budget of 1,000 pixels"):
+        load_image_file(small, max_pixels=1000)  # the budget is configurable (--max-image-pixels)
+    assert load_image_file(bomb_png(tmp_path / "ok.png", side=2000), max_pixels=None).image.shape[1:] == (2000, 2000)
+
+
+def test_dicom_budget_is_read_from_rows_and_columns(tmp_path):
+    path = make_dicom(tmp_path / "big.dcm", np.zeros((40, 50)))
+    with pytest.raises(DecodeError, match=r"big\.dcm: 50x40 = 2,000 pixels exceeds the pixel budget of 1,999"):
+        load_image_file(path, max_pixels=1999)
+    assert load_image_file(path, max_pixels=2000).image.shape == (3, 40, 50)
+
+
+def test_the_index_carries_the_budget_to_every_decoder(tmp_path):
+    from fptplus.config import DataConfig
+    from fptplus.data.scan import scan_images
+    from imagegen import class_folders
+
+    root = class_folders(tmp_path / "data", {"neg": 3, "pos": 3})
+    bomb_png(root / "pos" / "huge.png", side=2000)
+    index = DataConfig(data=str(root), max_image_pixels=1_000_000).load_index()
+    bad = scan_images(index, workers=0)
+    (reason,) = bad.values()
+    assert reason.startswith(f"{root}/pos/huge.png: 2000x2000 = 4 megapixels exceeds the pixel budget of 1 megapixels")
+    assert scan_images(DataConfig(data=str(root), max_image_pixels=0).load_index(), workers=0) == {}

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 from collections import Counter, defaultdict
-from pathlib import Path
 
 import pytest
 
 from fptplus.data.sources import DataError, assign_splits, load_index
-from imagegen import class_folders, rgb, save, split_folders
-
-
-def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, columns)
-        w.writeheader()
-        w.writerows(rows)
-    return path
+from imagegen import class_folders, rgb, save, split_folders, write_csv
 
 
 def test_split_folders(tmp_path):
@@ -106,7 +96,10 @@ def test_assign_splits_small_classes():
 @pytest.mark.parametrize(
     "rows,match",
     [
-        ([{"path": "a.png", "label": "x"}, {"path": "./a.png", "label": "y"}], "same file as 'a.png' on line 2 with labels 'x' and 'y'"),
+        (
+            [{"path": "a.png", "label": "x"}, {"path": "./a.png", "label": "y"}],
+            "same file as 'a.png' on line 2 with labels 'x' and 'y'",
+        ),
         ([{"path": "missing.png", "label": "x"}], "do not exist"),
         ([{"path": "a.png", "label": ""}], "empty path or label"),
         ([{"path": "a.png", "label": "x", "split": "holdout"}], "'holdout' is not one of"),

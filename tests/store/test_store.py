@@ -274,3 +274,139 @@ def test_cli_preload_and_verify(tmp_path, capsys):
     assert "OK" in capsys.readouterr().out
     assert main([*cli_args(root, out), "--set", "token_ratio=0.5"]) == 2
     assert "different complete store" in capsys.readouterr().err
+
+
+# --- stale images, damaged records, full disks -------------------------------------------------------------
+
+
+def test_an_image_edited_in_place_with_the_same_size_is_detected(tmp_path):
+    root = class_folders(tmp_path / "data", {"neg": 4, "pos": 4}, ext=".bmp")  # BMP: the size never changes
+    index = load_index(root, seed=0)
+    out = tmp_path / "store"
+    build(index, out)
+    store = FeatureStore(out)
+    fingerprint = store_spec(store_cfg()).fingerprint
+    edited = root / "pos" / "img2.bmp"
+    original = edited.read_bytes()
+    save(edited, rgb(seed=123))  # new pixels, same dimensions
+    assert edited.stat().st_size == len(original)
+    with pytest.raises(StoreError, match=r"1 image files changed since preloading .*pos/img2\.bmp"):
+        store.check_compatible(fingerprint, index)
+    with pytest.raises(StoreError, match=r"different complete store .* changed since preloading"):
+        build(index, out)  # `preload` on the complete store refuses too, instead of saying "nothing to do"
+    edited.write_bytes(original)
+    os.utime(root / "neg" / "img0.bmp", ns=(1, 1))  # touched (e.g. copied without -p): re-hashed, unchanged
+    store.check_compatible(fingerprint, index)
+    assert build(index, out).processed == 0
+
+
+def test_a_damaged_manifest_is_one_clear_error(dataset, tmp_path):
+    out = tmp_path / "store"
+    build(dataset, out)
+    good = (out / "manifest.json").read_bytes()
+    manifest = json.loads(good)
+    cases = {
+        "not UTF-8": good.replace(b'"complete"', b'"compl\xe9te"'),
+        "not valid JSON": good[: len(good) // 2],
+        "missing key 'fields'": json.dumps({k: v for k, v in manifest.items() if k != "fields"}).encode(),
+        "'per_shard' should be an integer": json.dumps({**manifest, "per_shard": "many"}).encode(),
+        "samples\\[3\\]": json.dumps({**manifest, "samples": [*manifest["samples"][:3], 7]}).encode(),
+        "do not add up": json.dumps({**manifest, "shards": []}).encode(),
+        "should be an object": b"[]",
+    }
+    for what, data in cases.items():
+        (out / "manifest.json").write_bytes(data)
+        for attempt in (lambda: FeatureStore(out), lambda: build(dataset, out)):
+            with pytest.raises(StoreError, match=rf"manifest\.json is damaged.*{what}.*--overwrite"):
+                attempt()
+    (out / "manifest.json").write_bytes(good)
+    assert FeatureStore(out).verify(dataset, log=quiet) == []
+
+
+def test_damaged_plan_is_refused_and_a_damaged_progress_record_is_recomputed(tmp_path):
+    root = class_folders(tmp_path / "data", {"neg": 6, "pos": 6})
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    proc = run_script(root, out, 60_000, "preload-committed:3")
+    proc.wait(timeout=120)
+    progress = sorted((out / "progress").glob("*.json"))
+    progress[0].write_bytes(b'{"done": 4, "records": [nul')  # a record cut short
+    plan = (out / "plan.json").read_bytes()
+    (out / "plan.json").write_bytes(b"\xff\xfe garbage")
+    with pytest.raises(StoreError, match=r"plan\.json is damaged: not UTF-8 text.*--overwrite"):
+        build(load_index(root, seed=0), out, batch_size=2, shard_bytes=60_000)
+    (out / "plan.json").write_bytes(plan)
+    build(load_index(root, seed=0), out, batch_size=2, shard_bytes=60_000)
+    assert tree(out) == tree(ref)  # the shard with the damaged record was computed again, byte-identical
+
+
+def test_disk_full_during_preload_is_an_error_and_a_rerun_finishes_identically(tmp_path, monkeypatch):
+    import errno
+
+    from fptplus.store import writer
+
+    root = class_folders(tmp_path / "data", {"neg": 6, "pos": 6})
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    calls = []
+
+    def full(fd, offset, length):
+        calls.append(length)
+        if len(calls) > 6:  # the disk fills up after the first shard
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(writer.os, "posix_fallocate", full)
+    with pytest.raises(StoreError, match=r"disk full while writing the feature store .* rerun the same command"):
+        build(load_index(root, seed=0), out, batch_size=2, shard_bytes=60_000)
+    monkeypatch.undo()
+    assert not (out / "manifest.json").exists()
+    build(load_index(root, seed=0), out, batch_size=2, shard_bytes=60_000)
+    assert tree(out) == tree(ref)
+
+
+def _can_mount_tmpfs() -> bool:
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                           capture_output=True, check=False) if shutil.which("unshare") else None  # fmt: skip
+    return probe is not None and probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_tmpfs(), reason="needs unshare + tmpfs in a user namespace")
+def test_a_really_full_disk_is_an_error_not_a_sigbus(tmp_path):
+    """A 96 KiB tmpfs (private mount namespace): the store needs ~170 KiB; the up-front check is skipped, as if
+    another process filled the disk after it. Then the tmpfs grows and the same command finishes the store."""
+    root = class_folders(tmp_path / "data", {"neg": 6, "pos": 6})
+    ref, mnt, copy = tmp_path / "ref", tmp_path / "mnt", tmp_path / "copy"
+    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    mnt.mkdir()
+    code = SCRIPT_FULL_DISK.format(mnt=mnt, data=root, weights=tiny_weights(), copy=copy, tiny=repr(TINY))
+    proc = subprocess.run(["unshare", "-rm", sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "SKIP_DISK_CHECK": "1"})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first_rc, first_err = proc.stdout.strip().split("\n", 1)
+    assert first_rc == "2" and "disk full while writing the feature store" in first_err, first_err
+    assert "Traceback" not in first_err
+    assert tree(copy) == tree(ref)
+
+
+SCRIPT_FULL_DISK = """
+import shutil, subprocess, sys
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", "{mnt}"], check=True)
+cmd = [sys.executable, "-c", '''
+import os, sys
+import fptplus.store.writer as writer
+writer.check_disk = lambda *args: None
+from fptplus.cli import main
+sys.exit(main(["preload", "--data", "{data}", "--out", "{mnt}/store", "--img-size", "64", "--side-img-size", "32",
+               "--set", "backbone_kwargs={tiny}", "--set", "side_depth=2", "--set", "reduction=2",
+               "--set", "num_prompts=4", "--weights", "{weights}", "--batch-size", "2", "--workers", "0",
+               "--shard-mb", str(60_000 / 2**20)]))
+''']
+first = subprocess.run(cmd, capture_output=True, text=True)
+print(first.returncode)
+print(first.stderr.strip().splitlines()[-1] if first.stderr.strip() else "")
+subprocess.run(["mount", "-o", "remount,size=4m", "{mnt}"], check=True)
+second = subprocess.run(cmd, capture_output=True, text=True)
+if second.returncode != 0:
+    sys.exit("rerun failed: " + second.stderr[-2000:])
+shutil.copytree("{mnt}/store", "{copy}")
+"""

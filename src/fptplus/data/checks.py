@@ -150,8 +150,11 @@ def check_files(index: DataIndex, allow_duplicates: bool = False, limit: int = 5
     """Refuses non-UTF-8 names and one file under two paths; reports (or refuses) byte-identical files."""
     bad = bad_names([str(index.root.resolve()), *index.classes, *(s.path for s in index.samples)])
     if bad:
-        raise DataError(f"{len(bad)} file or folder names are not valid UTF-8, e.g. {bad[:limit]}: fptplus writes "
-                        f"every path into its CSV/JSON records; {RENAME_HINT}")  # fmt: skip
+        shown = ", ".join(bad[:limit])
+        raise DataError(
+            f"{len(bad)} file or folder names are not valid UTF-8, e.g. {shown}: fptplus writes every path into its "
+            f"CSV/JSON records; {RENAME_HINT}"
+        )
     paths = [index.abspath(s) for s in index.samples]
     pairs = same_files(paths)
     if pairs:

@@ -80,13 +80,17 @@ def load_image_file(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXEL
     return DecodedImage(image, hashlib.sha256(data).hexdigest(), len(data), mtime_ns)
 
 
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:.3g} megapixels" if n >= 1e6 else f"{n:,} pixels"
+
+
 def check_pixels(width: int, height: int, max_pixels: int | None) -> None:
     """Refuses an image larger than the pixel budget (called with the header's size, before decoding)."""
     if max_pixels and width * height > max_pixels:
         raise DecodeError(
-            f"{width}x{height} = {width * height / 1e6:.0f} megapixels exceeds the pixel budget of "
-            f"{max_pixels / 1e6:g} megapixels (a decompression bomb, or an image far larger than the models read); "
-            "raise --max-image-pixels if it is genuine"
+            f"{width}x{height} = {_pixels(width * height)} exceeds the pixel budget of {_pixels(max_pixels)} (a "
+            "decompression bomb, or an image far larger than the models read); raise --max-image-pixels if it is "
+            "genuine"
         )
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "validate",
 ]
 
+
 def load_index(
     data: str | Path,
     seed: int = 0,
@@ -83,6 +84,7 @@ def load_index(
             raise DataError(f"{data} is a file but not a .csv manifest; pass a dataset folder or a CSV file")
         index = _from_csv(data, seed, fractions, classes, scan)
     elif data.is_dir():
+        scan.enter(data, ".")  # a link back to the root is a loop too
         sub = {p.name.lower(): p for p in data.iterdir() if p.is_dir()}
         if any(SPLIT_ALIASES.get(n) == "train" for n in sub):
             index = _from_split_folders(data, sub, classes, scan)
@@ -140,6 +142,8 @@ def _from_split_folders(root: Path, sub: dict[str, Path], classes: Sequence[str]
             f"{root} looks like a split layout (it has {sorted(p.name for p in splits.values())}) but lacks "
             f"{missing}; provide train/, val/ and test/ folders, or pass a class-folder root for an automatic split"
         )
+    for path in splits.values():
+        scan.enter(path, path.name)
     per_split = {s: _class_dirs(p) for s, p in splits.items()}
     names = check_classes(set().union(*per_split.values()), classes, str(root))
     samples, ignored = [], []

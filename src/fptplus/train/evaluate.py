@@ -128,8 +128,11 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
         raise ConfigError(f"no images found in {[display(p) for p in paths]}")
     bad = bad_names(str(f) for f in found)
     if bad:
-        raise ConfigError(f"{len(bad)} image names are not valid UTF-8, e.g. {bad[:5]}: predictions name every "
-                          f"file in a CSV/JSON record; {RENAME_HINT}")  # fmt: skip
+        shown = ", ".join(bad[:5])
+        raise ConfigError(
+            f"{len(bad)} image names are not valid UTF-8, e.g. {shown}: predictions name every file in a CSV/JSON "
+            f"record; {RENAME_HINT}"
+        )
     return found
 
 

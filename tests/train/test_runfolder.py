@@ -1,0 +1,165 @@
+"""Run folders: where a new run may go (--out / --overwrite), and every damaged record it keeps is one clear error."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from fptplus.cli import main
+from fptplus.train.checkpoint import CheckpointError, load_state
+from imagegen import class_folders, write_csv
+from storetools import tiny_weights
+
+from conftest import TINY
+
+MODEL_FLAGS = ["--img-size", "64", "--side-img-size", "32", "--backbone-kwargs", repr(TINY), "--side-depth", "2",
+               "--reduction", "2", "--num-prompts", "4"]  # fmt: skip
+
+
+def train_args(data, out, *extra):
+    return ["train", "--data", str(data), "--out", str(out), "--weights", str(tiny_weights()), "--epochs", "1",
+            "--batch-size", "4", "--num-workers", "0", "--bootstrap", "0", *MODEL_FLAGS, *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return class_folders(tmp_path_factory.mktemp("d") / "data", {"neg": 8, "pos": 8}, size=(48, 48))
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    run = tmp_path_factory.mktemp("r") / "run"
+    assert main(train_args(data, run)) == 0
+    return run
+
+
+# --- where a new run may go ----------------------------------------------------------------------------------
+
+
+def test_out_into_a_folder_of_other_files_is_refused_unless_overwrite(data, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "thesis.docx").write_text("precious")
+    (out / "log.txt").write_text("my own log")
+    assert main(train_args(data, out)) == 2
+    assert "is not empty (log.txt, thesis.docx) and is not a run folder" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["log.txt", "thesis.docx"]  # nothing written
+    assert main(train_args(data, out, "--overwrite")) == 0
+    assert (out / "thesis.docx").read_text() == "precious" and (out / "results.json").exists()
+
+
+@pytest.mark.parametrize("where", ["data", "data/neg", "data/runs/new"])
+def test_out_inside_the_dataset_is_refused_even_with_overwrite(data, where, capsys):
+    out = data.parent / where
+    before = sorted(p.relative_to(data) for p in data.rglob("*"))
+    assert main(train_args(data, out, "--overwrite")) == 2
+    assert "the dataset folder" in capsys.readouterr().err
+    assert sorted(p.relative_to(data) for p in data.rglob("*")) == before
+
+
+def test_out_next_to_a_csv_manifest_is_refused(data, tmp_path, capsys):
+    rows = [{"path": str(p), "label": p.parent.name} for p in sorted(data.rglob("*.png"))]
+    csv_path = write_csv(tmp_path / "labels.csv", rows, ["path", "label"])
+    assert main(train_args(csv_path, tmp_path, "--overwrite")) == 2
+    assert "is the dataset folder" in capsys.readouterr().err
+
+
+def test_overwrite_of_a_run_removes_only_its_files_and_reuses_its_store(data, trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "notes.txt").write_text("keep me")
+    (run / "seed-5").mkdir()
+    (run / "seed-5" / "results.json").write_text("{}")  # left over from an older multi-seed run
+    (run / "eval-test-last.json").write_text("{}")
+    assert main(train_args(data, run)) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(train_args(data, run, "--overwrite")) == 0
+    assert (run / "notes.txt").read_text() == "keep me"
+    assert not (run / "seed-5").exists() and not (run / "eval-test-last.json").exists()
+    assert "complete store already present" in (run / "log.txt").read_text()
+
+
+# --- damaged records: one line naming the file, never a traceback ------------------------------------------------
+
+
+def evaluate_cli(run):
+    return subprocess.run([sys.executable, "-m", "fptplus.cli", "evaluate", str(run)], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def flip_last_byte(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0x01]))
+
+
+DAMAGE = {
+    "run.json not JSON": ("run.json", lambda p: p.write_text("{seeds"), r"run\.json is damaged: not valid JSON"),
+    "run.json no seeds": ("run.json", lambda p: p.write_text("{}"), r"run\.json is damaged: missing key 'seeds'"),
+    "run.json bad seeds": ("run.json", lambda p: p.write_text('{"seeds": ["a"]}'), r"list of integers"),
+    "classes.json": ("classes.json", lambda p: p.write_bytes(b"\xff\xfe"), r"classes\.json is damaged: not UTF-8"),
+    "config.yaml type": (
+        "config.yaml",
+        lambda p: p.write_text(p.read_text().replace("epochs: 1", "epochs: many")),
+        r"config\.yaml: train\.epochs must be an integer, got 'many'",
+    ),
+    "config.yaml syntax": ("config.yaml", lambda p: p.write_text("model: [\n"), r"config\.yaml is not valid YAML"),
+    "config.yaml bytes": ("config.yaml", lambda p: p.write_bytes(b"method: fpt\xe9"), r"config\.yaml is not UTF-8"),
+    "meta.json": (
+        "checkpoints/best/meta.json",
+        lambda p: p.write_text('{"tensors": 3}'),
+        r"meta\.json is damaged: 'tensors' should be an object",
+    ),
+    "checkpoint bytes": (
+        "checkpoints/best/model.safetensors",
+        flip_last_byte,
+        r"model\.safetensors is damaged: its sha256 differs",
+    ),
+    "splits.csv": (
+        "splits.csv",
+        lambda p: p.write_bytes(p.read_bytes() + "x,é\n".encode("latin-1")),
+        r"splits\.csv is not UTF-8 text",
+    ),
+    "store manifest": (
+        "store/manifest.json",
+        lambda p: p.write_text('{"complete": true}'),
+        r"manifest\.json is damaged: missing key",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGE))
+def test_damaged_run_files_are_one_line_errors(trained, tmp_path, case):
+    name, damage, message = DAMAGE[case]
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, symlinks=True)
+    info = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**info, "store": str(run / "store")}))  # this copy's own store
+    damage(run / name)
+    proc = evaluate_cli(run)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("fptplus evaluate: error: ")
+    assert re.search(message, proc.stderr), proc.stderr
+
+
+def test_a_flipped_byte_in_the_training_state_is_refused(trained, tmp_path):
+    last = tmp_path / "last"
+    shutil.copytree(trained / "checkpoints" / "last", last)
+    assert load_state(last)["epoch"] == 0
+    flip_last_byte(last / "state.pt")
+    with pytest.raises(CheckpointError, match=r"state\.pt is damaged: its sha256 differs"):
+        load_state(last)
+
+
+def test_checkpoint_meta_records_the_file_hashes(trained):
+    from fptplus.weights import file_sha256
+
+    meta = json.loads((trained / "checkpoints" / "last" / "meta.json").read_text())
+    assert meta["format"] == 2
+    for name in ("model.safetensors", "state.pt"):
+        assert meta["sha256"][name] == file_sha256(trained / "checkpoints" / "last" / name)
