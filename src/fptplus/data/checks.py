@@ -152,14 +152,14 @@ def check_files(index: DataIndex, allow_duplicates: bool = False, limit: int = 5
     if bad:
         shown = ", ".join(bad[:limit])
         raise DataError(
-            f"{len(bad)} file or folder names are not valid UTF-8, e.g. {shown}: fptplus writes every path into its "
-            f"CSV/JSON records; {RENAME_HINT}"
+            f"file or folder names that are not valid UTF-8 ({len(bad)}), e.g. {shown}: fptplus writes every path "
+            f"into its CSV/JSON records; {RENAME_HINT}"
         )
     paths = [index.abspath(s) for s in index.samples]
     pairs = same_files(paths)
     if pairs:
         shown = "; ".join(f"{_where(index, a)} and {_where(index, b)}" for a, b in pairs[:limit])
-        raise DataError(f"{len(pairs)} files are reached by two paths (symlinks or hard links): {shown}. "
+        raise DataError(f"files reached by two paths (symlinks or hard links; {len(pairs)}): {shown}. "
                         "Each image must appear once; remove the extra links")  # fmt: skip
     groups = byte_duplicates(paths)
     if not groups:
@@ -169,9 +169,9 @@ def check_files(index: DataIndex, allow_duplicates: bool = False, limit: int = 5
     listing = "; ".join(" = ".join(_where(index, i) for i in g) for g in (conflicting or groups)[:limit])
     if conflicting and not allow_duplicates:
         raise DataError(
-            f"{len(conflicting)} groups of byte-identical image files carry different labels: {listing}. One image "
+            f"byte-identical image files with different labels ({len(conflicting)} groups): {listing}. One image "
             "cannot be two classes: fix the labels or remove the copies, or pass --allow-duplicates to keep them"
         )
-    leak = f", {len(crossing)} of them across splits (a test image also seen in training)" if crossing else ""
+    leak = f", {len(crossing)} across splits: an image seen in training is also evaluated" if crossing else ""
     relabel = f", {len(conflicting)} with different labels (allowed)" if conflicting else ""
-    index.warnings.append(f"{len(groups)} groups of byte-identical image files{leak}{relabel}: {listing}")
+    index.warnings.append(f"byte-identical image files ({len(groups)} groups{leak}{relabel}): {listing}")

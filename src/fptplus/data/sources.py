@@ -95,7 +95,7 @@ def load_index(
     index.masks, index.max_pixels = scan.masks, max_pixels
     if scan.masks:
         shown = [f"{display(m)} (next to {display(b)})" for m, b in scan.mask_pairs[:3]]
-        index.warnings.append(f"left out {len(scan.masks)} files that look like segmentation masks, e.g. "
+        index.warnings.append(f"left out likely segmentation masks ({len(scan.masks)}), e.g. "
                               f"{', '.join(shown)}; pass --include-masks to keep them")  # fmt: skip
     validate(index, allow_missing_classes)
     check_files(index, allow_duplicates)

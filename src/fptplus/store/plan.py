@@ -163,10 +163,12 @@ def prepare_folder(
         have = read_record(out / MANIFEST, MANIFEST_SCHEMA)
         problems = fingerprint_diff(have["fingerprint"], plan["fingerprint"])
         problems += samples_diff(have["samples"], plan["samples"])
-        if not problems and index is not None:
-            problems += changed_images(have["samples"], index)
         if problems:
             raise StoreError(f"{display(out)} holds a different complete store ({'; '.join(problems)}); "
+                             f"{_rebuild_hint(out)}")  # fmt: skip
+        changed = changed_images(have["samples"], index) if index is not None else []
+        if changed:
+            raise StoreError(f"the complete store {display(out)} no longer matches its images ({changed[0]}); "
                              f"{_rebuild_hint(out)}")  # fmt: skip
         return "complete"
     if (out / PLAN).exists():

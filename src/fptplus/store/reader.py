@@ -46,7 +46,7 @@ def changed_images(records: list[dict[str, Any]], index: DataIndex, limit: int =
             changed.append(sample.path)
     if changed:
         shown = [display(c) for c in changed[:limit]]
-        return [f"{len(changed)} image files changed since preloading (other size or content), e.g. {shown}"]
+        return [f"image files changed since preloading ({len(changed)}; other size or content), e.g. {shown}"]
     return []
 
 

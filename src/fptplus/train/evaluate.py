@@ -130,8 +130,8 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     if bad:
         shown = ", ".join(bad[:5])
         raise ConfigError(
-            f"{len(bad)} image names are not valid UTF-8, e.g. {shown}: predictions name every file in a CSV/JSON "
-            f"record; {RENAME_HINT}"
+            f"image names that are not valid UTF-8 ({len(bad)}), e.g. {shown}: predictions name every file in a "
+            f"CSV/JSON record; {RENAME_HINT}"
         )
     return found
 
