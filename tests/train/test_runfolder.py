@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -163,3 +164,44 @@ def test_checkpoint_meta_records_the_file_hashes(trained):
     assert meta["format"] == 2
     for name in ("model.safetensors", "state.pt"):
         assert meta["sha256"][name] == file_sha256(trained / "checkpoints" / "last" / name)
+
+
+# --- a run is a run from its first second ------------------------------------------------------------------------
+
+
+def test_a_run_killed_while_its_store_is_built_resumes(data, tmp_path):
+    from fptplus._testing import CRASH_ENV
+
+    run = tmp_path / "run"
+    env = {**os.environ, CRASH_ENV: "preload-committed:2"}
+    cmd = [sys.executable, "-m", "fptplus.cli", *train_args(data, run)]
+    killed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert killed.returncode < 0 and not (run / "store" / "manifest.json").exists()
+    assert (run / "config.yaml").exists() and (run / "run.json").exists()  # the records came first
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = subprocess.run([sys.executable, "-m", "fptplus.cli", "train", "--resume", str(run)],
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "results.json").exists() and (run / "store" / "manifest.json").exists()
+
+
+def test_a_moved_run_folder_still_finds_its_store(trained, tmp_path, monkeypatch, capsys):
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(trained, moved)
+    assert json.loads((moved / "run.json").read_text())["store"] == "store"  # relative to the run folder
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "elsewhere/run", "--split", "val"]) == 0
+    assert "on val: AUC" in capsys.readouterr().out
+
+
+def test_resume_refuses_a_dataset_that_changed_under_the_run(tmp_path, capsys):
+    data = class_folders(tmp_path / "data", {"neg": 8, "pos": 8}, size=(48, 48))
+    run = tmp_path / "run"
+    assert main(train_args(data, run, "--no-preload")) == 0
+    (run / "results.json").unlink()
+    (data / "pos" / "img3.png").rename(data / "neg" / "moved.png")  # relabelled
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "no longer matches" in err and "splits.csv" in err

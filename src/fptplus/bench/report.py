@@ -22,6 +22,7 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..methods import available_methods, get_method
 from ..metrics import pme, ppe
+from ..train.runfolder import read_results
 from .memory import measure_step
 
 
@@ -61,7 +62,7 @@ def load_run(path: str | Path) -> RunSummary:
     )
     if not result_files:
         raise ConfigError(f"{root} has no results.json yet (is the run finished? continue it with --resume)")
-    results = [json.loads(f.read_text()) for f in result_files]
+    results = [read_results(f) for f in result_files]
     aucs = [r["test"]["auc"] for r in results if r["test"].get("auc") is not None]
     img = cfg.model.img_size
     return RunSummary(cfg.method, dataset_name(cfg.data.data), (img, img) if isinstance(img, int) else tuple(img),

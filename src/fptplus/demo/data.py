@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -118,6 +119,14 @@ def make_image(task: RetinaTask, i: int, photo: torch.Tensor | None = None) -> t
     return (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), label, spots
 
 
+def _read_identity(path: Path) -> Any:
+    """The cached task's identity, or None when the file is damaged (the images are then generated again)."""
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def build_dataset(task: RetinaTask, root: Path | None = None, log=print) -> Path:
     """Writes (once) the PNGs and labels.csv; returns the CSV path. A complete cache is reused as is."""
     from PIL import Image
@@ -128,7 +137,7 @@ def build_dataset(task: RetinaTask, root: Path | None = None, log=print) -> Path
     manifest = root / "labels.csv"
     info = root / "task.json"
     identity = json.loads(json.dumps({**asdict(task), "version": VERSION}))  # tuples -> lists, as read back
-    if manifest.exists() and info.exists() and json.loads(info.read_text()) == identity:
+    if manifest.exists() and info.exists() and _read_identity(info) == identity:
         return manifest
     log(f"generating {task.num_images} images at {task.size} px into {root} (synthetic lesions on a real fundus)")
     photo = torch.from_numpy(retina_photo()).permute(2, 0, 1).float() / 255

@@ -134,12 +134,13 @@ def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
 
 def _train(run: RunConfig, out: Path, log) -> dict[str, Any]:
     from ..train.run import train
+    from ..train.runfolder import read_results
 
     if (out / "results.json").exists():
         log(f"  {out} finished earlier; reusing its results (delete the folder to retrain)")
-        return json.loads((out / "results.json").read_text())
+        return read_results(out / "results.json")
     train(run, out, resume=(out / "config.yaml").exists())
-    return json.loads((out / "results.json").read_text())
+    return read_results(out / "results.json")
 
 
 def _row(results: dict[str, Any], method: str, model_cfg: Any, source: str, batch_size: int) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import torch
 from ..config import RunConfig
 from ..data.checks import RENAME_HINT, bad_names
 from ..data.decode import IMAGE_EXTENSIONS, DecodeError, load_image_file, undecodable_error
-from ..data.sources import SPLITS, DataIndex, load_index
+from ..data.sources import SPLITS, DataIndex
 from ..errors import ConfigError, RunError
 from ..files import display
 from ..methods import get_method
@@ -24,7 +24,7 @@ from ..store.plan import store_spec
 from .checkpoint import load_checkpoint, read_meta
 from .inputs import eval_loader, make_inputs, view_config
 from .loop import predict_probs
-from .runfolder import read_classes, read_run_info
+from .runfolder import check_split_record, read_classes, read_run_info, store_location
 
 
 def resolve_run(run: str | Path, seed: int | None = None) -> tuple[Path, Path]:
@@ -46,14 +46,7 @@ def resolve_run(run: str | Path, seed: int | None = None) -> tuple[Path, Path]:
 def run_index(root: Path, cfg: RunConfig) -> DataIndex:
     """The run's dataset rebuilt from its config, refused if it no longer matches the run's splits.csv."""
     index = cfg.data.load_index()
-    recorded = load_index(root / "splits.csv", allow_missing_classes=True, allow_duplicates=True, include_masks=True)
-    now = [(index.abspath(s).resolve().as_posix(), index.classes[s.label], s.split) for s in index.samples]
-    then = [(s.path, recorded.classes[s.label], s.split) for s in recorded.samples]
-    if now != then:
-        raise ConfigError(
-            f"the dataset {cfg.data.data} no longer matches {root / 'splits.csv'} (images added, removed or "
-            "relabelled since training); evaluate on a new split by training a new run"
-        )
+    check_split_record(root, index, cfg.data.data)
     return index
 
 
@@ -106,10 +99,10 @@ def evaluate_run(
 
 def open_run_store(root: Path, cfg: RunConfig, index: DataIndex) -> FeatureStore | None:
     """The feature store a run trained from (checked against the run's model and data), or None (online)."""
-    info = read_run_info(root)
-    if not info.get("store"):
+    location = store_location(read_run_info(root), root)
+    if location is None:
         return None
-    store = FeatureStore(info["store"])
+    store = FeatureStore(location)
     store.check_compatible(store_spec(cfg.model, tuple(store.fingerprint["side_source_size"])).fingerprint, index)
     return store
 

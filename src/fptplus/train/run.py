@@ -35,9 +35,11 @@ from .runfolder import (
     RUN_JSON,
     check_new_run_folder,
     check_paths_utf8,
+    check_split_record,
     is_run,
     read_results,
     read_run_info,
+    store_record,
 )
 
 SUMMARY_KEYS = ("auc", "accuracy", "balanced_accuracy", "macro_f1", "kappa")
@@ -47,10 +49,8 @@ def seed_dir(root: Path, seeds: list[int], seed: int) -> Path:
     return root if len(seeds) == 1 else root / f"seed-{seed}"
 
 
-def prepare_data(
-    cfg: RunConfig, root: Path, log: Callable[[str], None]
-) -> tuple[DataIndex, FeatureStore | None, list[int]]:
-    """Loads the index, builds or checks the feature store (FPT/FPT+) or scans the images (online)."""
+def load_data(cfg: RunConfig, log: Callable[[str], None]) -> DataIndex:
+    """The run's dataset, checked (see `data.checks`), its warnings logged; sets the model's class count."""
     if not cfg.data.data:
         raise ConfigError("no dataset given: pass --data FOLDER_OR_CSV")
     index = cfg.data.load_index()
@@ -59,20 +59,31 @@ def prepare_data(
         log(f"warning: {warning}")
     if cfg.model.num_classes != len(index.classes):
         cfg.model.num_classes = len(index.classes)
-    method = get_method(cfg.method)
-    if method.uses_store(cfg.model) and cfg.train.preload:
-        store_path = Path(cfg.data.store) if cfg.data.store else root / "store"
+    return index
+
+
+def store_path(cfg: RunConfig, root: Path) -> Path | None:
+    """Where this run's feature store lives (None when it trains online)."""
+    if not (get_method(cfg.method).uses_store(cfg.model) and cfg.train.preload):
+        return None
+    return Path(cfg.data.store) if cfg.data.store else root / "store"
+
+
+def prepare_inputs(
+    cfg: RunConfig, root: Path, index: DataIndex, store_at: Path | None, log: Callable[[str], None]
+) -> tuple[FeatureStore | None, list[int]]:
+    """Builds or checks the feature store (FPT/FPT+), or decodes every image once (online)."""
+    if store_at is not None:
         options = PreloadOptions(
             batch_size=cfg.train.batch_size, num_workers=cfg.train.num_workers, skip_bad=cfg.data.skip_bad
         )  # a store shared by several runs (--store) is written by one of them; the others wait, then reuse it
-        preload(index, cfg.model, store_path, options, log=log)
-        store = FeatureStore(store_path)
+        preload(index, cfg.model, store_at, options, log=log)
+        store = FeatureStore(store_at)
         expected = store_spec(cfg.model, tuple(store.fingerprint["side_source_size"]))
         store.check_compatible(expected.fingerprint, index)
-        return index, store, store.usable()
+        return store, store.usable()
     log("checking that every image decodes (online training)")
-    usable = check_bad(index, scan_images(index, cfg.train.num_workers), cfg.data.skip_bad, root)
-    return index, None, usable
+    return None, check_bad(index, scan_images(index, cfg.train.num_workers), cfg.data.skip_bad, root)
 
 
 def train(
@@ -110,12 +121,17 @@ def train(
     absolutize(cfg)
     log = log or Logger(root / "log.txt", enabled=state.is_main_process)
     seeds = seeds or [cfg.train.seed]
-    index, store, usable = prepare_data(cfg, root, log)
-    if state.is_main_process:
+    index = load_data(cfg, log)
+    if resume and (root / "splits.csv").exists():
+        check_split_record(root, index, cfg.data.data)
+    store_at = store_path(cfg, root)
+    if state.is_main_process:  # the run's records come first: `--resume` works from any moment on
         cfg.save(root / "config.yaml")
         index.write_csv(root / "splits.csv")
         write_json_atomic(root / CLASSES_JSON, index.classes)
-        write_json_atomic(root / RUN_JSON, {"seeds": seeds, "store": str(store.path) if store else None})
+        write_json_atomic(root / RUN_JSON, {"seeds": seeds, "store": store_record(store_at, root)})
+    state.wait_for_everyone()
+    store, usable = prepare_inputs(cfg, root, index, store_at, log)
     results = {}
     for seed in seeds:
         run_cfg = copy.deepcopy(cfg)

@@ -9,11 +9,13 @@ is checked, so a damaged one is a one-line error naming it.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from ..data.checks import RENAME_HINT, not_utf8
+from ..data.index import DataIndex
 from ..errors import RunError
 from ..files import check_schema, display, read_json, read_json_schema
 
@@ -119,3 +121,34 @@ def read_results(path: Path) -> dict[str, Any]:
     obj = read_json(path, RunError, f"delete it to redo that seed with --resume, or {DAMAGED}")
     return check_schema(obj, {"test": dict, "params": dict, "method": str}, path, RunError,
                         f"delete it to redo that seed with --resume, or {DAMAGED}")  # fmt: skip
+
+
+def store_record(store: Path | None, root: Path) -> str | None:
+    """The store's path as run.json keeps it: relative to the run folder when inside it (the run can move),
+    absolute otherwise (a shared --store stays found from any working directory)."""
+    if store is None:
+        return None
+    store, root = Path(store).resolve(), root.resolve()
+    return os.path.relpath(store, root) if root in store.parents else str(store)
+
+
+def store_location(info: dict[str, Any], root: Path) -> Path | None:
+    """Where run.json says the run's store is (relative entries are relative to the run folder)."""
+    if not info.get("store"):
+        return None
+    path = Path(info["store"])
+    return path if path.is_absolute() else root / path
+
+
+def check_split_record(root: Path, index: DataIndex, data: str | Path) -> None:
+    """Refuses a dataset that no longer matches the split the run recorded (RUN/splits.csv)."""
+    from ..data.sources import load_index
+
+    recorded = load_index(root / "splits.csv", allow_missing_classes=True, allow_duplicates=True, include_masks=True)
+    now = [(index.abspath(s).resolve().as_posix(), index.classes[s.label], s.split) for s in index.samples]
+    then = [(s.path, recorded.classes[s.label], s.split) for s in recorded.samples]
+    if now != then:
+        raise RunError(
+            f"the dataset {display(data)} no longer matches {display(root / 'splits.csv')} (images added, removed or "
+            "relabelled since training); evaluate on a new split by training a new run"
+        )
