@@ -178,7 +178,7 @@ def _from_class_folders(
     return DataIndex(root, names, samples, f"class folders, automatic split (seed {seed})", ignored)
 
 
-def _read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     """Header (lower-cased) and rows of a CSV manifest; encoding and syntax problems name the file and the fix."""
     try:
         data = path.read_bytes()
@@ -207,7 +207,7 @@ def _from_csv(
     path: Path, seed: int, fractions: Sequence[float], classes: Sequence[str] | None, scan: FolderScan
 ) -> DataIndex:
     root = path.parent
-    columns, rows = _read_csv_rows(path)
+    columns, rows = read_csv_rows(path)
     if not rows:
         raise DataError(f"{path}: no rows")
     problems, seen, missing, kept = [], {}, [], []

@@ -142,11 +142,11 @@ def store_location(info: dict[str, Any], root: Path) -> Path | None:
 
 def check_split_record(root: Path, index: DataIndex, data: str | Path) -> None:
     """Refuses a dataset that no longer matches the split the run recorded (RUN/splits.csv)."""
-    from ..data.sources import load_index
+    from ..data.sources import read_csv_rows
 
-    recorded = load_index(root / "splits.csv", allow_missing_classes=True, allow_duplicates=True, include_masks=True)
+    _, rows = read_csv_rows(root / "splits.csv")
     now = [(index.abspath(s).resolve().as_posix(), index.classes[s.label], s.split) for s in index.samples]
-    then = [(s.path, recorded.classes[s.label], s.split) for s in recorded.samples]
+    then = [(r.get("path"), r.get("label"), r.get("split")) for r in rows]
     if now != then:
         raise RunError(
             f"the dataset {display(data)} no longer matches {display(root / 'splits.csv')} (images added, removed or "
