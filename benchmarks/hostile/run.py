@@ -35,7 +35,7 @@ MODEL = ["--img-size", "64", "--side-img-size", "32", "--backbone-kwargs", repr(
 RSS = (  # runs the command, then writes its peak resident memory (KiB) to argv[1]
     "import resource, subprocess, sys; r = subprocess.run(sys.argv[2:]); "
     "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)); "
-    "sys.exit(r.returncode)"
+    "sys.exit(r.returncode if r.returncode >= 0 else 128 - r.returncode)"
 )
 NO_DISK_CHECK = (  # as if another process filled the disk after the up-front check
     "import sys, fptplus.store.writer as w; w.check_disk = lambda *a: None; "
@@ -306,6 +306,71 @@ def flipped(fp: Fptplus, w: Path) -> str:
     path.write_bytes(bytes(blob))
     r = fp("evaluate", run, "--split", "val")
     return r.seen() if r.rc else f"rc 0: evaluated silently ({r.out.strip().splitlines()[-1][-60:]})"
+
+
+@case("hardlink-two-classes", "a hard link of `neg/img0.png` as `pos/same.png`", "preload --data D")
+def hardlink(fp: Fptplus, w: Path) -> str:
+    data = dataset(w / "data", 5)
+    os.link(data / "neg" / "img0.png", data / "pos" / "same.png")
+    r = fp.preload(data, w / "store")
+    return r.seen() if r.rc else f"rc 0, silently: {store_samples(w / 'store')}, one file under two labels"
+
+
+@case("predict-non-utf8", "`predict --out p.csv` on a folder holding `r\\xf6ntgen.png`", "predict RUN new/ --out p.csv")
+def predict_non_utf8(fp: Fptplus, w: Path) -> str:
+    data, run = dataset(w / "data", 6), w / "run"
+    assert fp.train(data, run).rc == 0
+    image(w / "new" / os.fsdecode(b"r\xf6ntgen.png"), 7)
+    r = fp("predict", run, w / "new", "--out", w / "p.csv")
+    return f"{r.seen()}; {'p.csv written' if (w / 'p.csv').exists() and (w / 'p.csv').stat().st_size else 'no p.csv'}"
+
+
+@case("killed-writer", "a preload killed (SIGKILL) after 2 batches, then the same command", "preload ×2")
+def killed_writer(fp: Fptplus, w: Path) -> str:
+    data, ref = dataset(w / "data", 6), w / "ref"
+    shard = str(60_000 / 2**20)
+    assert fp.preload(data, ref, "--shard-mb", shard).rc == 0
+    first = fp.preload(data, w / "store", "--shard-mb", shard, env={"FPTPLUS_TEST_CRASH": "preload-committed:2"})
+    again = fp.preload(data, w / "store", "--shard-mb", shard)
+    said = [line for line in again.out.splitlines() if "taking over" in line]
+    same = tree(w / "store") == tree(ref)
+    text = f"first {Result(first.rc, '', '', 0, 0).seen()}; rerun rc {again.rc}, "
+    text += f"{'byte-identical' if same else 'DIFFERENT'} store"
+    return text + (f"; prints: {said[0][:200]}" if said else "")
+
+
+def _killed_then(fp: Fptplus, w: Path, damage: Callable[[Path], None]) -> str:
+    data, ref = dataset(w / "data", 6), w / "ref"
+    shard = str(60_000 / 2**20)
+    assert fp.preload(data, ref, "--shard-mb", shard).rc == 0
+    fp.preload(data, w / "store", "--shard-mb", shard, env={"FPTPLUS_TEST_CRASH": "preload-committed:3"})
+    damage(w / "store")
+    r = fp.preload(data, w / "store", "--shard-mb", shard)
+    if r.rc:
+        return r.seen()
+    return (
+        f"rc 0, {'byte-identical to an uninterrupted store' if tree(w / 'store') == tree(ref) else 'DIFFERENT store'}"
+    )
+
+
+@case("plan-damaged", "an unfinished store whose `plan.json` holds garbage, then the same preload", "preload")
+def plan_damaged(fp: Fptplus, w: Path) -> str:
+    return _killed_then(fp, w, lambda store: (store / "plan.json").write_bytes(b"\xff\xfe garbage"))
+
+
+@case("progress-damaged", "an unfinished store with a progress record cut short, then the same preload", "preload")
+def progress_damaged(fp: Fptplus, w: Path) -> str:
+    def cut(store: Path) -> None:
+        first = sorted((store / "progress").glob("*.json"))[0]
+        first.write_text(first.read_text()[:25])
+
+    return _killed_then(fp, w, cut)
+
+
+@case("yaml-syntax", "`train --config run.yaml` with a YAML syntax error", "train --config run.yaml")
+def yaml_syntax(fp: Fptplus, w: Path) -> str:
+    (w / "run.yaml").write_text("train:\n  epochs: [3\n")
+    return fp("train", "--config", w / "run.yaml", "--data", dataset(w / "data", 6), "--out", w / "run").seen()
 
 
 def _damaged(fp: Fptplus, w: Path, name: str, damage: Callable[[Path], None]) -> str:
