@@ -176,14 +176,14 @@ def symlink_loop(fp: Fptplus, w: Path) -> str:
 @case(
     "csv-same-file",
     "one image twice in labels.csv (relative and absolute path), two labels",
-    "preload --data labels.csv",
+    "preload --data labels.csv (from its folder)",
 )
 def csv_same_file(fp: Fptplus, w: Path) -> str:
     data = dataset(w / "data", 5)
     rows = [f"{p.relative_to(data).as_posix()},{p.parent.name}" for p in sorted(data.rglob("*.png"))]
     rows.append(f"{(data / 'neg' / 'img0.png').resolve()},pos")
     (data / "labels.csv").write_text("path,label\n" + "\n".join(rows) + "\n")
-    r = fp.preload(data / "labels.csv", w / "store")
+    r = fp.preload(Path("labels.csv"), w / "store", cwd=data)
     return r.seen() if r.rc else f"rc 0, silently: {store_samples(w / 'store')}, neg/img0.png labelled neg and pos"
 
 
@@ -408,10 +408,11 @@ def concurrent(fp: Fptplus, w: Path, trials: int) -> dict[str, object]:
         procs = [fp.preload(data, out, "--shard-mb", shard, wait=False) for _ in range(2)]
         results = [p.communicate(timeout=600) for p in procs]
         rcs = [p.returncode for p in procs]
-        same = (out / "manifest.json").exists() and tree(out) == tree(ref)
+        complete = (out / "manifest.json").exists()
+        same = complete and tree(out) == tree(ref)
         identical += same
         errs = [e.strip().splitlines()[-1][:160] for (_, e), rc in zip(results, rcs, strict=True) if rc and e.strip()]
-        outcomes.append({"rcs": rcs, "identical": same, "errors": errs})
+        outcomes.append({"rcs": rcs, "identical": same, "complete": complete, "errors": errs})
     return {"trials": trials, "identical": identical, "outcomes": outcomes}
 
 
@@ -449,6 +450,9 @@ def concurrent_text(c: dict) -> str:
     errors = sorted({e for o in c["outcomes"] for e in o["errors"]})
     bad = [o["rcs"] for o in c["outcomes"] if not o["identical"]]
     text = f"{c['identical']}/{c['trials']} stores byte-identical to a single writer's"
+    corrupt = sum(1 for o in c["outcomes"] if o.get("complete") and not o["identical"])
+    if corrupt:
+        text += f"; {corrupt} marked complete with other bytes (silently corrupt)"
     if bad:
         text += f"; exit codes of the others {bad}"
     if errors:

@@ -263,7 +263,8 @@ def preload(
     lock = None
     if dist.rank == 0:
         check_folder(out)
-        if not (options.overwrite or prepare_folder(out, plan, False, index, dry=True) != "complete"):
+        complete = not options.overwrite and prepare_folder(out, plan, False, index, dry=True) == "complete"
+        if complete:  # readers of a complete store take no lock
             log(f"{display(out)}: complete store already present (same fingerprint, samples and images); "
                 "nothing to do")  # fmt: skip
             dist.barrier()
