@@ -20,7 +20,7 @@ def test_params_json_and_overrides(capsys):
     assert main(["params", "--method", "fpt", "--json"]) == 0
     fpt = json.loads(capsys.readouterr().out)
     assert fpt["method"] == "fpt" and round(fpt["percent"], 2) == 1.82
-    assert main(["params", "--json", "--set", "num_prompts=32", "--img-size", "448x512"]) == 0
+    assert main(["params", "--json", "--set", "num_prompts=32", "--img-size", "448x512", "--side-img-size", "128"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["img_size"] == [448, 512] and res["trainable"] == 900_674 + 16 * 6 * 768  # 16 more prompts per layer
 

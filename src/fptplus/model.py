@@ -37,9 +37,12 @@ class FPTConfig:
     Attributes:
         backbone: timm name of the LPM.
         backbone_kwargs: extra timm kwargs for the LPM (e.g. {"depth": 2, "embed_dim": 32} for a tiny test ViT).
-        weights: LPM weights: None (random init), "hub", or a local .safetensors / weights-only torch file.
+        weights: LPM weights: a local .safetensors / weights-only torch file, "builtin:dinov2_vits14" (real
+            DINOv2 ViT-S/14, offline), "hub" (timm's pretrained weights), or "none" (random init, tests only).
+            The command line requires it; in Python, None means random init.
         img_size: LPM (high) input resolution, int or (H, W), a multiple of the patch size.
-        side_img_size: side network (low) input resolution.
+        side_img_size: side network (low) input resolution; None = the multiple of the patch size nearest to
+            img_size / 4 (the paper's 512 -> 128; 518 -> 126 for patch 14).
         side_depth: L_S, side blocks; None = as many as fused layers (FPT).
         fused_layers: LPM layers to fuse: None = the top `side_depth`, an int n = the top n (0 = side network
             alone), explicit 0-based indices, or "all".
@@ -60,7 +63,7 @@ class FPTConfig:
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None
     img_size: Size = 512
-    side_img_size: Size = 128
+    side_img_size: Size | None = None
     side_depth: int | None = 6
     fused_layers: FusedLayers = None
     reduction: int = 8
@@ -83,7 +86,8 @@ class FPTConfig:
         if isinstance(self.fused_layers, list):
             self.fused_layers = tuple(self.fused_layers)
         to_hw(self.img_size, "img_size")
-        to_hw(self.side_img_size, "side_img_size")
+        if self.side_img_size is not None:
+            to_hw(self.side_img_size, "side_img_size")
         checks = [
             (0.0 < self.token_ratio <= 1.0, f"token_ratio must be in (0, 1], got {self.token_ratio}"),
             (self.importance in IMPORTANCE_MODES, f"importance must be one of {IMPORTANCE_MODES}"),
@@ -125,6 +129,12 @@ class FPTConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def side_size(self, patch: tuple[int, int]) -> tuple[int, int]:
+        """The side network's input size: as configured, or the patch multiple nearest to img_size / 4."""
+        if self.side_img_size is not None:
+            return to_hw(self.side_img_size, "side_img_size")
+        return tuple(max(p, round(s / 4 / p) * p) for s, p in zip(to_hw(self.img_size), patch, strict=True))
 
 
 @dataclass(frozen=True)
@@ -248,7 +258,7 @@ def build_fpt(
         raise ConfigError(f"LPM width {spec.embed_dim} is not divisible by reduction {cfg.reduction}")
     with torch.device(device or "cpu"):
         side = SideViT(
-            cfg.side_img_size,
+            cfg.side_size(spec.patch_size),
             spec.patch_size,
             side_dim,
             plan.side_depth,

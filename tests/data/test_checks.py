@@ -57,7 +57,21 @@ def test_non_utf8_file_names_are_refused_up_front(root, tmp_path, capsys):
     with pytest.raises(DataError, match=r"not valid UTF-8 \(1\), e\.g\. neg/caf\\xe9\.png: .*convmv"):
         load_index(root)
     store = tmp_path / "store"
-    rc = main(["preload", "--data", str(root), "--out", str(store), "--img-size", "64", "--side-img-size", "32"])
+    rc = main(
+        [
+            "preload",
+            "--data",
+            str(root),
+            "--out",
+            str(store),
+            "--img-size",
+            "64",
+            "--side-img-size",
+            "32",
+            "--weights",
+            "none",
+        ]
+    )
     assert rc == 2 and "caf\\xe9.png" in capsys.readouterr().err
     assert not store.exists()  # refused before the LPM pass, not after it
 
@@ -129,12 +143,14 @@ def test_malformed_csv_is_a_clear_error(root):
 
 
 def test_preload_cli_prints_the_warnings(root, tmp_path, capsys):
+    from conftest import TINY
+
     shutil.copy(root / "neg" / "img1.png", root / "neg" / "dup.png")
     store = tmp_path / "store"
-    rc = main(["preload", "--data", str(root), "--out", str(store), "--img-size", "65", "--side-img-size", "32"])
-    out = capsys.readouterr()  # indexed (and warned) first; the impossible size is refused before any compute
-    assert "warning: byte-identical image files (1 groups)" in out.out
-    assert rc == 2 and "not a multiple of the patch size" in out.err
+    tiny = ["--weights", "none", "--backbone-kwargs", repr(TINY), "--side-depth", "2", "--workers", "0"]
+    rc = main(["preload", "--data", str(root), "--out", str(store), "--img-size", "64", "--side-img-size", "32", *tiny])
+    out = capsys.readouterr()
+    assert rc == 0 and "warning: byte-identical image files (1 groups" in out.out
 
 
 def test_scan_paths_are_unchanged_for_plain_folders(root):

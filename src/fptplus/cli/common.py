@@ -11,6 +11,7 @@ from ..config import RunConfig, add_dataclass_flags, build_dataclass, given
 from ..errors import ConfigError
 from ..methods import Method, available_methods, get_method
 from ..overrides import parse_overrides
+from ..weights import NONE, check_weights_source
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 
@@ -52,8 +53,16 @@ def add_model_flags(p: argparse.ArgumentParser, method: Method, extra_choices: t
 
 
 def model_from_args(args: argparse.Namespace, method: Method, base: dict[str, Any] | None = None, **extra) -> Any:
-    values = {**(base or {}), **given(args, method.config_cls), **parse_overrides(method.config_cls, args.set), **extra}
+    flags = given(args, method.config_cls)
+    if "weights" in flags and flags["weights"] is None:
+        flags["weights"] = NONE  # `--weights none` is an explicit choice of random init, unlike no --weights at all
+    values = {**(base or {}), **flags, **parse_overrides(method.config_cls, args.set), **extra}
     return build_dataclass(method.config_cls, values, "model", method.make_config)
+
+
+def require_weights(model_cfg: Any) -> None:
+    """Commands that produce results refuse a run without a chosen weights source (random init must be asked for)."""
+    check_weights_source(model_cfg.backbone, model_cfg.weights)
 
 
 def parse_methods(text: str) -> list[str]:

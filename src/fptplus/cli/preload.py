@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from ..config import DataConfig, add_dataclass_flags, build_dataclass, given
 from ..errors import ConfigError
 from ..methods import Method
-from .common import FORMATTER, add_model_flags, model_from_args
+from .common import FORMATTER, add_model_flags, model_from_args, require_weights
 
 
 def _load_data(args: argparse.Namespace):
@@ -32,8 +33,11 @@ def cmd_preload(args: argparse.Namespace, method: Method) -> int:
             print(f"PROBLEM {p}")
         print(f"{args.out}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
         return 0 if not problems else 1
+    cfg = model_from_args(args, method)
+    require_weights(cfg)
+    method.validate(cfg)  # a bad setting surfaces now, not after indexing (or an hour of preloading)
     index, data = _load_data(args)
-    cfg = model_from_args(args, method, num_classes=len(index.classes))
+    cfg = dataclasses.replace(cfg, num_classes=len(index.classes))
     options = PreloadOptions(
         dtype=args.dtype,
         batch_size=args.batch_size,

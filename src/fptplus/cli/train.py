@@ -7,7 +7,7 @@ import argparse
 from ..config import DataConfig, RunConfig, TrainConfig, add_dataclass_flags, build_dataclass, given
 from ..errors import ConfigError
 from ..methods import Method
-from .common import FORMATTER, add_model_flags, model_from_args, parse_seeds
+from .common import FORMATTER, add_model_flags, model_from_args, parse_seeds, require_weights
 
 RESUME_OK = {"num_workers", "log_every"}
 
@@ -36,6 +36,7 @@ def cmd_train(args: argparse.Namespace, method: Method) -> int:
         data=build_dataclass(DataConfig, {**base["data"], **given(args, DataConfig)}, "data"),
         train=build_dataclass(TrainConfig, {**base["train"], **given(args, TrainConfig)}, "train"),
     )
+    require_weights(cfg.model)
     train(cfg, args.out, args.seeds, overwrite=args.overwrite)
     return 0
 

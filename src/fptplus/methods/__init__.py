@@ -41,6 +41,18 @@ class Method:
         """Whether this configuration can train from the preloaded feature store."""
         return self.kind == "fpt" and getattr(config, "fused_layers", None) != 0
 
+    def validate(self, config: Any) -> nn.Module:
+        """Every size, depth and ratio check of a full build, in a fraction of a second: the model is built on
+        the meta device (shapes only, no weights read), so a bad setting surfaces before any expensive work.
+        A weights file that does not exist is refused too. Returns the shape-only model."""
+        import dataclasses
+
+        from ..weights import check_weights_source
+
+        if getattr(config, "weights", None) is not None:
+            check_weights_source(config.backbone, config.weights)
+        return self.build(dataclasses.replace(config, weights=None), with_lpm=True, device="meta")
+
 
 _REGISTRY: dict[str, Method] = {}
 

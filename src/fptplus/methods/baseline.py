@@ -28,7 +28,9 @@ class BaselineConfig:
     Attributes:
         backbone: timm name of the ViT.
         backbone_kwargs: extra timm kwargs (e.g. {"depth": 2, "embed_dim": 32} for a tiny test ViT).
-        weights: ViT weights: None (random init), "hub", or a local .safetensors / weights-only torch file.
+        weights: ViT weights: a local .safetensors / weights-only torch file, "builtin:dinov2_vits14" (real
+            DINOv2 ViT-S/14, offline), "hub" (timm's pretrained weights), or "none" (random init, tests only).
+            The command line requires it; in Python, None means random init.
         img_size: input resolution, int or (H, W), a multiple of the patch size.
         num_classes: classifier outputs.
     """

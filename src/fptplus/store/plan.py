@@ -83,7 +83,7 @@ def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16") ->
     """The store a model config needs (shapes only: no weights are loaded, the weights file is hashed)."""
     vit = create_vit(cfg.backbone, cfg.img_size, None, "meta", **cfg.backbone_kwargs)
     spec = LPMSpec.from_vit(cfg.backbone, vit)
-    views = ViewConfig(cfg.img_size, cfg.side_img_size, spec.mean, spec.std, side_source_size)
+    views = ViewConfig(cfg.img_size, cfg.side_size(spec.patch_size), spec.mean, spec.std, side_source_size)
     fusion = FusionPlan.resolve(cfg, spec.depth)
     if not fusion.lpm_layers:
         raise ConfigError("nothing to preload: fused_layers=0 trains the side network alone (train it online)")

@@ -28,7 +28,8 @@ class Inputs:
 
 def view_config(model_cfg: Any, spec: LPMSpec, store: FeatureStore | None) -> ViewConfig:
     source = tuple(store.fingerprint["side_source_size"]) if store is not None else None
-    return ViewConfig(model_cfg.img_size, model_cfg.side_img_size, spec.mean, spec.std, source)
+    side = model_cfg.side_size(spec.patch_size) if hasattr(model_cfg, "side_size") else model_cfg.img_size
+    return ViewConfig(model_cfg.img_size, side, spec.mean, spec.std, source)
 
 
 def make_inputs(

@@ -28,6 +28,7 @@ from ..files import write_json_atomic
 from ..methods import get_method
 from ..store import FeatureStore, PreloadOptions, preload
 from ..store.plan import store_spec
+from ..weights import HUB, is_random
 from .loop import fit
 from .outputs import Logger, RunPaths
 from .runfolder import (
@@ -114,6 +115,10 @@ def train(
         raise ConfigError("no dataset given: pass --data FOLDER_OR_CSV")
     if resume and not is_run(root):
         raise RunError(f"{root} is not a run folder (no config.yaml); start a run with --out {root}")
+    shapes = get_method(cfg.method).validate(cfg.model)  # shapes and weights source, before any data is read
+    if getattr(cfg.model, "side_img_size", 0) is None:  # record the size the default chose
+        h, w = shapes.side.vit.patch_embed.img_size
+        cfg.model.side_img_size = h if h == w else (h, w)
     if not resume:
         check_new_run_folder(root, cfg.data.data, overwrite, remove=state.is_main_process)
     state.wait_for_everyone()  # every process has checked before anyone writes
@@ -161,7 +166,7 @@ def absolutize(cfg: RunConfig) -> None:
     if cfg.data.store:
         cfg.data.store = str(Path(cfg.data.store).resolve())
     weights = getattr(cfg.model, "weights", None)
-    if weights not in (None, "hub"):
+    if weights is not None and not is_random(weights) and weights != HUB and not str(weights).startswith("builtin:"):
         cfg.model.weights = str(Path(weights).resolve())
 
 
