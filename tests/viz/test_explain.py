@@ -52,7 +52,7 @@ def test_explain_outlines_exactly_the_selected_tokens(runs, tmp_path, head):
     image = runs["data"] / "pos" / "img3.png"
     args = ["explain", str(runs["fpt"]), str(image), "--out", str(tmp_path), "--layer", "1"]
     assert main([*args, "--head", "all" if head is None else str(head)]) == 0
-    tag = f"img3_layer1_{'all-heads' if head is None else f'head{head}'}"
+    tag = f"img3_block1_{'all-heads' if head is None else f'head{head}'}"
     tokens = np.asarray(Image.open(tmp_path / f"{tag}_tokens.png").convert("RGB"))
     heat = np.asarray(Image.open(tmp_path / f"{tag}_attention.png").convert("RGB"))
     summary = np.asarray(Image.open(tmp_path / f"{tag}.png").convert("L"))
@@ -69,15 +69,19 @@ def test_explain_outlines_exactly_the_selected_tokens(runs, tmp_path, head):
             assert tuple(int(v) for v in corner) == OUTLINE
 
 
-def test_prompt_attention_profile(runs, capsys):
+def test_prompt_attention_profile(runs, tmp_path, capsys):
     assert main(["explain", str(runs["fpt"]), "--prompt-attention", "--split", "test"]) == 0
     out = capsys.readouterr().out
-    assert "LPM layer   1" in out and "LPM layer   2" in out
+    assert "LPM block   0" in out and "LPM block   1" in out  # 0-based, as --layer and fused_layers
     csv_text = (runs["fpt"] / "explain" / "prompt_attention_test.csv").read_text().splitlines()
-    assert csv_text[0] == "side_block,lpm_layer,mean_attention_on_prompts" and len(csv_text) == 3
+    assert csv_text[0] == "side_block,lpm_block,mean_attention_on_prompts" and len(csv_text) == 3
     values = [float(line.split(",")[2]) for line in csv_text[1:]]
     assert all(0 < v < 1 for v in values)
     assert np.asarray(Image.open(runs["fpt"] / "explain" / "prompt_attention_test.png").convert("L")).std() > 5
+    elsewhere = tmp_path / "figs"
+    assert main(["explain", str(runs["fpt"]), "--prompt-attention", "--split", "val", "--out", str(elsewhere)]) == 0
+    assert (elsewhere / "prompt_attention_val.csv").exists() and (elsewhere / "prompt_attention_val.png").exists()
+    assert not (runs["fpt"] / "explain" / "prompt_attention_val.csv").exists()  # --out is honoured
 
 
 def test_explain_refuses_non_fpt_runs_and_bad_layers(runs, capsys):

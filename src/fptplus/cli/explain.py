@@ -22,9 +22,9 @@ def cmd_explain(args: argparse.Namespace, method: Method) -> int:
     if args.prompt_attention:
         from ..viz.profile import prompt_attention_profile
 
-        rows = prompt_attention_profile(args.run, args.split, args.checkpoint, args.seed)
+        rows = prompt_attention_profile(args.run, args.split, args.checkpoint, args.seed, out_dir=args.out)
         for r in rows:
-            print(f"LPM layer {r['lpm_layer'] + 1:3d} (side block {r['side_block']}): "
+            print(f"LPM block {r['lpm_block']:3d} (side block {r['side_block']}): "
                   f"{r['mean_attention_on_prompts']:.4f}")  # fmt: skip
         return 0
     if not args.images:
@@ -50,7 +50,8 @@ def add_explain_parser(sub) -> None:
     )
     p.add_argument("run", help="an FPT/FPT+ run folder")
     p.add_argument("images", nargs="*", help="images to explain (any format the data layer reads)")
-    p.add_argument("--layer", type=int, default=None, help="fused LPM layer, 0-based (default: the top one)")
+    layer_help = "fused LPM block, 0-based as timm's blocks[i] and fused_layers (default: the top one)"
+    p.add_argument("--layer", type=int, default=None, help=layer_help)
     p.add_argument("--head", type=_head, default=None, help="attention head, or 'all' (default: all)")
     p.add_argument("--prompt", type=int, default=None, help="one prompt (default: the mean over prompts)")
     p.add_argument("--out", default=None, help="output folder (default: RUN/explain)")

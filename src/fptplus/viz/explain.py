@@ -71,7 +71,8 @@ def explain_image(
     spec, plan = model.spec, model.plan
     layer = plan.lpm_layers[-1] if layer is None else layer
     if layer not in plan.lpm_layers:
-        raise ConfigError(f"layer {layer} is not fused in this run; fused LPM layers: {list(plan.lpm_layers)}")
+        fused = list(plan.lpm_layers)
+        raise ConfigError(f"LPM block {layer} is not fused in this run; fused blocks (0-based): {fused}")
     if head is not None and not 0 <= head < spec.num_heads:
         raise ConfigError(f"head must be in 0..{spec.num_heads - 1}, got {head}")
     if prompt is not None and not 0 <= prompt < cfg.model.num_prompts:
@@ -96,7 +97,7 @@ def explain_image(
     heat = prompt_attention_map(attn, indices, n, grid, prefix, head, prompt)
     out_dir = Path(out_dir) if out_dir else run_dir / "explain"
     out_dir.mkdir(parents=True, exist_ok=True)
-    tag = f"{Path(image).stem}_layer{layer}_{'all-heads' if head is None else f'head{head}'}"
+    tag = f"{Path(image).stem}_block{layer}_{'all-heads' if head is None else f'head{head}'}"
     tag += "" if prompt is None else f"_prompt{prompt}"
     paths = {"tokens": out_dir / f"{tag}_tokens.png", "attention": out_dir / f"{tag}_attention.png",
              "summary": out_dir / f"{tag}.png"}  # fmt: skip
@@ -129,7 +130,7 @@ def _summary_figure(base, outlined, heat, info, path: Path) -> None:
     axes[0].imshow(base)
     axes[0].set_title(f"input\nprediction: {info['prediction']} ({100 * max(info['probabilities'].values()):.1f} %)")
     axes[1].imshow(outlined)
-    axes[1].set_title(f"selected tokens\nLPM layer {info['layer']}, {who}")
+    axes[1].set_title(f"selected tokens\nLPM block {info['layer']} (0-based), {who}")
     axes[2].imshow(base)
     h, w = base.shape[:2]
     axes[2].imshow(heat, cmap="inferno", alpha=0.6, extent=(0, w, h, 0), interpolation="nearest")

@@ -53,9 +53,15 @@ class PromptAttentionProbe:
 
 
 def prompt_attention_profile(
-    run: str | Path, split: str = "val", checkpoint: str = "best", seed: int | None = None, batch_size: int = 16
+    run: str | Path,
+    split: str = "val",
+    checkpoint: str = "best",
+    seed: int | None = None,
+    batch_size: int = 16,
+    out_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    """Per fused layer: side block, LPM layer, mean attention on the prompts; also writes CSV + PNG."""
+    """Per fused layer: side block, LPM block (0-based, as timm's `blocks[i]` and the config's `fused_layers`),
+    mean attention on the prompts; also writes CSV + PNG into `out_dir` (default RUN/explain)."""
     from ..config import RunConfig
     from ..methods import get_method
     from ..train.evaluate import open_run_store, run_index
@@ -80,10 +86,10 @@ def prompt_attention_profile(
         probe.close()
     plan = model.plan
     rows = [
-        {"side_block": b, "lpm_layer": layer, "mean_attention_on_prompts": m}
+        {"side_block": b, "lpm_block": layer, "mean_attention_on_prompts": m}
         for b, layer, m in zip(plan.side_blocks, plan.lpm_layers, probe.means(), strict=True)
     ]
-    out = run_dir / "explain"
+    out = Path(out_dir) if out_dir else run_dir / "explain"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / f"prompt_attention_{split}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, list(rows[0]))
@@ -100,8 +106,8 @@ def _bar_chart(rows: list[dict[str, Any]], path: Path, split: str, num_prompts: 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    ax.bar([str(r["lpm_layer"] + 1) for r in rows], [r["mean_attention_on_prompts"] for r in rows], color="C1")
-    ax.set_xlabel("fused LPM layer (1-based)")
+    ax.bar([str(r["lpm_block"]) for r in rows], [r["mean_attention_on_prompts"] for r in rows], color="C1")
+    ax.set_xlabel("fused LPM block (0-based, as --layer and fused_layers)")
     ax.set_ylabel("mean attention on the prompts")
     ax.set_title(f"side tokens' attention to the {num_prompts} fused prompts ({split})")
     ax.grid(axis="y", alpha=0.3)
