@@ -88,7 +88,7 @@ def test_predict_matches_evaluation_from_the_store(data, weights, tmp_path):
     inputs = make_inputs(model, cfg.model, index, store, store.usable(), 0)
     probs, _, _ = predict_probs(model, eval_loader(inputs.test, 4, 0), Accelerator(cpu=True))
     files = [data / index.samples[i].path for i in inputs.test.indices]
-    rows = predict(run, files)
+    rows = predict(run, files).rows
     online = np.array([[r["prob_neg"], r["prob_pos"]] for r in rows])
     assert [r["path"] for r in rows] == [str(f) for f in files]
     np.testing.assert_allclose(online, probs, atol=2e-3)  # the store holds fp16 K/V
@@ -150,7 +150,11 @@ def test_refusals(data, weights, tmp_path, capsys):
     assert main(train_args(data, run, weights)) == 2
     assert "already holds a run; continue it with --resume" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--lr", "0.5"]) == 2
-    assert "drop ['lr']" in capsys.readouterr().err
+    assert "drop --lr — start a new run" in capsys.readouterr().err
+    for extra, named in [(["--set", "num_prompts=8"], "--set num_prompts=8"), (["--method", "fpt"], "--method"),
+                         (["--seeds", "1,2"], "--seeds"), (["--out", str(tmp_path / "x")], "--out")]:  # fmt: skip
+        assert main(["train", "--resume", str(run), *extra]) == 2
+        assert f"drop {named}" in capsys.readouterr().err
     assert main(train_args(data, tmp_path / "r2", weights, "--lr", "-1")) == 2
     assert "lr must be > 0" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
@@ -220,3 +224,24 @@ def test_two_process_ddp_training(data, weights, tmp_path):
     results = json.loads((run / "results.json").read_text())
     assert results["val"]["n"] == 4 and results["test"]["n"] == 4
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_predict_skip_bad_reports_and_lists_the_skipped_files(data, weights, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights, "--epochs", "1")) == 0
+    new = tmp_path / "new"
+    new.mkdir()
+    shutil.copy(data / "neg" / "img0.png", new / "good.png")
+    (new / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "p.csv"
+    capsys.readouterr()
+    assert main(["predict", str(run), str(new), "--out", str(out)]) == 2
+    assert "broken.png" in capsys.readouterr().err and not out.exists()
+    assert main(["predict", str(run), str(new), "--out", str(out), "--skip-bad"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipped 1 undecodable images (listed in {tmp_path / 'p.skipped.csv'})" in err and "broken.png" in err
+    assert len(out.read_text().splitlines()) == 2  # header + good.png
+    skipped = (tmp_path / "p.skipped.csv").read_text().splitlines()
+    assert skipped[0] == "path,error" and skipped[1].startswith(str(new / "broken.png"))

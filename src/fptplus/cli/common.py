@@ -43,9 +43,17 @@ def method_of(argv: Sequence[str]) -> Method:
     return get_method("fpt_plus")
 
 
+class _Given(argparse.Action):
+    """Stores the value and records that the flag was on the command line (`args.given_<dest>`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"given_{self.dest}", True)
+
+
 def add_model_flags(p: argparse.ArgumentParser, method: Method, extra_choices: tuple[str, ...] = ()) -> None:
     choices = [*available_methods(), *extra_choices]
-    p.add_argument("--method", default=method.name, choices=choices, help="transfer-learning method")
+    p.add_argument("--method", default=method.name, choices=choices, action=_Given, help="transfer-learning method")
     title = f"model ({method.name}; `--method NAME --help` lists another method's fields)"
     add_dataclass_flags(p, method.config_cls, title, skip=("num_classes",), defaults=method.make_config())
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",

@@ -18,10 +18,15 @@ def cmd_train(args: argparse.Namespace, method: Method) -> int:
     if args.resume:
         cfg, seeds = resume_config(args.resume)
         changed = set(given(args, DataConfig)) | set(given(args, TrainConfig)) | set(given(args, method.config_cls))
-        changed = changed - RESUME_OK
-        if changed or args.set or args.config:
-            raise ConfigError(f"--resume continues {args.resume} as configured; drop {sorted(changed)} "
-                              "(start a new run with --out to change settings)")  # fmt: skip
+        flags = sorted("--" + name.replace("_", "-") for name in changed - RESUME_OK)
+        flags += [f"--set {s}" for s in args.set]
+        extra = [("--config", args.config), ("--out", args.out), ("--seeds", args.seeds),
+                 ("--overwrite", args.overwrite), ("--method", getattr(args, "given_method", False))]  # fmt: skip
+        flags += [flag for flag, value in extra if value]
+        if flags:
+            raise ConfigError(f"--resume continues {args.resume} as it was configured (its method, seeds, folder "
+                              f"and settings); drop {', '.join(flags)} — start a new run with --out to change "
+                              "them")  # fmt: skip
         for key in RESUME_OK & set(given(args, TrainConfig)):
             setattr(cfg.train, key, getattr(args, key))
         train(cfg, args.resume, seeds, resume=True)
@@ -73,16 +78,29 @@ def cmd_evaluate(args: argparse.Namespace, method: Method) -> int:
 
 
 def cmd_predict(args: argparse.Namespace, method: Method) -> int:
-    from ..train.evaluate import predict, write_predictions
+    import sys
 
-    rows = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad)
-    if args.out:
+    from ..train.evaluate import predict, skipped_path, write_predictions, write_skipped
+
+    result = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad)
+    rows = result.rows
+    if args.out and rows:
         write_predictions(rows, args.out)
         print(f"{len(rows)} predictions written to {args.out}")
+    elif args.out:
+        print(f"no image could be decoded; {args.out} not written", file=sys.stderr)
     else:
         for r in rows:
             probs = "  ".join(f"{k[5:]}={v:.4f}" for k, v in r.items() if k.startswith("prob_"))
             print(f"{r['path']}\t{r['prediction']}\t{probs}")
+    if result.skipped:
+        where = ""
+        if args.out:
+            write_skipped(result.skipped, skipped_path(args.out))
+            where = f" (listed in {skipped_path(args.out)})"
+        print(f"skipped {len(result.skipped)} undecodable images{where}:", file=sys.stderr)
+        for s in result.skipped:
+            print(f"  {s['error']}", file=sys.stderr)
     return 0
 
 

@@ -38,12 +38,12 @@ class DecodeError(FPTPlusError):
     """One or more image files could not be decoded."""
 
 
-def undecodable_error(reasons: list[str], total: int) -> DecodeError:
+def undecodable_error(reasons: list[str], total: int, listed_in: str = "skipped.csv") -> DecodeError:
     """One error that lists every file that failed to decode, and the two ways forward."""
     listing = "\n".join(f"  {r}" for r in reasons)
     return DecodeError(
         f"{len(reasons)} of {total} images could not be decoded:\n{listing}\n"
-        "Fix or remove them, or pass --skip-bad to leave them out (they are listed in skipped.csv)."
+        f"Fix or remove them, or pass --skip-bad to leave them out (they are listed in {listed_in})."
     )
 
 

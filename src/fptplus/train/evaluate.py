@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,14 @@ def collect_images(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
+@dataclass
+class Predictions:
+    """rows: one dict per image (path, prediction, prob_<class>...); skipped: {path, error} of undecodable files."""
+
+    rows: list[dict[str, Any]]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
 @torch.no_grad()
 def predict(
     run: str | Path,
@@ -137,8 +146,11 @@ def predict(
     seed: int | None = None,
     batch_size: int = 8,
     skip_bad: bool = False,
-) -> list[dict[str, Any]]:
-    """Class probabilities for new images of any size/format the data layer reads (LPM run online)."""
+) -> Predictions:
+    """Class probabilities for new images of any size/format the data layer reads (LPM run online).
+
+    Undecodable images raise one error listing all of them, or with `skip_bad` are returned in `skipped`.
+    """
     _, run_dir = resolve_run(run, seed)
     files = collect_images(images)  # names checked before the model is built
     cfg, model, classes = load_trained(run_dir, checkpoint, with_lpm=True)
@@ -157,7 +169,7 @@ def predict(
             try:
                 hr = views.high_res(load_image_file(f, max_pixels).image)
             except DecodeError as err:
-                bad.append(str(err))
+                bad.append({"path": str(f), "error": str(err)})
                 continue
             if image_kind:
                 items.append({"image": views.lpm_view(hr)})  # evaluation view: resize + normalise
@@ -173,8 +185,21 @@ def predict(
             rows.append({"path": name, "prediction": classes[int(np.argmax(p))],
                          **{f"prob_{c}": float(v) for c, v in zip(classes, p, strict=True)}})  # fmt: skip
     if bad and not skip_bad:
-        raise undecodable_error(bad, len(files))
-    return rows
+        raise undecodable_error([b["error"] for b in bad], len(files), "the --out file's .skipped.csv")
+    return Predictions(rows, bad)
+
+
+def skipped_path(out: str | Path) -> Path:
+    """Where `predict --out OUT --skip-bad` lists the images it left out: OUT's name + .skipped.csv."""
+    out = Path(out)
+    return out.with_name(f"{out.stem}.skipped.csv")
+
+
+def write_skipped(skipped: list[dict[str, str]], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, ["path", "error"])
+        w.writeheader()
+        w.writerows(skipped)
 
 
 def write_predictions(rows: list[dict[str, Any]], out: str | Path) -> None:
