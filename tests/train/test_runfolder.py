@@ -205,3 +205,14 @@ def test_resume_refuses_a_dataset_that_changed_under_the_run(tmp_path, capsys):
     assert main(["train", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert "no longer matches" in err and "splits.csv" in err
+
+
+def test_a_run_whose_store_was_deleted_says_how_to_rebuild_it(trained, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run, ignore=shutil.ignore_patterns("store"))
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "feature store of run" in err and "is missing" in err and f"fptplus train --resume {run}" in err
+    assert main(["train", "--resume", str(run)]) == 0  # rebuilds the store; the finished seed is kept
+    assert "finished earlier" in capsys.readouterr().out and (run / "store" / "manifest.json").exists()
+    assert main(["evaluate", str(run)]) == 0

@@ -103,6 +103,11 @@ def open_run_store(root: Path, cfg: RunConfig, index: DataIndex) -> FeatureStore
     location = store_location(read_run_info(root), root)
     if location is None:
         return None
+    if not location.exists():
+        raise RunError(
+            f"the feature store of run {display(root)} is missing: {display(location)} (moved or deleted?). Restore "
+            f"it, or rebuild it with `fptplus train --resume {display(root)}` (finished seeds are kept)"
+        )
     store = FeatureStore(location)
     store.check_compatible(store_spec(cfg.model, tuple(store.fingerprint["side_source_size"])).fingerprint, index)
     return store
