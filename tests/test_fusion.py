@@ -42,7 +42,10 @@ def reference(fusion, keys, values):
                 w = torch.softmax(qh @ keys[b, layer, h].T / d**0.5, dim=-1)  # (P, K)
                 heads.append(w @ values[b, layer, h])  # (P, d)
             ctx = torch.cat(heads, dim=-1)  # (P, D)
-            out[b, layer] = F.linear(ctx + base, fusion.out_proj.weight, fusion.out_proj.bias)
+            if p.shape[-1] == D:  # FPT+: f_out(ctx + p), as the authors' FPT+ code
+                out[b, layer] = F.linear(ctx + p, fusion.out_proj.weight, fusion.out_proj.bias)
+            else:  # FPT: f_out(ctx) + p, eq. (7) as written (p has the side width)
+                out[b, layer] = F.linear(ctx, fusion.out_proj.weight, fusion.out_proj.bias) + p
     return out
 
 

@@ -6,11 +6,14 @@ cross-attention and are projected to the side network's width:
     base_l = f_in(p_l)                          (L, P, D)   FPT+: identity (p_l already has width D)
     q_l    = norm(base_l) split into H heads    (L, H, P, d) FPT+: one LayerNorm shared by all layers
     ctx_l  = softmax(q_l K̂_lᵀ / √d) V̂_l        (B, L, H, P, d), no query projection
-    out_l  = dropout(f_out(ctx_l + base_l))     (B, L, P, D/k), f_out: ONE Linear(D → D/k) shared by all layers
+    FPT+:  out_l = dropout(f_out(ctx_l + p_l))  (B, L, P, D/k), f_out: ONE Linear(D → D/k) shared by all layers
+    FPT:   out_l = dropout(f_out(ctx_l) + p_l)  eq. (7) as written: p_l has the side width D/k
 
 FPT (the earlier method) is the same module with prompts of width D/k, a shared in-projector
-f_in = Linear(D/k → D) and no norm. The residual is added before f_out because eq. (7)'s "+p" after f_out
-cannot type-check for FPT+ (p has width D, the output D/k); the authors' code does the same.
+f_in = Linear(D/k → D) and no norm; its prompts are added after the out-projector, as eq. (7) writes it and as
+the authors' code does when the prompt width differs from the LPM width. For FPT+ eq. (7)'s "+p" after f_out
+cannot type-check (p has width D, the output D/k): the authors' FPT+ code adds the prompts before f_out, and so
+does this module (its FPT+ forward matches theirs to float precision).
 """
 
 from __future__ import annotations
@@ -88,5 +91,8 @@ class FineGrainedFusion(nn.Module):
         q = q.view(L, self.num_prompts, H, d).transpose(1, 2)  # (L, H, P, d)
         ctx, attn = prompt_attention(q, keys, values, d**-0.5)  # (B, L, H, P, d), (B, L, H, P, k)
         ctx = ctx.transpose(2, 3).reshape(B, L, self.num_prompts, self.lpm_dim)  # (B, L, P, D)
-        out = self.dropout(self.out_proj(ctx + base))  # (B, L, P, D_s)
-        return FusionOutput(out, attn if return_attn else None)
+        if isinstance(self.in_proj, nn.Identity):  # FPT+: prompts of width D, residual before the out-projector
+            out = self.out_proj(ctx + base)  # (B, L, P, D_s)
+        else:  # FPT: prompts of width D_s, added after it (eq. 7)
+            out = self.out_proj(ctx) + self.prompts  # (B, L, P, D_s) + (L, P, D_s)
+        return FusionOutput(self.dropout(out), attn if return_attn else None)
