@@ -91,7 +91,7 @@ class FineGrainedFusion(nn.Module):
         q = q.view(L, self.num_prompts, H, d).transpose(1, 2)  # (L, H, P, d)
         ctx, attn = prompt_attention(q, keys, values, d**-0.5)  # (B, L, H, P, d), (B, L, H, P, k)
         ctx = ctx.transpose(2, 3).reshape(B, L, self.num_prompts, self.lpm_dim)  # (B, L, P, D)
-        if isinstance(self.in_proj, nn.Identity):  # FPT+: prompts of width D, residual before the out-projector
+        if isinstance(self.in_proj, nn.Identity):  # noqa: SIM108  FPT+: width-D prompts, residual before f_out
             out = self.out_proj(ctx + base)  # (B, L, P, D_s)
         else:  # FPT: prompts of width D_s, added after it (eq. 7)
             out = self.out_proj(ctx) + self.prompts  # (B, L, P, D_s) + (L, P, D_s)
