@@ -31,7 +31,11 @@ def test_against_sklearn(c, seed, ties):
     assert m.accuracy == pytest.approx(skm.accuracy_score(labels, preds))
     assert m.balanced_accuracy == pytest.approx(skm.balanced_accuracy_score(labels, preds))
     assert m.macro_f1 == pytest.approx(skm.f1_score(labels, preds, average="macro", labels=range(c), zero_division=0))
-    assert m.kappa == pytest.approx(skm.cohen_kappa_score(labels, preds, weights="quadratic", labels=range(c)))
+    assert m.kappa == pytest.approx(skm.cohen_kappa_score(labels, preds, labels=range(c)))  # nominal: unweighted
+    assert m.kappa_weights == "none"
+    ordinal = compute_metrics(labels, probs, loss=0.5, ordinal=True)
+    assert ordinal.kappa == pytest.approx(skm.cohen_kappa_score(labels, preds, weights="quadratic", labels=range(c)))
+    assert ordinal.kappa_weights == "quadratic" and (c > 2 or ordinal.kappa == pytest.approx(m.kappa))
     assert m.confusion == skm.confusion_matrix(labels, preds, labels=range(c)).tolist()
     assert m.auc_note is None
 

@@ -37,6 +37,8 @@ class DataConfig:
         allow_duplicates: accept byte-identical image files that carry different labels (reported either way).
         include_masks: keep files that look like segmentation masks (x_mask.png next to x.png; left out by default).
         max_image_pixels: refuse images whose header announces more pixels (decompression bombs); 0 = no limit.
+        ordinal: the classes are ordered grades (e.g. DR 0-4, sorted by name): kappa uses quadratic weights
+            (default: unweighted Cohen's kappa, for nominal classes).
     """
 
     data: str = ""
@@ -47,6 +49,7 @@ class DataConfig:
     allow_duplicates: bool = False
     include_masks: bool = False
     max_image_pixels: int = DEFAULT_MAX_PIXELS
+    ordinal: bool = False
 
     def __post_init__(self) -> None:
         if self.max_image_pixels < 0:

@@ -84,14 +84,20 @@ def macro_f1(cm: np.ndarray) -> float:
     return float(f1.mean())
 
 
-def quadratic_kappa(cm: np.ndarray) -> float:
-    """Cohen's kappa with quadratic weights (ordinal grades, e.g. diabetic retinopathy)."""
+def cohen_kappa(cm: np.ndarray, weights: str = "none") -> float:
+    """Cohen's kappa: unweighted ("none", nominal classes) or with quadratic weights ("quadratic", ordered grades,
+    e.g. diabetic retinopathy 0–4). Two classes give the same value either way."""
     n = cm.shape[0]
     total = cm.sum()
     if total == 0:
         return 0.0
     i, j = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
-    w = (i - j) ** 2 / max((n - 1) ** 2, 1)
+    if weights == "quadratic":
+        w = (i - j) ** 2 / max((n - 1) ** 2, 1)
+    elif weights == "none":
+        w = (i != j).astype(np.float64)
+    else:
+        raise ValueError(f"kappa weights must be 'none' or 'quadratic', got {weights!r}")
     expected = np.outer(cm.sum(axis=1), cm.sum(axis=0)) / total
     denom = (w * expected).sum()
     return float(1 - (w * cm).sum() / denom) if denom > 0 else 0.0
@@ -129,6 +135,7 @@ class Metrics:
     macro_f1: float
     kappa: float
     confusion: list[list[int]]
+    kappa_weights: str = "none"
     auc_note: str | None = None
     auc_ci: tuple[float, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -141,14 +148,21 @@ class Metrics:
         ci = f" [{100 * self.auc_ci[0]:.2f}, {100 * self.auc_ci[1]:.2f}]" if self.auc_ci else ""
         return (
             f"AUC {auc_text}{ci}  acc {100 * self.accuracy:.2f}  bal-acc {100 * self.balanced_accuracy:.2f}  "
-            f"F1 {100 * self.macro_f1:.2f}  kappa {self.kappa:.3f}  loss {self.loss:.4f}  (n={self.n})"
+            f"F1 {100 * self.macro_f1:.2f}  {'quadratic ' if self.kappa_weights == 'quadratic' else ''}kappa "
+            f"{self.kappa:.3f}  loss {self.loss:.4f}  (n={self.n})"
         )
 
 
 def compute_metrics(
-    labels: np.ndarray, probs: np.ndarray, loss: float, ci: bool = False, ci_samples: int = 1000, seed: int = 0
+    labels: np.ndarray,
+    probs: np.ndarray,
+    loss: float,
+    ci: bool = False,
+    ci_samples: int = 1000,
+    seed: int = 0,
+    ordinal: bool = False,
 ) -> Metrics:
-    """Every metric from labels (n,) and softmax probabilities (n, C)."""
+    """Every metric from labels (n,) and softmax probabilities (n, C); `ordinal`: kappa with quadratic weights."""
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
     preds = probs.argmax(axis=1)
     cm = confusion_matrix(labels, preds, probs.shape[1])
@@ -160,8 +174,9 @@ def compute_metrics(
         accuracy=float((preds == labels).mean()) if len(labels) else 0.0,
         balanced_accuracy=balanced_accuracy(cm) if len(labels) else 0.0,
         macro_f1=macro_f1(cm),
-        kappa=quadratic_kappa(cm),
+        kappa=cohen_kappa(cm, "quadratic" if ordinal else "none"),
         confusion=cm.tolist(),
+        kappa_weights="quadratic" if ordinal else "none",
         auc_note=note,
         auc_ci=bootstrap_auc_ci(labels, probs, ci_samples, seed) if ci else None,
     )

@@ -83,7 +83,9 @@ def evaluate_run(
     model = accelerator.prepare(model)
     dataset = getattr(inputs, split)
     probs, labels, loss = predict_probs(model, eval_loader(dataset, 2 * cfg.train.batch_size, 0), accelerator)
-    metrics = compute_metrics(labels, probs, loss, ci=split == "test", ci_samples=cfg.train.bootstrap, seed=0)
+    metrics = compute_metrics(
+        labels, probs, loss, ci=split == "test", ci_samples=cfg.train.bootstrap, seed=0, ordinal=cfg.data.ordinal
+    )
     out = {"run": str(run_dir), "split": split, "checkpoint": checkpoint, **metrics.to_dict()}
     (run_dir / f"eval-{split}-{checkpoint}.json").write_text(json.dumps(out, indent=1))
     if len(labels):

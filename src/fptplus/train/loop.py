@@ -206,7 +206,7 @@ def fit(
         bar.close()
         train_seconds = time.perf_counter() - t0
         probs, labels, val_loss = predict_probs(model, val_loader, accelerator)
-        val = compute_metrics(labels, probs, val_loss)
+        val = compute_metrics(labels, probs, val_loss, ordinal=cfg.data.ordinal)
         key = selection_key(val)
         improved = best is None or key[1] > best[1]
         if improved:
@@ -268,7 +268,7 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
     for split, ds in (("val", inputs.val), ("test", inputs.test)):
         probs, labels, loss = predict_probs(model, eval_loader(ds, eval_bs, tc.num_workers), accelerator)
         m = compute_metrics(labels, probs, loss, ci=split == "test" and tc.bootstrap > 0, ci_samples=tc.bootstrap,
-                            seed=tc.seed)  # fmt: skip
+                            seed=tc.seed, ordinal=cfg.data.ordinal)  # fmt: skip
         out[split] = m.to_dict()
         log(f"best epoch {best[2] + 1} ({best[0]}) on {split}: {m.summary()}")
         if split == "test" and accelerator.is_main_process and len(labels):
