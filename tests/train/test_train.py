@@ -51,6 +51,10 @@ def test_cli_preload_train_evaluate_predict(data, weights, tmp_path, capsys):
     assert results["source"] == "store" and results["test"]["n"] == 4 and results["test"]["auc_ci"] is not None
     assert results["checkpoint_bytes"] < 200_000  # trainable tensors only
     assert results["device"] == "cpu" and results["peak_memory_mb"] > 0  # CPU: process peak RSS; GPU: CUDA peak
+    summary = (run / "summary.md").read_text()
+    assert "| fpt_plus | 0 | " in summary and f"fptplus evaluate {run}" in summary and "fptplus explain" in summary
+    out_text = capsys.readouterr().out
+    assert "next:" in out_text and f"fptplus predict {run}" in out_text and "KiB (trainable tensors only)" in out_text
     preds = (run / "predictions_test.csv").read_text().splitlines()
     assert preds[0] == "path,label,p_neg,p_pos" and len(preds) == 1 + 4
     assert all(row.split(",")[0].startswith(("neg/", "pos/")) for row in preds[1:])

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from .._testing import crash_point
 from ..config import RunConfig
 from ..data.sources import DataIndex
+from ..files import human_bytes
 from ..methods import get_method
 from ..metrics import Metrics, compute_metrics
 from ..store.reader import FeatureStore
@@ -294,7 +295,7 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
     }
     if accelerator.is_main_process:
         paths.results.write_text(json.dumps(results, indent=1))
-        log(f"checkpoint {paths.best / 'model.safetensors'}: {results['checkpoint_bytes'] / 2**20:.2f} MiB "
+        log(f"checkpoint {paths.best / 'model.safetensors'}: {human_bytes(results['checkpoint_bytes'])} "
             f"(trainable tensors only); results in {paths.results}")  # fmt: skip
     return results
 

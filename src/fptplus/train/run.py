@@ -42,6 +42,7 @@ from .runfolder import (
     read_run_info,
     store_record,
 )
+from .summary import next_steps, summary_markdown
 
 SUMMARY_KEYS = ("auc", "accuracy", "balanced_accuracy", "macro_f1", "kappa")
 
@@ -153,9 +154,13 @@ def train(
         run_log = log if run_root == root else Logger(paths.log, enabled=state.is_main_process)
         results[seed] = fit(run_cfg, run_root, index, store, usable, resume=resume, log=run_log).results
     summary = summarise(results)
-    if len(seeds) > 1 and state.is_main_process:
-        (root / "summary.json").write_text(json.dumps(summary, indent=1))
-        log("summary over seeds " + ", ".join(map(str, seeds)) + ": " + format_summary(summary))
+    if state.is_main_process:
+        if len(seeds) > 1:
+            (root / "summary.json").write_text(json.dumps(summary, indent=1))
+            log("summary over seeds " + ", ".join(map(str, seeds)) + ": " + format_summary(summary))
+        text = summary_markdown(cfg, root, summary, seeds)
+        (root / "summary.md").write_text(text, encoding="utf-8")
+        log("\n" + text.split("## Next", 1)[0].strip() + "\n\nnext:\n  " + "\n  ".join(next_steps(cfg, root, seeds)))
     return summary
 
 

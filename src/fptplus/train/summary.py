@@ -1,0 +1,60 @@
+"""What a finished `fptplus train` says last: the result in one table and what to run next (RUN/summary.md)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..methods import get_method
+
+METRICS = (("auc", "test AUC", 100), ("balanced_accuracy", "balanced accuracy", 100), ("macro_f1", "macro F1", 100),
+           ("kappa", "kappa", 1))  # fmt: skip
+
+
+def _cell(summary: dict[str, Any], key: str, scale: float) -> str:
+    value = summary["test"].get(key)
+    if value is None:
+        return "n/a"
+    mean = f"{scale * value['mean']:.2f}" if scale != 1 else f"{value['mean']:.3f}"
+    if len(value["values"]) < 2:
+        return mean
+    std = f"{scale * value['std']:.2f}" if scale != 1 else f"{value['std']:.3f}"
+    return f"{mean} ± {std}"
+
+
+def next_steps(cfg: RunConfig, root: Path, seeds: list[int]) -> list[str]:
+    """Commands worth running next on this run (quoted so they can be pasted)."""
+    run = shlex.quote(str(root))
+    data = Path(cfg.data.data)
+    some_images = shlex.quote(str(data.parent if data.suffix.lower() == ".csv" else data))
+    steps = [
+        f"fptplus evaluate {run} --split test                  # metrics, ROC and confusion matrix again",
+        f"fptplus predict {run} NEW_IMAGES/ --out predictions.csv  # class probabilities for new images",
+    ]
+    method = get_method(cfg.method)
+    if method.kind == "fpt" and getattr(cfg.model, "fused_layers", None) != 0:
+        steps.append(f"fptplus explain {run} IMAGE.png                  # selected tokens and prompt attention")
+    if len(seeds) == 1:
+        steps.append(f"fptplus train --config {shlex.quote(str(root / 'config.yaml'))} --seeds 0,1,2,3,4 --out "
+                     f"{run}-seeds  # mean ± std over seeds, as the paper")  # fmt: skip
+    steps.append(f"fptplus report {run} OTHER_RUNS... --out report/  # Table 1 / Fig. 1 against other methods")
+    if not data.exists():
+        steps.append(f"(the dataset {some_images} is no longer where the run read it)")
+    return steps
+
+
+def summary_markdown(cfg: RunConfig, root: Path, summary: dict[str, Any], seeds: list[int]) -> str:
+    """RUN/summary.md: the test metrics (mean ± std over seeds) and the next commands."""
+    params = summary["params"]
+    head = "| method | seeds | " + " | ".join(label for _, label, _ in METRICS) + " | learnable % |"
+    row = f"| {cfg.method} | {', '.join(map(str, seeds))} | " + " | ".join(
+        _cell(summary, key, scale) for key, _, scale in METRICS
+    )
+    row += f" | {params['percent']:.4g} |"
+    kappa = "quadratic-weighted (--ordinal)" if cfg.data.ordinal else "unweighted (nominal classes)"
+    lines = [f"# {root.name}", "", head, "|" + "---|" * (len(METRICS) + 3), row, "",
+             f"Kappa: {kappa}. Per-seed results: results.json in the run folder (seed-*/ with several seeds).", "",
+             "## Next", "", "```bash", *next_steps(cfg, root, seeds), "```", ""]  # fmt: skip
+    return "\n".join(lines)
