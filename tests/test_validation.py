@@ -89,3 +89,21 @@ def test_default_side_size_is_the_patch_multiple_nearest_a_quarter(img, patch, s
     want = side if isinstance(side, tuple) else (side, side)
     assert FPTConfig(img_size=img).side_size((patch, patch)) == want
     assert FPTConfig(img_size=img, side_img_size=96).side_size((patch, patch)) == (96, 96)
+
+
+def test_resize_pad_end_to_end(data, tmp_path, capsys):
+    import json
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "4", "--num-workers",
+            "0", "--bootstrap", "0", "--img-size", "64", "--backbone-kwargs", repr(TINY), "--side-depth", "2",
+            "--reduction", "2", "--num-prompts", "4", "--weights", "none", "--resize", "pad"]  # fmt: skip
+    assert main(args) == 0
+    manifest = json.loads((run / "store" / "manifest.json").read_text())
+    assert manifest["fingerprint"]["resize"] == "pad+bilinear+antialias"
+    assert main(["evaluate", str(run)]) == 0  # the run's own resize mode is used to check its store
+    capsys.readouterr()
+    assert (
+        main([*args[:4], str(tmp_path / "run2"), *args[5:-2], "--resize", "squash", "--store", str(run / "store")]) == 2
+    )
+    assert "resize: store has 'pad+bilinear+antialias', expected 'bilinear+antialias'" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -39,6 +39,8 @@ class DataConfig:
         max_image_pixels: refuse images whose header announces more pixels (decompression bombs); 0 = no limit.
         ordinal: the classes are ordered grades (e.g. DR 0-4, sorted by name): kappa uses quadratic weights
             (default: unweighted Cohen's kappa, for nominal classes).
+        resize: how an image reaches the model's input size: "squash" (resize, aspect ratio not kept: the paper's
+            choice) or "pad" (fit the longer side, pad with black: aspect ratio kept; for non-square images).
     """
 
     data: str = ""
@@ -50,6 +52,7 @@ class DataConfig:
     include_masks: bool = False
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     ordinal: bool = False
+    resize: Literal["squash", "pad"] = "squash"
 
     def __post_init__(self) -> None:
         if self.max_image_pixels < 0:

@@ -50,3 +50,25 @@ def test_train_view_seeded_and_varied():
 def test_sample_seeds_distinct():
     seeds = {sample_seed(r, e, i) for r in range(3) for e in range(20) for i in range(500)}
     assert len(seeds) == 3 * 20 * 500
+
+
+def test_pad_keeps_the_aspect_ratio_on_black():
+    img = torch.full((3, 40, 80), 200, dtype=torch.uint8)  # 1:2 landscape
+    padded = Views(ViewConfig(64, 32, resize="pad")).high_res(img)
+    assert padded.shape == (3, 64, 64) and padded.dtype == torch.uint8
+    assert (padded[:, 16:48] == 200).all()  # the image, 32 rows tall, centred
+    assert (padded[:, :16] == 0).all() and (padded[:, 48:] == 0).all()  # black bars
+    squashed = Views(ViewConfig(64, 32)).high_res(img)
+    assert (squashed == 200).all()  # squash fills the square, stretching the image
+    tall = Views(ViewConfig((64, 32), 16, resize="pad")).high_res(torch.ones(3, 64, 64))
+    assert tall.shape == (3, 64, 32) and (tall[:, 16:48] == 1).all() and (tall[:, :16] == 0).all()
+
+
+def test_pad_is_part_of_the_store_fingerprint():
+    from fptplus.store.plan import store_spec
+
+    from conftest import tiny_config
+
+    squash, pad = store_spec(tiny_config()), store_spec(tiny_config(), resize="pad")
+    assert squash.fingerprint["resize"] == "bilinear+antialias"  # stores made before the option stay valid
+    assert pad.fingerprint["resize"] == "pad+bilinear+antialias"

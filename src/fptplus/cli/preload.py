@@ -47,6 +47,7 @@ def cmd_preload(args: argparse.Namespace, method: Method) -> int:
         overwrite=args.overwrite,
         side_source_size=args.side_source_size,
         lock_wait=args.lock_wait,
+        resize=data.resize,
     )
     report = preload(index, cfg, args.out, options)
     if report.complete:

@@ -2,6 +2,8 @@
 
     decoded image (3, h, w), uint8 or float [0, 1]
       └─ resize to the LPM resolution ─► `hr`  ─ normalise (backbone mean/std) ─► LPM view   (never augmented)
+         ("squash": straight to the square (or H×W) input, the aspect ratio is not kept — the paper's and
+          the authors' choice; "pad": the longer side fitted, the rest padded with black, aspect kept)
              └─ resize to `side_source_size`, round to uint8 ─► side source   (what the feature store keeps)
                    ├─ train: RandomResizedCrop(scale .8–1, ratio .7–1.3) → h-flip → colour jitter (.2, .2)
                    └─ eval:  resize                                               ─► normalise ─► side view
@@ -20,6 +22,9 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode, v2
 
 from .._utils import Size, to_hw
+from ..errors import ConfigError
+
+RESIZE_MODES = ("squash", "pad")
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,8 @@ class ViewConfig:
         side_source_size: resolution of the stored image the side view is cut from (default: twice the side
             size, capped at the LPM size).
         mean, std: the backbone's normalisation.
+        resize: "squash" (resize to the input size, aspect ratio not kept) or "pad" (fit the longer side, pad
+            the rest with black: aspect ratio kept).
     """
 
     lpm_size: Size
@@ -39,6 +46,11 @@ class ViewConfig:
     mean: tuple[float, ...] = (0.485, 0.456, 0.406)
     std: tuple[float, ...] = (0.229, 0.224, 0.225)
     side_source_size: Size | None = None
+    resize: str = "squash"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
 
     @property
     def lpm_hw(self) -> tuple[int, int]:
@@ -61,6 +73,18 @@ def _resize(img: Tensor, hw: tuple[int, int]) -> Tensor:
     return v2.functional.resize(img, list(hw), interpolation=InterpolationMode.BILINEAR, antialias=True)
 
 
+def _letterbox(img: Tensor, hw: tuple[int, int]) -> Tensor:
+    """Fits the image inside `hw` keeping its aspect ratio, centred on black (zeros of its dtype)."""
+    h, w = img.shape[-2:]
+    scale = min(hw[0] / h, hw[1] / w)
+    inner = (max(1, min(hw[0], round(h * scale))), max(1, min(hw[1], round(w * scale))))
+    resized = _resize(img, inner)
+    out = torch.zeros((*img.shape[:-2], *hw), dtype=img.dtype)
+    top, left = (hw[0] - inner[0]) // 2, (hw[1] - inner[1]) // 2
+    out[..., top : top + inner[0], left : left + inner[1]] = resized
+    return out
+
+
 def _to_float(img: Tensor) -> Tensor:
     return v2.functional.to_dtype(img, torch.float32, scale=True)
 
@@ -79,7 +103,9 @@ class Views:
         self.image_augment = augmentation(cfg.lpm_hw)
 
     def high_res(self, img: Tensor) -> Tensor:
-        """Decoded (3, h, w) -> `hr` at the LPM resolution, same dtype."""
+        """Decoded (3, h, w) -> `hr` at the LPM resolution, same dtype (squashed, or letterboxed with "pad")."""
+        if self.cfg.resize == "pad":
+            return _letterbox(img, self.cfg.lpm_hw)
         return _resize(img, self.cfg.lpm_hw)
 
     def lpm_view(self, hr: Tensor) -> Tensor:

@@ -107,7 +107,7 @@ def make_fingerprint(
         "mean": list(views.mean),
         "std": list(views.std),
         "side_source_size": list(views.source_hw),
-        "resize": "bilinear+antialias",
+        "resize": "bilinear+antialias" if views.resize == "squash" else "pad+bilinear+antialias",
         "dtype": dtype,
     }
 

@@ -55,6 +55,7 @@ class PreloadOptions:
         side_source_size: stored side image size (default: 2 × side size, capped at the LPM size).
         lock_wait: seconds to wait while another process writes the same store (None: until it is done;
             0: refuse at once).
+        resize: how images reach the LPM resolution ("squash" or "pad"; part of the fingerprint).
     """
 
     dtype: str = "float16"
@@ -65,6 +66,7 @@ class PreloadOptions:
     overwrite: bool = False
     side_source_size: int | tuple[int, int] | None = None
     lock_wait: float | None = None
+    resize: str = "squash"
 
 
 @dataclass(frozen=True)
@@ -79,11 +81,11 @@ class StoreSpec:
     fingerprint: dict[str, Any]
 
 
-def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16") -> StoreSpec:
+def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16", resize: str = "squash") -> StoreSpec:
     """The store a model config needs (shapes only: no weights are loaded, the weights file is hashed)."""
     vit = create_vit(cfg.backbone, cfg.img_size, None, "meta", **cfg.backbone_kwargs)
     spec = LPMSpec.from_vit(cfg.backbone, vit)
-    views = ViewConfig(cfg.img_size, cfg.side_size(spec.patch_size), spec.mean, spec.std, side_source_size)
+    views = ViewConfig(cfg.img_size, cfg.side_size(spec.patch_size), spec.mean, spec.std, side_source_size, resize)
     fusion = FusionPlan.resolve(cfg, spec.depth)
     if not fusion.lpm_layers:
         raise ConfigError("nothing to preload: fused_layers=0 trains the side network alone (train it online)")

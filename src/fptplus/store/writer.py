@@ -257,7 +257,7 @@ def preload(
     out = Path(out)
     t0 = time.perf_counter()
     dist = _dist(rank, world_size)
-    spec = store_spec(cfg, options.side_source_size, options.dtype)
+    spec = store_spec(cfg, options.side_source_size, options.dtype, options.resize)
     plan = build_plan(index, spec, options)
     per_sample = {k: FieldSpec(v["dtype"], tuple(v["shape"])).nbytes for k, v in plan["fields"].items()}
     lock = None

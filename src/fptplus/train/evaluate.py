@@ -76,7 +76,8 @@ def evaluate_run(
     store = open_run_store(root, cfg, index)
     _, model, _ = load_trained(run_dir, checkpoint, with_lpm=store is None)
     usable = store.usable() if store is not None else list(range(len(index.samples)))
-    inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed, get_method(cfg.method).kind)
+    kind = get_method(cfg.method).kind
+    inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed, kind, cfg.data.resize)
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -111,7 +112,8 @@ def open_run_store(root: Path, cfg: RunConfig, index: DataIndex) -> FeatureStore
             f"it, or rebuild it with `fptplus train --resume {display(root)}` (finished seeds are kept)"
         )
     store = FeatureStore(location)
-    store.check_compatible(store_spec(cfg.model, tuple(store.fingerprint["side_source_size"])).fingerprint, index)
+    expected = store_spec(cfg.model, tuple(store.fingerprint["side_source_size"]), resize=cfg.data.resize)
+    store.check_compatible(expected.fingerprint, index)
     return store
 
 
@@ -165,9 +167,10 @@ def predict(
 
     image_kind = get_method(cfg.method).kind == "image"
     if image_kind:
-        views = Views(ViewConfig(cfg.model.img_size, cfg.model.img_size, model.spec.mean, model.spec.std))
+        views = Views(ViewConfig(cfg.model.img_size, cfg.model.img_size, model.spec.mean, model.spec.std,
+                                 resize=cfg.data.resize))  # fmt: skip
     else:
-        views = Views(view_config(cfg.model, model.spec, None))
+        views = Views(view_config(cfg.model, model.spec, None, cfg.data.resize))
     max_pixels = cfg.data.max_image_pixels or None
     rows, bad = [], []
     for start in range(0, len(files), batch_size):

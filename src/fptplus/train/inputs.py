@@ -26,10 +26,11 @@ class Inputs:
     views: Views
 
 
-def view_config(model_cfg: Any, spec: LPMSpec, store: FeatureStore | None) -> ViewConfig:
+def view_config(model_cfg: Any, spec: LPMSpec, store: FeatureStore | None, resize: str = "squash") -> ViewConfig:
+    """The views of a model: FPT/FPT+ (side size from its config) or a baseline (one view at its input size)."""
     source = tuple(store.fingerprint["side_source_size"]) if store is not None else None
     side = model_cfg.side_size(spec.patch_size) if hasattr(model_cfg, "side_size") else model_cfg.img_size
-    return ViewConfig(model_cfg.img_size, side, spec.mean, spec.std, source)
+    return ViewConfig(model_cfg.img_size, side, spec.mean, spec.std, source, resize)
 
 
 def make_inputs(
@@ -40,6 +41,7 @@ def make_inputs(
     usable: list[int],
     seed: int,
     kind: str = "fpt",
+    resize: str = "squash",
 ) -> Inputs:
     """Datasets for a model: FPT/FPT+ from the store when given (else online), baselines one image view.
 
@@ -51,17 +53,18 @@ def make_inputs(
         usable: sample indices that decode (all, minus skipped files).
         seed: run seed (augmentation).
         kind: the method's input kind, "fpt" or "image".
+        resize: "squash" or "pad" (how images reach the input size; a store records its own).
     """
     split_ids = {s: [i for i in usable if index.samples[i].split == s] for s in ("train", "val", "test")}
     if kind == "image":
         spec = model.spec
-        views = Views(ViewConfig(model_cfg.img_size, model_cfg.img_size, spec.mean, spec.std))
+        views = Views(ViewConfig(model_cfg.img_size, model_cfg.img_size, spec.mean, spec.std, resize=resize))
 
         def make(split: str, train: bool) -> Dataset:
             return ImageViewDataset(index, split_ids[split], views, train, seed)
 
         return Inputs(make("train", True), make("val", False), make("test", False), "online", views)
-    views = Views(view_config(model_cfg, model.spec, store))
+    views = Views(view_config(model_cfg, model.spec, store, resize))
     if store is not None:
         layers = model.plan.lpm_layers
 

@@ -140,7 +140,7 @@ def fit(
         cfg.model.total_step = steps_per_epoch * tc.epochs  # AdaLoRA's budget schedule follows the trainer
     seed_everything(tc.seed)
     model = method.build(cfg.model, with_lpm=store is None)
-    inputs: Inputs = make_inputs(model, cfg.model, index, store, usable, tc.seed, method.kind)
+    inputs: Inputs = make_inputs(model, cfg.model, index, store, usable, tc.seed, method.kind, cfg.data.resize)
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = tc.lr if tc.lr is not None else method.default_lr
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas))

@@ -77,7 +77,7 @@ def explain_image(
         raise ConfigError(f"head must be in 0..{spec.num_heads - 1}, got {head}")
     if prompt is not None and not 0 <= prompt < cfg.model.num_prompts:
         raise ConfigError(f"prompt must be in 0..{cfg.model.num_prompts - 1}, got {prompt}")
-    views = Views(view_config(cfg.model, spec, None))
+    views = Views(view_config(cfg.model, spec, None, cfg.data.resize))
     hr = views.high_res(load_image_file(image, cfg.data.max_image_pixels or None).image)
     with torch.no_grad():
         out = model.forward_details(views.side_view(views.side_source(hr), train=False)[None],
@@ -114,18 +114,21 @@ def explain_image(
         "prefix_tokens_selected": int(counts.prefix),
         "prompt_attention_on_prefix": heat.prefix,
     }
-    _summary_figure(base, outlined, heat.grid, info, paths["summary"])
+    _summary_figure(base, outlined, heat.grid, info, paths["summary"], int(counts.grid.max()) if head is None else 0)
     (out_dir / f"{tag}.json").write_text(json.dumps(info, indent=1))
     return {**info, "paths": {k: str(v) for k, v in paths.items()}}
 
 
-def _summary_figure(base, outlined, heat, info, path: Path) -> None:
+def _summary_figure(base, outlined, heat, info, path: Path, most_heads: int) -> None:
+    """Input | selected tokens (colour bar: how many heads chose a patch) | prompt attention (colour bar: share)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
 
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4.9), dpi=110)
+    fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.9), dpi=110)
     who = "all heads (colour: how many chose it)" if info["head"] is None else f"head {info['head']}"
     axes[0].imshow(base)
     axes[0].set_title(f"input\nprediction: {info['prediction']} ({100 * max(info['probabilities'].values()):.1f} %)")
@@ -133,7 +136,13 @@ def _summary_figure(base, outlined, heat, info, path: Path) -> None:
     axes[1].set_title(f"selected tokens\nLPM block {info['layer']} (0-based), {who}")
     axes[2].imshow(base)
     h, w = base.shape[:2]
-    axes[2].imshow(heat, cmap="inferno", alpha=0.6, extent=(0, w, h, 0), interpolation="nearest")
+    shown = axes[2].imshow(heat, cmap="inferno", alpha=0.6, extent=(0, w, h, 0), interpolation="nearest")
+    bar = fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.02)
+    bar.set_label("share of the prompts' attention per patch", fontsize=8)
+    if most_heads:  # the outlines' colours (viridis, scaled to the most heads that chose one patch)
+        counts = ScalarMappable(Normalize(0, most_heads), cmap="viridis")
+        bar = fig.colorbar(counts, ax=axes[1], fraction=0.046, pad=0.02)
+        bar.set_label("heads that selected the patch", fontsize=8)
     which = "mean over prompts" if info["prompt"] is None else f"prompt {info['prompt']}"
     axes[2].set_title(
         f"fine-grained prompts' attention ({which})\non the selected tokens; on CLS: "
@@ -142,6 +151,6 @@ def _summary_figure(base, outlined, heat, info, path: Path) -> None:
     for ax in axes:
         ax.axis("off")
         ax.title.set_fontsize(10)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.02, top=0.88, wspace=0.04)
+    fig.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.88, wspace=0.12)
     fig.savefig(path)
     plt.close(fig)

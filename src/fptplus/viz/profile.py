@@ -74,7 +74,8 @@ def prompt_attention_profile(
     store = open_run_store(root, cfg, index)
     _, _, cfg, model, _ = _fpt_run(run, checkpoint, seed, with_lpm=store is None)
     usable = store.usable() if store is not None else list(range(len(index.samples)))
-    inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed, get_method(cfg.method).kind)
+    kind = get_method(cfg.method).kind
+    inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed, kind, cfg.data.resize)
     blocks = [model.side.vit.blocks[b] for b in model.plan.side_blocks]
     probe = PromptAttentionProbe(blocks, cfg.model.num_prompts)
     try:
