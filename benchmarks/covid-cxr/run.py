@@ -154,42 +154,94 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * np.mean(values):.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
-def tables(runs: Path, results: Path, rows: list[Row]) -> None:
-    from fptplus.bench.report import full_ft_memory_mb, load_run, step_memory_mb
+def row_config(row: Row, classes: int = 3):
+    """The model/train config a row trains with (shapes only), for its memory columns."""
+    from fptplus.config import DataConfig, RunConfig, TrainConfig
     from fptplus.methods import get_method
-    from fptplus.metrics import pair_auc, pme, ppe
+
+    method = get_method(row.method)
+    extra = {}
+    flags = dict(zip(row.flags[::2], row.flags[1::2], strict=False))
+    if "--side-img-size" in flags:
+        extra["side_img_size"] = int(flags["--side-img-size"])
+    model = method.make_config(backbone=BACKBONE, img_size=row.img_size, num_classes=classes, **extra)
+    return RunConfig(row.method, model, DataConfig(data="covid-cxr/labels.csv"), TrainConfig())
+
+
+def record_from_run(row: Row, run: Path) -> tuple[dict, object]:
+    """A table row measured from its finished run folder(s), and its report summary."""
+    from fptplus.bench.report import load_run
+    from fptplus.metrics import pair_auc
+
+    summary = load_run(run)
+    per_seed = [json.loads((d / "results.json").read_text()) for d in seed_dirs(run, row)]
+    pairs = []
+    for d in seed_dirs(run, row):
+        labels, probs, classes = read_predictions(d / "predictions_test.csv")
+        pairs.append(pair_auc(labels, probs, classes.index(PAIR[0]), classes.index(PAIR[1])))
+    epoch_s = [r["epoch_seconds"] for r in per_seed if "epoch_seconds" in r]
+    record = {
+        "name": row.name, "method": row.method,
+        "lr": summary.config.train.lr or get_method_lr(row.method),
+        "val_auc": [r["val"]["auc"] for r in per_seed],
+        "img_size": row.img_size, "epochs": row.epochs, "seeds": list(row.seeds),
+        "source": "stored pooled feature" if row.method == "linear" else
+                  "store" if row.method.startswith("fpt") else "online",
+        "auc": summary.aucs, "pair_auc": pairs, "params_percent": summary.params_percent,
+        "device": per_seed[0].get("device", "cpu"),
+        "measured_peak_mb": max(r.get("peak_memory_mb", 0.0) for r in per_seed),
+        "epoch_seconds": float(np.mean(epoch_s)) if epoch_s else None,
+        "from": "run folder",
+    }  # fmt: skip
+    return with_memory(record, summary.config), summary
+
+
+def get_method_lr(name: str) -> float:
+    from fptplus.methods import get_method
+
+    return get_method(name).default_lr
+
+
+def with_memory(record: dict, config) -> dict:
+    """(Re)computes the memory columns and PPE/PME with the current accounting (the steady-state step)."""
+    from fptplus.bench.report import RunSummary, full_ft_memory_mb, step_memory_mb
+    from fptplus.metrics import pme, ppe
+
+    batch = config.train.batch_size
+    mem = {a: step_memory_mb(record["method"], config.model, batch, a) for a in ("eager", "fused")}
+    img = config.model.img_size
+    probe = RunSummary(record["method"], "covid-cxr", (img, img), record["params_percent"], [], config=config)
+    full = full_ft_memory_mb(probe, "eager")
+    auc = float(np.mean(record["auc"]))
+    memory = {"memory_mb_eager": mem["eager"], "memory_mb_fused": mem["fused"], "full_ft_memory_mb_eager": full}
+    scores = {"ppe": ppe(100 * auc, record["params_percent"] / 100), "pme": pme(100 * auc, mem["eager"] / full)}
+    return {**record, **memory, **scores}
+
+
+def tables(runs: Path, results: Path, rows: list[Row]) -> None:
+    """The table from every row that has a finished run folder or, failing that, a committed record in
+    results/table.json (its AUCs as measured then; memory and PME recomputed with today's accounting)."""
+    from fptplus.bench.report import RunSummary, write_report_summaries
 
     results.mkdir(parents=True, exist_ok=True)
-    records, done = [], []
+    committed = {}
+    if (results / "table.json").exists():
+        committed = {(r["name"], r["img_size"]): r for r in json.loads((results / "table.json").read_text())}
+    records, summaries = [], []
     for row in rows:
         run = runs / row.folder
-        if not finished(run, row):
+        if finished(run, row):
+            record, summary = record_from_run(row, run)
+        elif (row.name, row.img_size) in committed:
+            config = row_config(row)
+            old = committed[(row.name, row.img_size)]
+            record = with_memory({**old, "from": old.get("from", "committed record")}, config)
+            summary = RunSummary(row.method, "covid-cxr", (row.img_size, row.img_size), record["params_percent"],
+                                 list(record["auc"]), config=config)  # fmt: skip
+        else:
             continue
-        summary = load_run(run)
-        per_seed = [json.loads((d / "results.json").read_text()) for d in seed_dirs(run, row)]
-        pairs = []
-        for d in seed_dirs(run, row):
-            labels, probs, classes = read_predictions(d / "predictions_test.csv")
-            pairs.append(pair_auc(labels, probs, classes.index(PAIR[0]), classes.index(PAIR[1])))
-        source = "store" if row.method.startswith("fpt") else "online"
-        batch = summary.config.train.batch_size
-        mem = {a: step_memory_mb(row.method, summary.config.model, batch, a) for a in ("eager", "fused")}
-        full = full_ft_memory_mb(summary, "eager")
-        auc = float(np.mean(summary.aucs))
-        epoch_s = [r["epoch_seconds"] for r in per_seed if "epoch_seconds" in r]
-        device = per_seed[0].get("device", "cpu")
-        records.append({
-            "name": row.name, "method": row.method, "lr": summary.config.train.lr or get_method(row.method).default_lr,
-            "val_auc": [r["val"]["auc"] for r in per_seed],
-            "img_size": row.img_size, "epochs": row.epochs, "seeds": list(row.seeds),
-            "source": "stored pooled feature" if row.method == "linear" else source,
-            "auc": summary.aucs, "pair_auc": pairs, "params_percent": summary.params_percent,
-            "memory_mb_eager": mem["eager"], "memory_mb_fused": mem["fused"], "full_ft_memory_mb_eager": full,
-            "device": device, "measured_peak_mb": max(r.get("peak_memory_mb", 0.0) for r in per_seed),
-            "epoch_seconds": float(np.mean(epoch_s)) if epoch_s else None,
-            "ppe": ppe(100 * auc, summary.params_percent / 100), "pme": pme(100 * auc, mem["eager"] / full),
-        })  # fmt: skip
-        done.append(run)
+        records.append(record)
+        summaries.append(summary)
     chosen = select_by_val(records)
     lines = [
         "| method | res. | lr | epochs × seeds | val AUC | test AUC (macro, 3 classes) | No_findings vs Pneumonia AUC"
@@ -214,7 +266,7 @@ def tables(runs: Path, results: Path, rows: list[Row]) -> None:
     (results / "table.json").write_text(json.dumps(records, indent=1))
     print("\n".join(lines))
     if chosen:
-        fptplus("report", *(str(done[i]) for i in sorted(chosen)), "--out", str(results))
+        write_report_summaries([summaries[i] for i in sorted(chosen)], results)
 
 
 def select_by_val(records: list[dict]) -> set[int]:

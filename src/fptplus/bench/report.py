@@ -235,9 +235,16 @@ def write_report(
     gpu_name: str = "48 GB GPU",
 ) -> dict[str, Path]:  # fmt: skip
     """Table 1 (+ Table 2 when the runs span several resolutions), their CSVs, and Fig. 1 / Fig. 2."""
+    return write_report_summaries([load_run(d) for d in run_dirs], out, attention, gpu_mb, gpu_name)
+
+
+def write_report_summaries(
+    runs: list[RunSummary], out: str | Path, attention: str = "eager", gpu_mb: float | None = 48 * 1024,
+    gpu_name: str = "48 GB GPU",
+) -> dict[str, Path]:  # fmt: skip
+    """`write_report` from run summaries (e.g. rebuilt from a benchmark's committed records)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = [load_run(d) for d in run_dirs]
     written = {}
     header, rows, records = table1(runs, attention)
     (out / "table1.md").write_text(markdown(header, rows))

@@ -33,7 +33,7 @@ def cmd_bench_memory(args: argparse.Namespace, method: Method) -> int:
         return 0
     h, w = rows[0].img_size
     print(
-        f"peak training memory, one AdamW step: {args.backbone} @ {h}x{w}, batch {args.batch_size}, "
+        f"peak training memory, one steady-state AdamW step: {args.backbone} @ {h}x{w}, batch {args.batch_size}, "
         f"device {device}{' (exact accounting of live tensors, nothing allocated)' if device == 'meta' else ''}"
     )
     print(f"{'method':22s} {'attention':9s} {'peak MB':>10s} {'vs full FT':>10s} {'weights':>9s} {'grads':>9s} "
