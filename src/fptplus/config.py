@@ -364,8 +364,21 @@ def add_dataclass_flags(
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=help_text)  # fmt: skip
         else:
+            choices = _literal_choices(hint)
+            metavar = "{" + ",".join(map(str, choices)) + "}" if choices else f.name.upper()
             group.add_argument(flag, dest=f.name, type=lambda t, h=hint: _parse(t, h), default=argparse.SUPPRESS,
-                               metavar=f.name.upper(), help=help_text)  # fmt: skip
+                               metavar=metavar, help=help_text)  # fmt: skip
+
+
+def _literal_choices(hint: Any) -> tuple[Any, ...]:
+    """The allowed values of a Literal field (an Optional Literal included), else ()."""
+    if typing.get_origin(hint) is typing.Literal:
+        return typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        literals = [a for a in typing.get_args(hint) if typing.get_origin(a) is typing.Literal]
+        if len(literals) == 1 and len(typing.get_args(hint)) <= 2:
+            return typing.get_args(literals[0])
+    return ()
 
 
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
