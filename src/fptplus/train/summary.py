@@ -25,24 +25,21 @@ def _cell(summary: dict[str, Any], key: str, scale: float) -> str:
 
 
 def next_steps(cfg: RunConfig, root: Path, seeds: list[int]) -> list[str]:
-    """Commands worth running next on this run (quoted so they can be pasted)."""
+    """Commands worth running next on this run (quoted so they can be pasted), each with what it gives."""
     run = shlex.quote(str(root))
-    data = Path(cfg.data.data)
-    some_images = shlex.quote(str(data.parent if data.suffix.lower() == ".csv" else data))
     steps = [
-        f"fptplus evaluate {run} --split test                  # metrics, ROC and confusion matrix again",
-        f"fptplus predict {run} NEW_IMAGES/ --out predictions.csv  # class probabilities for new images",
+        (f"fptplus evaluate {run} --split test", "metrics, ROC and confusion matrix again"),
+        (f"fptplus predict {run} NEW_IMAGES/ --out predictions.csv", "class probabilities for new images"),
     ]
     method = get_method(cfg.method)
     if method.kind == "fpt" and getattr(cfg.model, "fused_layers", None) != 0:
-        steps.append(f"fptplus explain {run} IMAGE.png                  # selected tokens and prompt attention")
+        steps.append((f"fptplus explain {run} IMAGE.png", "selected tokens and prompt attention"))
     if len(seeds) == 1:
-        steps.append(f"fptplus train --config {shlex.quote(str(root / 'config.yaml'))} --seeds 0,1,2,3,4 --out "
-                     f"{run}-seeds  # mean ± std over seeds, as the paper")  # fmt: skip
-    steps.append(f"fptplus report {run} OTHER_RUNS... --out report/  # Table 1 / Fig. 1 against other methods")
-    if not data.exists():
-        steps.append(f"(the dataset {some_images} is no longer where the run read it)")
-    return steps
+        config = shlex.quote(str(root / "config.yaml"))
+        steps.append((f"fptplus train --config {config} --seeds 0,1,2,3,4 --out {run}-seeds", "mean ± std over seeds"))
+    steps.append((f"fptplus report {run} OTHER_RUNS... --out report/", "Table 1 / Fig. 1 against other methods"))
+    width = max(len(cmd) for cmd, _ in steps)
+    return [f"{cmd:<{width}}  # {what}" for cmd, what in steps]
 
 
 def summary_markdown(cfg: RunConfig, root: Path, summary: dict[str, Any], seeds: list[int]) -> str:
