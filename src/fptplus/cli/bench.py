@@ -79,6 +79,22 @@ def cmd_report(args: argparse.Namespace, method: Method) -> int:
     return 0
 
 
+def cmd_bench_plan(args: argparse.Namespace, method: Method) -> int:
+    from ..bench.driver import collect, execute
+    from ..bench.plan import Plan
+    from ..bench.plan_report import render
+
+    plan = Plan.load(args.plan)
+    runs = Path(args.runs) if args.runs else Path("runs") / plan.name
+    results = Path(args.results) if args.results else Path(args.plan).resolve().parent.parent / plan.name / "results"
+    if not args.tables_only:
+        execute(plan, runs, args.only, args.budget_s)
+    records = collect(plan, runs, results)
+    render(plan, records, results)
+    print(f"{len(records)} of {len(plan.runs)} runs recorded; tables and figures in {results}")
+    return 0
+
+
 def add_bench_parsers(sub) -> None:
     b = sub.add_parser("bench", help="measure peak training memory or throughput per method")
     bsub = b.add_subparsers(dest="bench_command", required=True)
@@ -106,6 +122,20 @@ def add_bench_parsers(sub) -> None:
             p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
             p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
         p.set_defaults(func=func)
+    p = bsub.add_parser(
+        "plan",
+        help="run a benchmark plan (methods × resolutions × lrs × seeds on one dataset) and render its tables",
+        description="Trains what is missing of a plan YAML (see fptplus.bench.plan; resumable, finished runs are "
+        "skipped), records each run in RESULTS/runs.json and renders the tables and figures from the records.",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("plan", help="plan YAML, e.g. benchmarks/plans/isic-uda1.yaml")
+    p.add_argument("--runs", help="run folders (default runs/<plan name>)")
+    p.add_argument("--results", help="tables and records (default <plan folder>/../<plan name>/results)")
+    p.add_argument("--only", nargs="*", help="row names or run folders to run (default: all)")
+    p.add_argument("--budget-s", type=float, help="start no further run after this many seconds")
+    p.add_argument("--tables-only", action="store_true", help="render from the records, train nothing")
+    p.set_defaults(func=cmd_bench_plan)
     r = sub.add_parser("report", help="Table 1/2 and Fig. 1/2 from finished runs", formatter_class=FORMATTER)
     r.add_argument("runs", nargs="+", help="run folders (the --out of `fptplus train`)")
     r.add_argument("--out", required=True, help="folder for table1.md/.csv, table2.*, fig1.png, fig2.png")

@@ -1,0 +1,166 @@
+"""`fptplus bench plan`: run a benchmark plan (see `plan.py`), keep one record per run, render its tables.
+
+Each run is `fptplus train` (in this process, the command line's own code path) into RUNS/<folder>; FPT/FPT+
+runs of one method and resolution share one feature store (RUNS/store-<method>-<size>); linear probing with
+`features:` reads the pooled CLS feature of another row's store. Finished runs (a results.json per seed) are
+skipped, interrupted ones continue with `--resume`.
+
+The records (RESULTS/runs.json, committed) are the source of truth of the tables: one per run, with its AUCs per
+seed as measured, its resolved model config, and where and when it ran. A run folder that exists refreshes its
+record; a plan whose run folders are gone (another machine, a cleaned disk) still renders from the records.
+Memory columns are recomputed at every render with the current accounting (meta device, steady-state step).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import RunConfig
+from ..errors import ConfigError
+from ..files import display, read_json, write_json_atomic
+from ..metrics import pair_auc
+from .plan import Plan, Run
+
+RECORDS = "runs.json"
+
+
+def seed_dirs(run_dir: Path, run: Run) -> list[Path]:
+    return [run_dir] if len(run.seeds) == 1 else [run_dir / f"seed-{s}" for s in run.seeds]
+
+
+def finished(run_dir: Path, run: Run) -> bool:
+    return all((d / "results.json").exists() for d in seed_dirs(run_dir, run))
+
+
+def store_dir(runs: Path, method: str, img_size: int) -> Path:
+    return runs / f"store-{method}-{img_size}"
+
+
+def train_args(plan: Plan, run: Run, runs: Path) -> list[str]:
+    """The `fptplus train` command line of a run (new), or its `--resume` (started earlier)."""
+    out = runs / run.folder
+    if (out / "config.yaml").exists():
+        return ["train", "--resume", str(out)]
+    args = ["train", "--method", run.method, "--backbone", plan.backbone, "--weights", str(plan.weights),
+            "--data", str(plan.data), "--img-size", str(run.img_size), "--epochs", str(run.epochs),
+            "--seeds", ",".join(map(str, run.seeds)), "--batch-size", str(plan.batch_size),
+            "--num-workers", str(plan.workers), "--out", str(out)]  # fmt: skip
+    if run.lr is not None:
+        args += ["--lr", f"{run.lr:g}"]
+    if plan.backbone_kwargs:
+        args += ["--backbone-kwargs", repr(plan.backbone_kwargs)]
+    if run.method.startswith("fpt"):
+        args += ["--store", str(store_dir(runs, run.method, run.img_size))]
+    return [*args, *run.flags]
+
+
+def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: float | None = None,
+            log: Callable[[str], None] = print) -> None:  # fmt: skip
+    """Runs what is missing, in the plan's order (features rows after the row whose store they read)."""
+    from ..cli import main
+
+    start = time.monotonic()
+    todo = [r for r in plan.runs if not only or r.name in only or r.folder in only]
+    for run in sorted(todo, key=lambda r: r.features is not None):
+        out = runs / run.folder
+        if finished(out, run):
+            log(f"{run.folder}: finished earlier, skipping")
+            continue
+        if budget_s is not None and time.monotonic() - start > budget_s:
+            log(f"{run.folder}: not started, the {budget_s:.0f} s budget is spent")
+            continue
+        if run.features:
+            linear_on_store(plan, run, runs, log)
+            continue
+        args = train_args(plan, run, runs)
+        log("+ fptplus " + " ".join(args))
+        if main(args) != 0:
+            raise ConfigError(f"run {run.folder} failed (its log: {display(out / 'log.txt')}); fix it and rerun")
+
+
+def linear_on_store(plan: Plan, run: Run, runs: Path, log: Callable[[str], None]) -> None:
+    """A linear head on the pooled CLS feature of another row's store (un-augmented, stated in the results)."""
+    from ..config import DataConfig, TrainConfig
+    from ..demo.linear import linear_probe
+    from ..methods import get_method
+
+    source = next(o for o in plan.runs if o.name == run.features and o.img_size == run.img_size)
+    store = store_dir(runs, source.method, run.img_size)
+    if not (store / "manifest.json").exists():
+        raise ConfigError(f"{run.folder} reads {display(store)}: run row {run.features!r} first")
+    classes = len(read_json(store / "manifest.json", ConfigError)["classes"])
+    model = get_method("linear").make_config(
+        backbone=plan.backbone,
+        weights=str(plan.weights),
+        img_size=run.img_size,
+        num_classes=classes,
+        backbone_kwargs=dict(plan.backbone_kwargs),
+    )
+    out = runs / run.folder
+    out.mkdir(parents=True, exist_ok=True)
+    lr = run.lr if run.lr is not None else 1e-3
+    train = TrainConfig(epochs=run.epochs, lr=lr, batch_size=plan.batch_size)
+    RunConfig("linear", model, DataConfig(data=str(plan.data), store=str(store)), train).save(out / "config.yaml")
+    for seed, seed_out in zip(run.seeds, seed_dirs(out, run), strict=True):
+        if not (seed_out / "results.json").exists():
+            linear_probe(store, seed_out, epochs=run.epochs, batch_size=plan.batch_size, lr=lr, seed=seed, log=log)
+
+
+# -- records ------------------------------------------------------------------------------------------------------
+
+
+def _predictions(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    with open(path, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    classes = [k[2:] for k in rows[0] if k.startswith("p_")]
+    labels = np.array([classes.index(r["label"]) for r in rows])
+    return labels, np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows]), classes
+
+
+def record_of(plan: Plan, run: Run, run_dir: Path) -> dict[str, Any]:
+    """What a finished run folder measured, per seed, with its resolved config."""
+    from ..methods import get_method
+
+    cfg = RunConfig.load(run_dir / "config.yaml")
+    per_seed = [read_json(d / "results.json", ConfigError) for d in seed_dirs(run_dir, run)]
+    pairs = []
+    if plan.pair:
+        for d in seed_dirs(run_dir, run):
+            labels, probs, classes = _predictions(d / "predictions_test.csv")
+            pairs.append(pair_auc(labels, probs, classes.index(plan.pair[0]), classes.index(plan.pair[1])))
+    epoch_s = [r["epoch_seconds"] for r in per_seed if r.get("epoch_seconds") is not None]
+    return {
+        "folder": run.folder, "name": run.name, "method": run.method, "img_size": run.img_size,
+        "lr": cfg.train.lr if cfg.train.lr is not None else get_method(run.method).default_lr,
+        "epochs": run.epochs, "seeds": list(run.seeds), "features": run.features,
+        "val_auc": [r["val"]["auc"] for r in per_seed], "auc": [r["test"]["auc"] for r in per_seed],
+        "auc_ci": [r["test"].get("auc_ci") for r in per_seed], "pair_auc": pairs,
+        "params_percent": per_seed[0]["params"]["percent"],
+        "epoch_seconds": float(np.mean(epoch_s)) if epoch_s else None,
+        "device": per_seed[0].get("device", "cpu"),
+        "measured_peak_mb": max(r.get("peak_memory_mb", 0.0) or 0.0 for r in per_seed),
+        "model": cfg.to_dict()["model"], "batch_size": cfg.train.batch_size,
+        "recorded": time.strftime("%Y-%m-%d"),
+    }  # fmt: skip
+
+
+def collect(plan: Plan, runs: Path, results: Path) -> list[dict[str, Any]]:
+    """One record per run of the plan: fresh from its finished folder, else the committed one (else none)."""
+    committed = {}
+    if (results / RECORDS).exists():
+        committed = {r["folder"]: r for r in read_json(results / RECORDS, ConfigError)}
+    records = []
+    for run in plan.runs:
+        if finished(runs / run.folder, run):
+            records.append(record_of(plan, run, runs / run.folder))
+        elif run.folder in committed:
+            records.append(committed[run.folder])
+    results.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(results / RECORDS, records)
+    return records

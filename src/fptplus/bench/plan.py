@@ -1,0 +1,173 @@
+"""Benchmark plans: which methods to train on which dataset, at which resolutions, learning rates, epochs and seeds.
+
+A plan is a YAML file (see `benchmarks/plans/`):
+
+    name: isic-uda1                          # run folders go to runs/<name>, tables to benchmarks/<name>/results
+    data: ../../data/isic-uda1/labels.csv    # paths are relative to the plan file
+    weights: ../../../shared/weights/dinov2_vits14.safetensors
+    backbone: vit_small_patch14_dinov2
+    pair: [No_findings, Pneumonia]           # optional: a one-vs-one AUC column for two of the classes
+    defaults: {workers: 1, batch_size: 16}   # optional
+    rows:
+      - {name: fpt_plus, method: fpt_plus, img_size: [224, 448], lr: [2e-3, 1e-3], epochs: 20, seeds: [0, 1, 2]}
+      - {name: linear, method: linear, img_size: [224, 448], epochs: 20, seeds: [0, 1, 2], features: fpt_plus}
+      - {name: lora, method: lora, img_size: 224, epochs: 3, seeds: [0], flags: [--lora-r, "8"]}
+    memory: {backbones: [vit_small_patch14_dinov2, vit_base_patch16_224], img_sizes: [224, 448], batch_size: 16}
+                                             # optional `overrides: {side_depth: 2}`: model fields for every method
+
+Every row expands to one run per (resolution, learning rate); when a row lists several learning rates, the one
+with the best mean validation AUC is kept per (row, resolution) and the others are shown in parentheses.
+`features: ROW` trains a linear head on the pooled CLS feature stored by ROW's feature store at the same
+resolution (no second pass over the images).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from ..files import display
+from ..methods import get_method
+
+ROW_KEYS = {"name", "method", "img_size", "lr", "epochs", "seeds", "flags", "features", "note"}
+PLAN_KEYS = {"name", "data", "weights", "backbone", "backbone_kwargs", "pair", "defaults", "rows", "memory", "note"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder: a row at one resolution and learning rate."""
+
+    name: str
+    method: str
+    img_size: int
+    lr: float | None
+    epochs: int
+    seeds: tuple[int, ...]
+    flags: tuple[str, ...] = ()
+    features: str | None = None  # linear probing on the stored CLS of this row's store
+    lr_grid: bool = False  # the row searched several learning rates (the folder names the lr)
+
+    @property
+    def folder(self) -> str:
+        lr = f"-lr{self.lr:g}" if self.lr_grid and self.lr is not None else ""
+        return f"{self.name}-{self.img_size}{lr}"
+
+    @property
+    def group(self) -> tuple[str, int]:
+        """Runs of one group differ only in their learning rate; validation picks one."""
+        return self.name, self.img_size
+
+
+@dataclass
+class MemorySpec:
+    backbones: list[str] = field(default_factory=list)
+    img_sizes: list[int] = field(default_factory=list)
+    batch_size: int = 16
+    overrides: dict[str, Any] = field(default_factory=dict)  # model fields for every method that has them
+
+
+@dataclass
+class Plan:
+    name: str
+    data: Path
+    weights: Path | str
+    backbone: str
+    runs: list[Run]
+    pair: tuple[str, str] | None = None
+    workers: int = 1
+    batch_size: int = 16
+    memory: MemorySpec = field(default_factory=MemorySpec)
+    path: Path | None = None
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. a tiny ViT in tests
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        """Reads and checks a plan file (ConfigError naming the file and the entry on any problem)."""
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise ConfigError(f"cannot read plan {display(path)}: {err}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"plan {display(path)}: expected a mapping with name, data, weights, backbone, rows")
+        try:
+            return cls.from_dict(raw, path.parent, path)
+        except ConfigError as err:
+            raise ConfigError(f"plan {display(path)}: {err}") from None
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base: Path, path: Path | None = None) -> Plan:
+        unknown = set(raw) - PLAN_KEYS
+        missing = {"name", "data", "weights", "backbone", "rows"} - set(raw)
+        if unknown or missing:
+            raise ConfigError(f"unknown keys {sorted(unknown)}, missing keys {sorted(missing)}")
+        defaults = raw.get("defaults") or {}
+        runs = [run for i, row in enumerate(raw["rows"]) for run in _expand(row, i)]
+        names = [r.folder for r in runs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two runs share a folder name: {sorted({n for n in names if names.count(n) > 1})}")
+        for r in runs:
+            if r.features and not any(o.name == r.features and o.img_size == r.img_size for o in runs):
+                raise ConfigError(
+                    f"row {r.name!r} reads the store of row {r.features!r} at {r.img_size} px: no such row"
+                )
+        weights = raw["weights"]
+        resolved = weights if str(weights).startswith("builtin:") or weights in ("hub", "none") else base / weights
+        memory = raw.get("memory") or {}
+        pair = raw.get("pair")
+        return cls(
+            name=str(raw["name"]),
+            data=(base / raw["data"]).resolve(),
+            weights=resolved,
+            backbone=str(raw["backbone"]),
+            runs=runs,
+            pair=tuple(pair) if pair else None,
+            workers=int(defaults.get("workers", 1)),
+            batch_size=int(defaults.get("batch_size", 16)),
+            memory=MemorySpec(
+                list(memory.get("backbones", [])),
+                [int(s) for s in memory.get("img_sizes", [])],
+                int(memory.get("batch_size", 16)),
+                dict(memory.get("overrides") or {}),
+            ),
+            path=path,
+            backbone_kwargs=dict(raw.get("backbone_kwargs") or {}),
+        )
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _expand(row: Any, i: int) -> list[Run]:
+    """A plan row -> its runs (one per resolution × learning rate)."""
+    if not isinstance(row, dict):
+        raise ConfigError(f"rows[{i}] must be a mapping")
+    unknown = set(row) - ROW_KEYS
+    if unknown or not {"name", "method", "img_size", "epochs"} <= set(row):
+        raise ConfigError(f"rows[{i}]: unknown keys {sorted(unknown)}; name, method, img_size, epochs are required")
+    get_method(row["method"])  # unknown methods are refused by name
+    lrs = [float(x) if x is not None else None for x in _as_list(row.get("lr"))]
+    seeds = tuple(int(s) for s in _as_list(row.get("seeds", [0])))
+    flags = tuple(str(f) for f in row.get("flags", []))
+    if row.get("features") and row["method"] != "linear":
+        raise ConfigError(f"rows[{i}]: `features` (linear probing on stored features) needs method linear")
+    return [
+        Run(
+            str(row["name"]),
+            row["method"],
+            int(size),
+            lr,
+            int(row["epochs"]),
+            seeds,
+            flags,
+            row.get("features"),
+            len(lrs) > 1,
+        )
+        for size in _as_list(row["img_size"])
+        for lr in lrs
+    ]

@@ -1,0 +1,193 @@
+"""Tables and figures of a benchmark plan from its run records (see `driver.py`).
+
+RESULTS/table.md|json   one row per run: resolution, lr, epochs × seeds, val AUC, test AUC (mean ± std over seeds,
+                        and the mean of the per-seed bootstrap 95 % CIs), the plan's pair AUC, learnable %,
+                        steady-state step memory (eager / fused, meta accounting), s/epoch, PPE, PME
+RESULTS/memory.md       step memory of every method at every resolution for the plan's memory backbones
+RESULTS/fig_auc_memory.png      test AUC vs training memory, one point per method × resolution
+RESULTS/fig_auc_resolution.png  test AUC vs resolution per method
+RESULTS/table1.md, fig1.png, ...  `fptplus report`'s paper layout for the runs kept by validation
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import RunConfig, TrainConfig, build_dataclass
+from ..methods import available_methods, get_method
+from ..metrics import pme, ppe
+from .plan import Plan
+from .report import RunSummary, step_memory_mb, write_report_summaries
+
+
+def model_config(record: dict[str, Any]) -> Any:
+    method = get_method(record["method"])
+    return build_dataclass(method.config_cls, {**record["model"], "weights": None}, "model", method.make_config)
+
+
+def full_ft_config(cfg: Any) -> Any:
+    return get_method("full_ft").make_config(backbone=cfg.backbone, backbone_kwargs=dict(cfg.backbone_kwargs),
+                                             img_size=cfg.img_size, num_classes=cfg.num_classes)  # fmt: skip
+
+
+def with_memory(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Adds the memory columns and PPE/PME (today's accounting) to each record."""
+    out = []
+    for r in records:
+        cfg, batch = model_config(r), r.get("batch_size", 16)
+        eager = step_memory_mb(r["method"], cfg, batch, "eager")
+        fused = step_memory_mb(r["method"], cfg, batch, "fused")
+        full = step_memory_mb("full_ft", full_ft_config(cfg), batch, "eager")
+        auc = 100 * float(np.mean(r["auc"]))
+        out.append({**r, "memory_mb_eager": eager, "memory_mb_fused": fused, "full_ft_memory_mb_eager": full,
+                    "ppe": ppe(auc, r["params_percent"] / 100), "pme": pme(auc, eager / full)})  # fmt: skip
+    return out
+
+
+def select_by_val(records: list[dict[str, Any]]) -> set[int]:
+    """Per (row, resolution): the run (learning rate) with the best mean validation AUC."""
+    best: dict[tuple[str, int], int] = {}
+    for i, r in enumerate(records):
+        key, score = (r["name"], r["img_size"]), float(np.mean([v for v in r["val_auc"] if v is not None] or [0]))
+        if key not in best or score > float(
+            np.mean([v for v in records[best[key]]["val_auc"] if v is not None] or [0])
+        ):
+            best[key] = i
+    return set(best.values())
+
+
+def _mean_std(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * np.mean(values):.2f} ± {100 * np.std(values, ddof=1):.2f}"
+
+
+def _ci(cis: list[Any]) -> str:
+    cis = [c for c in cis if c]
+    if not cis:
+        return "–"
+    lo, hi = np.mean([c[0] for c in cis]), np.mean([c[1] for c in cis])
+    return f"{100 * lo:.1f}–{100 * hi:.1f}"
+
+
+def table(plan: Plan, records: list[dict[str, Any]], chosen: set[int]) -> str:
+    pair = f" | {plan.pair[0]} vs {plan.pair[1]} AUC" if plan.pair else ""
+    head = (f"| method | res. | lr | epochs × seeds | val AUC | test AUC | 95 % CI (mean of seeds){pair} | learnable % "
+            "| peak step MB (eager / fused) | s / epoch | PPE | PME |")  # fmt: skip
+    lines = [head, "|" + "---|" * head.count(" | ")]
+    for i, r in enumerate(records):
+        name = r["name"] if i in chosen else f"({r['name']})"
+        source = " (stored features)" if r.get("features") else ""
+        epoch = f"{r['epoch_seconds']:.1f}" if r.get("epoch_seconds") else "<1"
+        cells = [f"{name}{source}", str(r["img_size"]), f"{r['lr']:g}", f"{r['epochs']} × {len(r['seeds'])}",
+                 _mean_std(r["val_auc"]), _mean_std(r["auc"]), _ci(r["auc_ci"])]  # fmt: skip
+        if plan.pair:
+            cells.append(_mean_std(r["pair_auc"]))
+        cells += [f"{r['params_percent']:.4g}", f"{r['memory_mb_eager']:,.0f} / {r['memory_mb_fused']:,.0f}", epoch,
+                  f"{r['ppe']:.2f}", f"{r['pme']:.2f}"]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def memory_markdown(plan: Plan, num_classes: int) -> str:
+    """Steady-state step memory of every method at every resolution, per backbone (eager / fused MB)."""
+    from ..weights import create_vit
+    from .memory import memory_table
+
+    spec = plan.memory
+    if not spec.backbones or not spec.img_sizes:
+        return ""
+    parts = []
+    for backbone in spec.backbones:
+        kwargs = plan.backbone_kwargs if backbone == plan.backbone else {}
+        patch = create_vit(backbone, 224, None, "meta", **kwargs).patch_embed.patch_size[0]
+        sizes = [max(patch, round(s / patch) * patch) for s in spec.img_sizes]
+        cells: dict[str, dict[int, str]] = defaultdict(dict)
+        for size in sizes:
+            rows = memory_table(available_methods(), backbone, size, spec.batch_size, "meta", num_classes=num_classes,
+                                backbone_kwargs=kwargs, overrides=spec.overrides)  # fmt: skip
+            by = {(r.label, r.attention): r.breakdown.peak / 2**20 for r in rows}
+            for label in dict.fromkeys(r.label for r in rows):
+                cells[label][size] = f"{by[(label, 'eager')]:,.0f} / {by[(label, 'fused')]:,.0f}"
+        title = f"### {backbone}, batch {spec.batch_size} (MB, eager / fused attention)"
+        header = "| method | " + " | ".join(f"{s} px" for s in sizes) + " |"
+        lines = [title, "", header, "|---|" + "---|" * len(sizes)]
+        lines += [f"| {label} | " + " | ".join(row[s] for s in sizes) + " |" for label, row in cells.items()]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def figures(records: list[dict[str, Any]], chosen: set[int], results: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = [records[i] for i in sorted(chosen)]
+    names = list(dict.fromkeys(r["name"] for r in kept))
+    colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    for r in kept:
+        mean, std = 100 * np.mean(r["auc"]), 100 * np.std(r["auc"], ddof=1) if len(r["auc"]) > 1 else 0.0
+        ax.errorbar(r["memory_mb_eager"], mean, yerr=std, fmt="o", color=colors[r["name"]], capsize=3)
+        ax.annotate(f"{r['name']}@{r['img_size']}", (r["memory_mb_eager"], mean), fontsize=7,
+                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("peak memory of one steady-state training step (MB, eager attention, log scale)")
+    ax.set_ylabel("test AUC (%), mean ± std over seeds")
+    ax.set_title("accuracy vs training memory (one point per method × resolution)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(results / "fig_auc_memory.png")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for name in names:
+        rs = sorted((r for r in kept if r["name"] == name), key=lambda r: r["img_size"])
+        xs = [r["img_size"] for r in rs]
+        means = [100 * np.mean(r["auc"]) for r in rs]
+        stds = [100 * np.std(r["auc"], ddof=1) if len(r["auc"]) > 1 else 0.0 for r in rs]
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=name, color=colors[name])
+    ax.set_xlabel("input resolution of the large model (px)")
+    ax.set_ylabel("test AUC (%), mean ± std over seeds")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(results / "fig_auc_resolution.png")
+    plt.close(fig)
+
+
+def summary(plan: Plan, r: dict[str, Any]) -> RunSummary:
+    """A record as `fptplus report` reads a run folder."""
+    config = RunConfig(r["method"], model_config(r), train=TrainConfig(batch_size=r.get("batch_size", 16)))
+    return RunSummary(r["method"], plan.name, (r["img_size"], r["img_size"]), r["params_percent"], list(r["auc"]),
+                      config=config)  # fmt: skip
+
+
+def render(plan: Plan, records: list[dict[str, Any]], results: Path, log=print) -> list[dict[str, Any]]:
+    """Writes every table and figure of the plan; returns the records with their computed columns."""
+    results.mkdir(parents=True, exist_ok=True)
+    rows = with_memory(records)
+    chosen = select_by_val(rows)
+    for i, r in enumerate(rows):
+        r["selected"] = i in chosen
+    text = table(plan, rows, chosen)
+    (results / "table.md").write_text(text, encoding="utf-8")
+    (results / "table.json").write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    log(text)
+    if rows:
+        classes = rows[0]["model"].get("num_classes", 2)
+        memory = memory_markdown(plan, classes)
+        if memory:
+            (results / "memory.md").write_text(memory, encoding="utf-8")
+        figures(rows, chosen, results)
+        summaries = [summary(plan, rows[i]) for i in sorted(chosen)]
+        write_report_summaries(summaries, results)
+    return rows

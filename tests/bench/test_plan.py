@@ -1,0 +1,107 @@
+"""Benchmark plans: parsing, running what is missing (resumable, skipping finished runs), records, rendering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from fptplus.bench.driver import collect, execute
+from fptplus.bench.plan import Plan
+from fptplus.bench.plan_report import render
+from fptplus.errors import ConfigError
+from imagegen import class_folders
+
+from conftest import TINY
+
+SIDE = ["--side-depth", "2", "--reduction", "2", "--num-prompts", "4"]
+
+
+def plan_dict(**extra):
+    return {
+        "name": "tiny",
+        "data": "data",
+        "weights": "none",
+        "backbone": "vit_base_patch16_224",
+        "backbone_kwargs": dict(TINY),
+        "pair": ["neg", "pos"],
+        "defaults": {"workers": 0, "batch_size": 4},
+        "rows": [
+            {"name": "fpt_plus", "method": "fpt_plus", "img_size": [64], "lr": [1e-3, 2e-3], "epochs": 1,
+             "seeds": [0, 1], "flags": SIDE},
+            {"name": "linear", "method": "linear", "img_size": 64, "epochs": 2, "seeds": [0], "features": "fpt_plus"},
+            {"name": "bitfit", "method": "bitfit", "img_size": 32, "epochs": 1, "seeds": [0]},
+        ],
+        "memory": {"backbones": ["vit_base_patch16_224"], "img_sizes": [32], "batch_size": 2,
+                   "overrides": {"side_depth": 2}},
+        **extra,
+    }  # fmt: skip
+
+
+def write_plan(tmp_path, **extra):
+    class_folders(tmp_path / "data", {"neg": 8, "pos": 8}, size=(48, 48))
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(plan_dict(**extra)))
+    return path
+
+
+def test_plan_expands_rows_and_refuses_mistakes(tmp_path):
+    plan = Plan.load(write_plan(tmp_path))
+    assert [r.folder for r in plan.runs] == ["fpt_plus-64-lr0.001", "fpt_plus-64-lr0.002", "linear-64", "bitfit-32"]
+    assert plan.data == (tmp_path / "data").resolve() and plan.weights == "none"
+    bad_rows = [
+        ({"rows": [{"name": "x", "method": "nope", "img_size": 64, "epochs": 1}]}, "unknown method 'nope'"),
+        ({"rows": [{"name": "x", "method": "linear", "img_size": 64}]}, "name, method, img_size, epochs are required"),
+        ({"rows": [{"name": "l", "method": "linear", "img_size": 64, "epochs": 1, "features": "fpt_plus"}]},
+         "reads the store of row 'fpt_plus' at 64 px: no such row"),
+        ({"colour": "blue"}, "unknown keys ['colour']"),
+    ]  # fmt: skip
+    for extra, message in bad_rows:
+        (tmp_path / "bad.yaml").write_text(yaml.safe_dump(plan_dict(**extra)))
+        with pytest.raises(
+            ConfigError, match=rf"plan .*bad\.yaml: .*{message}".replace("[", r"\[").replace("(", r"\(")
+        ):
+            Plan.load(tmp_path / "bad.yaml")
+
+
+def test_run_collect_render_skip_and_render_from_records(tmp_path):
+    plan = Plan.load(write_plan(tmp_path))
+    runs, results, lines = tmp_path / "runs", tmp_path / "results", []
+    execute(plan, runs, log=lines.append)
+    assert sorted(p.name for p in runs.iterdir()) == [
+        "bitfit-32",
+        "fpt_plus-64-lr0.001",
+        "fpt_plus-64-lr0.002",
+        "linear-64",
+        "store-fpt_plus-64",
+    ]  # one store for both lrs
+    records = collect(plan, runs, results)
+    assert [r["folder"] for r in records] == [r.folder for r in plan.runs]
+    fpt = records[0]
+    assert len(fpt["auc"]) == 2 and len(fpt["pair_auc"]) == 2 and fpt["lr"] == 1e-3 and fpt["model"]["side_depth"] == 2
+    rows = render(plan, records, results, log=lines.append)
+    assert sum(r["selected"] for r in rows if r["name"] == "fpt_plus") == 1  # validation keeps one lr
+    table = (results / "table.md").read_text()
+    assert "| linear (stored features) | 64 |" in table and "| bitfit | 32 |" in table and "neg vs pos AUC" in table
+    for name in ("memory.md", "fig_auc_memory.png", "fig_auc_resolution.png", "table1.md", "runs.json"):
+        assert (results / name).exists(), name
+    lines.clear()
+    execute(plan, runs, log=lines.append)  # everything finished: nothing is trained again
+    assert len([line for line in lines if "finished earlier" in line]) == 4
+    shutil.rmtree(runs)  # the run folders are gone (another machine): the records still render the same table
+    again = render(plan, collect(plan, runs, results), results, log=lambda *_: None)
+    assert [r["auc"] for r in again] == [r["auc"] for r in rows]
+    assert json.loads((results / "runs.json").read_text()) == records
+
+
+def test_an_interrupted_run_is_resumed(tmp_path):
+    plan = Plan.load(write_plan(tmp_path, rows=[{"name": "bitfit", "method": "bitfit", "img_size": 32, "epochs": 2,
+                                                   "seeds": [0]}]))  # fmt: skip
+    runs = tmp_path / "runs"
+    execute(plan, runs, log=lambda *_: None)
+    (runs / "bitfit-32" / "results.json").unlink()  # as if killed after its last epoch's checkpoint
+    lines = []
+    execute(plan, runs, log=lines.append)
+    assert any("--resume" in line for line in lines) and (runs / "bitfit-32" / "results.json").exists()
