@@ -38,8 +38,8 @@ def finished(run_dir: Path, run: Run) -> bool:
     return all((d / "results.json").exists() for d in seed_dirs(run_dir, run))
 
 
-def store_dir(runs: Path, method: str, img_size: int) -> Path:
-    return runs / f"store-{method}-{img_size}"
+def store_dir(runs: Path, run: Run) -> Path:
+    return runs / (run.store or f"store-{run.method}-{run.img_size}")
 
 
 def train_args(plan: Plan, run: Run, runs: Path) -> list[str]:
@@ -56,7 +56,7 @@ def train_args(plan: Plan, run: Run, runs: Path) -> list[str]:
     if plan.backbone_kwargs:
         args += ["--backbone-kwargs", repr(plan.backbone_kwargs)]
     if run.method.startswith("fpt"):
-        args += ["--store", str(store_dir(runs, run.method, run.img_size))]
+        args += ["--store", str(store_dir(runs, run))]
     return [*args, *run.flags]
 
 
@@ -91,7 +91,7 @@ def linear_on_store(plan: Plan, run: Run, runs: Path, log: Callable[[str], None]
     from ..methods import get_method
 
     source = next(o for o in plan.runs if o.name == run.features and o.img_size == run.img_size)
-    store = store_dir(runs, source.method, run.img_size)
+    store = store_dir(runs, source)
     if not (store / "manifest.json").exists():
         raise ConfigError(f"{run.folder} reads {display(store)}: run row {run.features!r} first")
     classes = len(read_json(store / "manifest.json", ConfigError)["classes"])

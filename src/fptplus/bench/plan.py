@@ -18,7 +18,9 @@ A plan is a YAML file (see `benchmarks/plans/`):
 Every row expands to one run per (resolution, learning rate); when a row lists several learning rates, the one
 with the best mean validation AUC is kept per (row, resolution) and the others are shown in parentheses.
 `features: ROW` trains a linear head on the pooled CLS feature stored by ROW's feature store at the same
-resolution (no second pass over the images).
+resolution (no second pass over the images). FPT/FPT+ runs of one method and resolution share one feature store
+(store-<method>-<size>); a row whose flags change what is stored (e.g. --side-img-size, --token-ratio) names its
+own with `store: NAME` (a store made for other settings is refused, never reused).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from ..errors import ConfigError
 from ..files import display
 from ..methods import get_method
 
-ROW_KEYS = {"name", "method", "img_size", "lr", "epochs", "seeds", "flags", "features", "note"}
+ROW_KEYS = {"name", "method", "img_size", "lr", "epochs", "seeds", "flags", "features", "store", "note"}
 PLAN_KEYS = {"name", "data", "weights", "backbone", "backbone_kwargs", "pair", "defaults", "rows", "memory", "note"}
 
 
@@ -50,6 +52,7 @@ class Run:
     flags: tuple[str, ...] = ()
     features: str | None = None  # linear probing on the stored CLS of this row's store
     lr_grid: bool = False  # the row searched several learning rates (the folder names the lr)
+    store: str | None = None  # the feature store's folder name (default store-<method>-<size>)
 
     @property
     def folder(self) -> str:
@@ -116,7 +119,8 @@ class Plan:
                     f"row {r.name!r} reads the store of row {r.features!r} at {r.img_size} px: no such row"
                 )
         weights = raw["weights"]
-        resolved = weights if str(weights).startswith("builtin:") or weights in ("hub", "none") else base / weights
+        special = str(weights).startswith("builtin:") or weights in ("hub", "none")
+        resolved = weights if special else (base / weights).resolve()
         memory = raw.get("memory") or {}
         pair = raw.get("pair")
         return cls(
@@ -167,6 +171,7 @@ def _expand(row: Any, i: int) -> list[Run]:
             flags,
             row.get("features"),
             len(lrs) > 1,
+            row.get("store"),
         )
         for size in _as_list(row["img_size"])
         for lr in lrs

@@ -85,6 +85,10 @@ def cmd_bench_plan(args: argparse.Namespace, method: Method) -> int:
     from ..bench.plan_report import render
 
     plan = Plan.load(args.plan)
+    if args.data:
+        plan.data = Path(args.data).resolve()
+    if args.weights:
+        plan.weights = args.weights if args.weights.startswith("builtin:") else Path(args.weights).resolve()
     runs = Path(args.runs) if args.runs else Path("runs") / plan.name
     results = Path(args.results) if args.results else Path(args.plan).resolve().parent.parent / plan.name / "results"
     if not args.tables_only:
@@ -135,6 +139,8 @@ def add_bench_parsers(sub) -> None:
     p.add_argument("--only", nargs="*", help="row names or run folders to run (default: all)")
     p.add_argument("--budget-s", type=float, help="start no further run after this many seconds")
     p.add_argument("--tables-only", action="store_true", help="render from the records, train nothing")
+    p.add_argument("--data", help="use this dataset instead of the plan's (e.g. a copy on another machine)")
+    p.add_argument("--weights", help="use these weights instead of the plan's")
     p.set_defaults(func=cmd_bench_plan)
     r = sub.add_parser("report", help="Table 1/2 and Fig. 1/2 from finished runs", formatter_class=FORMATTER)
     r.add_argument("runs", nargs="+", help="run folders (the --out of `fptplus train`)")
