@@ -134,18 +134,24 @@ def figures(records: list[dict[str, Any]], chosen: set[int], results: Path) -> N
     kept = [records[i] for i in sorted(chosen)]
     names = list(dict.fromkeys(r["name"] for r in kept))
     colors = {n: plt.cm.tab10(i % 10) for i, n in enumerate(names)}
+    from ..viz.labels import place_labels
+
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    xs, ys = [], []
     for r in kept:
         mean, std = 100 * np.mean(r["auc"]), 100 * np.std(r["auc"], ddof=1) if len(r["auc"]) > 1 else 0.0
         ax.errorbar(r["memory_mb_eager"], mean, yerr=std, fmt="o", color=colors[r["name"]], capsize=3)
-        ax.annotate(f"{r['name']}@{r['img_size']}", (r["memory_mb_eager"], mean), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")  # fmt: skip
+        xs.append(r["memory_mb_eager"])
+        ys.append(mean)
     ax.set_xscale("log")
+    ax.margins(x=0.2, y=0.15)
     ax.set_xlabel("peak memory of one steady-state training step (MB, eager attention, log scale)")
     ax.set_ylabel("test AUC (%), mean ± std over seeds")
     ax.set_title("accuracy vs training memory (one point per method × resolution)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    if kept:  # labels placed off the dots and off each other (display space: after the layout)
+        place_labels(ax, xs, ys, [f"{r['name']}@{r['img_size']}" for r in kept], clearance_pt=5.0)
     fig.savefig(results / "fig_auc_memory.png")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
