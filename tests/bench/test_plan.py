@@ -105,3 +105,12 @@ def test_an_interrupted_run_is_resumed(tmp_path):
     lines = []
     execute(plan, runs, log=lines.append)
     assert any("--resume" in line for line in lines) and (runs / "bitfit-32" / "results.json").exists()
+
+
+def test_a_failing_run_is_reported_and_the_others_still_run(tmp_path):
+    rows = [{"name": "bad", "method": "bitfit", "img_size": 33, "epochs": 1, "seeds": [0]},  # not a patch multiple
+            {"name": "bitfit", "method": "bitfit", "img_size": 32, "epochs": 1, "seeds": [0]}]  # fmt: skip
+    plan = Plan.load(write_plan(tmp_path, rows=rows))
+    failed = execute(plan, tmp_path / "runs", log=lambda *_: None)
+    assert len(failed) == 1 and failed[0].startswith("bad-33: ") and "not a multiple of the patch size" in failed[0]
+    assert (tmp_path / "runs" / "bitfit-32" / "results.json").exists()

@@ -61,10 +61,15 @@ def train_args(plan: Plan, run: Run, runs: Path) -> list[str]:
 
 
 def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: float | None = None,
-            log: Callable[[str], None] = print) -> None:  # fmt: skip
-    """Runs what is missing, in the plan's order (features rows after the row whose store they read)."""
-    from ..cli import main
+            log: Callable[[str], None] = print) -> list[str]:  # fmt: skip
+    """Runs what is missing, in the plan's order (features rows after the row whose store they read).
 
+    A run that fails is reported and skipped (the others still run); returns the failed runs' messages.
+    """
+    from ..cli import run as run_command
+    from ..errors import FPTPlusError
+
+    failed: list[str] = []
     start = time.monotonic()
     todo = [r for r in plan.runs if not only or r.name in only or r.folder in only]
     for run in sorted(todo, key=lambda r: r.features is not None):
@@ -75,13 +80,18 @@ def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: flo
         if budget_s is not None and time.monotonic() - start > budget_s:
             log(f"{run.folder}: not started, the {budget_s:.0f} s budget is spent")
             continue
-        if run.features:
-            linear_on_store(plan, run, runs, log)
-            continue
-        args = train_args(plan, run, runs)
-        log("+ fptplus " + " ".join(args))
-        if main(args) != 0:
-            raise ConfigError(f"run {run.folder} failed (its log: {display(out / 'log.txt')}); fix it and rerun")
+        try:
+            if run.features:
+                linear_on_store(plan, run, runs, log)
+                continue
+            args = train_args(plan, run, runs)
+            log("+ fptplus " + " ".join(args))
+            if run_command(args) != 0:
+                raise ConfigError(f"run {run.folder} failed (its log: {display(out / 'log.txt')}); fix it and rerun")
+        except FPTPlusError as err:
+            failed.append(f"{run.folder}: {err}")
+            log(f"FAILED {failed[-1]}")
+    return failed
 
 
 def linear_on_store(plan: Plan, run: Run, runs: Path, log: Callable[[str], None]) -> None:

@@ -39,13 +39,18 @@ def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def run(argv: Sequence[str]) -> int:
+    """One command line, in this process; fptplus's own errors propagate (for callers such as `bench plan`)."""
+    method = method_of(argv)
+    args = build_parser(method).parse_args(list(argv))
+    return args.func(args, method)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = argv[0] if argv else "?"
     try:
-        method = method_of(argv)
-        args = build_parser(method).parse_args(argv)
-        return args.func(args, method)
+        return run(argv)
     except FPTPlusError as err:
         print(f"fptplus {command}: error: {err}", file=sys.stderr)
         return 2

@@ -91,12 +91,13 @@ def cmd_bench_plan(args: argparse.Namespace, method: Method) -> int:
         plan.weights = args.weights if args.weights.startswith("builtin:") else Path(args.weights).resolve()
     runs = Path(args.runs) if args.runs else Path("runs") / plan.name
     results = Path(args.results) if args.results else Path(args.plan).resolve().parent.parent / plan.name / "results"
-    if not args.tables_only:
-        execute(plan, runs, args.only, args.budget_s)
+    failed = [] if args.tables_only else execute(plan, runs, args.only, args.budget_s)
     records = collect(plan, runs, results)
     render(plan, records, results)
     print(f"{len(records)} of {len(plan.runs)} runs recorded; tables and figures in {results}")
-    return 0
+    for message in failed:
+        print(f"failed: {message}")
+    return 1 if failed else 0
 
 
 def add_bench_parsers(sub) -> None:
