@@ -126,8 +126,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
         log(f"what FPT+ looked at: {picture}")
     log(
         "next, on your own images: fptplus train --data YOUR_FOLDER_OR_CSV --out runs/mine --weights "
-        f"{weights or 'YOUR_WEIGHTS'} --backbone {cfg.backbone} --img-size {cfg.task.size} --side-img-size "
-        f"{cfg.side_img_size}   (see README: 'Train on your own data')"
+        f"{cfg.weights if cfg.weights == BUILTIN else weights or 'none'} --backbone {cfg.backbone} --img-size "
+        f"{cfg.task.size}   (see README: 'Train on your own data')"
     )
     return {"rows": rows, "picture": picture, "out": out}
 

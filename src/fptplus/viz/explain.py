@@ -127,6 +127,7 @@ def _summary_figure(base, outlined, heat, info, path: Path, most_heads: int) -> 
     import matplotlib.pyplot as plt
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
+    from matplotlib.ticker import PercentFormatter
 
     fig, axes = plt.subplots(1, 3, figsize=(13.5, 4.9), dpi=110)
     who = "all heads (colour: how many chose it)" if info["head"] is None else f"head {info['head']}"
@@ -137,8 +138,9 @@ def _summary_figure(base, outlined, heat, info, path: Path, most_heads: int) -> 
     axes[2].imshow(base)
     h, w = base.shape[:2]
     shown = axes[2].imshow(heat, cmap="inferno", alpha=0.6, extent=(0, w, h, 0), interpolation="nearest")
-    bar = fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.02)
+    bar = fig.colorbar(shown, ax=axes[2], fraction=0.046, pad=0.02, format=PercentFormatter(1.0, decimals=2))
     bar.set_label("share of the prompts' attention per patch", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
     if most_heads:  # the outlines' colours (viridis, scaled to the most heads that chose one patch)
         counts = ScalarMappable(Normalize(0, most_heads), cmap="viridis")
         bar = fig.colorbar(counts, ax=axes[1], fraction=0.046, pad=0.02)
@@ -151,6 +153,6 @@ def _summary_figure(base, outlined, heat, info, path: Path, most_heads: int) -> 
     for ax in axes:
         ax.axis("off")
         ax.title.set_fontsize(10)
-    fig.subplots_adjust(left=0.01, right=0.97, bottom=0.02, top=0.88, wspace=0.12)
+    fig.subplots_adjust(left=0.01, right=0.93, bottom=0.02, top=0.88, wspace=0.16)
     fig.savefig(path)
     plt.close(fig)
