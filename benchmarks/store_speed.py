@@ -20,11 +20,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from fptplus.data.datasets import StoreDataset
 from fptplus.data.sources import load_index
 from fptplus.data.views import Views
 from fptplus.model import FPTConfig, build_fpt
 from fptplus.store import FeatureStore, PreloadOptions, preload
+from fptplus.store.dataset import StoreDataset
 from fptplus.store.plan import store_spec
 from fptplus.weights import create_vit
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .errors import ConfigError
+
 
 class _PromptAttention(torch.autograd.Function):
     @staticmethod
@@ -45,7 +47,16 @@ class _PromptAttention(torch.autograd.Function):
 
 
 def prompt_attention(q: Tensor, keys: Tensor, values: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """softmax(q Kᵀ · scale) V per batch item, layer and head; the memory-lean path when K/V need no grad."""
+    """softmax(q Kᵀ · scale) V per batch item, layer and head; the memory-lean path when K/V need no grad.
+
+    K/V must be floating point: an encoded store (e.g. integer codes) is decoded by its codec first, never cast
+    here (a silent cast of codes would give wrong numbers, not an error).
+    """
+    if not (keys.is_floating_point() and values.is_floating_point()):
+        raise ConfigError(
+            f"prompt attention needs floating-point keys/values, got {keys.dtype} / {values.dtype}: decode stored "
+            "features with the store's codec (FeatureStore.features) before the model"
+        )
     if keys.requires_grad or values.requires_grad:  # K/V that train (not from the LPM): plain autograd
         logits = torch.einsum("lhpd,blhkd->blhpk", q, keys.to(q.dtype)) * scale  # (B, L, H, P, k)
         probs = logits.softmax(dim=-1)

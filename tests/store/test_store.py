@@ -17,12 +17,13 @@ import pytest
 import torch
 
 from fptplus.backbone import LPMFeatures
-from fptplus.data.datasets import ImageDataset, StoreDataset
+from fptplus.data.datasets import ImageDataset
 from fptplus.data.decode import DecodeError, load_image_file
 from fptplus.data.sources import load_index
 from fptplus.data.views import Views
 from fptplus.store import FeatureStore, PreloadOptions, StoreError, preload
 from fptplus.store import plan as plan_mod
+from fptplus.store.dataset import StoreDataset
 from fptplus.store.plan import store_spec
 from imagegen import class_folders, rgb, save
 from preload_script import run_preload

@@ -1,7 +1,8 @@
-"""Training inputs: side view + stored K/V (`StoreDataset`) or side view + LPM view (`ImageDataset`, online).
+"""Training inputs read from the image files: side view + LPM view (`ImageDataset`, FPT/FPT+ online) or one
+view (`ImageViewDataset`, the baselines). Their stored-feature counterpart is `fptplus.store.dataset.StoreDataset`.
 
-Both make the side view from the same side source with the same per-sample seed, so for the same sample,
-epoch and run seed the two give the same model inputs (the K/V from the store up to its dtype's rounding).
+`ImageDataset` and `StoreDataset` make the side view from the same side source with the same per-sample seed, so
+for the same sample, epoch and run seed the two give the same model inputs (the K/V up to the store's rounding).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ..store.reader import FeatureStore
 from .sources import DataIndex
 from .views import Views, sample_seed
 
 
-class _EpochSeeded(Dataset):
+class EpochSeeded(Dataset):
+    """A dataset whose augmentation is a function of (run seed, epoch, sample)."""
+
     def __init__(self, indices: Sequence[int], views: Views, train: bool, seed: int) -> None:
         self.indices, self.views, self.train, self.seed = list(indices), views, train, seed
         self.epoch = 0
@@ -34,51 +36,7 @@ class _EpochSeeded(Dataset):
         return self.views.side_view(source, self.train, seed)
 
 
-class StoreDataset(_EpochSeeded):
-    """Items {side (3, h, w), keys/values (L, H, k, d), label, index} read from a feature store.
-
-    Args:
-        store: a complete feature store.
-        indices: store sample indices to serve (e.g. `store.usable("train")`).
-        views: view maker (its side size is the model's).
-        train: augment the side view.
-        layers: LPM layers the model fuses (a subset of the store's); default all stored layers.
-        seed: run seed for the augmentation.
-    """
-
-    def __init__(
-        self,
-        store: FeatureStore,
-        indices: Sequence[int],
-        views: Views,
-        train: bool,
-        layers: Sequence[int] | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(indices, views, train, seed)
-        self.store = store
-        positions = store.layer_positions(tuple(layers)) if layers is not None else None
-        self.positions = None if positions == list(range(len(store.layers))) else positions
-
-    def __getitem__(self, j: int) -> dict[str, Any]:
-        i = self.indices[j]
-        rec = self.store[i]
-        keys, values = rec["keys"], rec["values"]
-        if self.positions is not None:
-            keys, values = keys[self.positions], values[self.positions]
-        item = {
-            "side": self._side(torch.from_numpy(rec["side"]), i),
-            "keys": torch.from_numpy(keys),
-            "values": torch.from_numpy(values),
-            "label": self.store.samples[i]["label"],
-            "index": i,
-        }
-        if "cls" in rec:
-            item["cls"] = torch.from_numpy(rec["cls"])  # (D,): the LPM's pooled feature
-        return item
-
-
-class ImageDataset(_EpochSeeded):
+class ImageDataset(EpochSeeded):
     """Items {side (3, h, w), lpm (3, H, W), label, index} decoded from the image files (online mode)."""
 
     def __init__(self, index: DataIndex, indices: Sequence[int], views: Views, train: bool, seed: int = 0) -> None:
@@ -97,7 +55,7 @@ class ImageDataset(_EpochSeeded):
         }
 
 
-class ImageViewDataset(_EpochSeeded):
+class ImageViewDataset(EpochSeeded):
     """Items {image (3, H, W), label, index}: one view at the model's resolution (the baselines' input)."""
 
     def __init__(self, index: DataIndex, indices: Sequence[int], views: Views, train: bool, seed: int = 0) -> None:

@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -28,7 +27,7 @@ def stored_features(store: FeatureStore, split: str) -> tuple[torch.Tensor, torc
     ids = store.usable(split)
     if "cls" not in store.fields:
         raise ConfigError(f"{store.path} holds no pooled features (its top fused layer is not the ViT's last block)")
-    x = torch.stack([torch.from_numpy(np.asarray(store[i]["cls"], dtype=np.float32)) for i in ids])  # (n, D)
+    x = torch.stack([store.features(i)["cls"].float() for i in ids])  # (n, D), decoded by the store's codec
     y = torch.tensor([store.samples[i]["label"] for i in ids])
     return x, y
 

@@ -41,7 +41,6 @@ FORMAT_VERSION = 2
 PLAN = "plan.json"
 MANIFEST = "manifest.json"
 PROGRESS = "progress"
-DTYPES = ("float16", "float32")
 
 
 class StoreError(FPTPlusError):
@@ -61,25 +60,6 @@ class FieldSpec:
 
     def to_json(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "shape": list(self.shape)}
-
-
-def store_fields(
-    spec: LPMSpec, layers: tuple[int, ...], k: int, views: ViewConfig, dtype: str, with_cls: bool = False
-) -> dict[str, FieldSpec]:
-    """Per-sample arrays; `cls` (the LPM's pooled feature, for linear probing) when the forward yields it."""
-    if dtype not in DTYPES:
-        raise StoreError(f"store dtype must be one of {DTYPES}, got {dtype!r}")
-    L, H, d = len(layers), spec.num_heads, spec.head_dim
-    index_dtype = "int16" if spec.num_tokens <= np.iinfo(np.int16).max else "int32"
-    fields = {
-        "keys": FieldSpec(dtype, (L, H, k, d)),
-        "values": FieldSpec(dtype, (L, H, k, d)),
-        "indices": FieldSpec(index_dtype, (L, H, k)),
-        "side": FieldSpec("uint8", (3, *views.source_hw)),
-    }
-    if with_cls:
-        fields["cls"] = FieldSpec(dtype, (spec.embed_dim,))
-    return fields
 
 
 def make_fingerprint(

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..backbone import LPMSpec, provides_cls
 from ..data.sources import DataIndex
 from ..data.views import ViewConfig
@@ -18,6 +20,7 @@ from ..files import display, human_bytes
 from ..importance import num_selected_tokens
 from ..model import FPTConfig, FusionPlan
 from ..weights import create_vit, weights_identity
+from .codecs import CODECS
 from .format import (
     MANIFEST,
     MANIFEST_SCHEMA,
@@ -32,7 +35,6 @@ from .format import (
     sample_records,
     samples_diff,
     shard_file,
-    store_fields,
     write_json_atomic,
 )
 from .lock import LOCK_FILE
@@ -79,6 +81,20 @@ class StoreSpec:
     num_selected: int
     fields: dict[str, FieldSpec]
     fingerprint: dict[str, Any]
+
+
+def store_fields(
+    spec: LPMSpec, layers: tuple[int, ...], k: int, views: ViewConfig, codec: str, with_cls: bool = False
+) -> dict[str, FieldSpec]:
+    """Per-sample arrays: the codec's K/V (and pooled CLS, when the forward yields it), indices, side source."""
+    if codec not in CODECS:
+        raise StoreError(f"store dtype/codec must be one of {sorted(CODECS)}, got {codec!r}")
+    L, H, d = len(layers), spec.num_heads, spec.head_dim
+    index_dtype = "int16" if spec.num_tokens <= np.iinfo(np.int16).max else "int32"
+    fields = CODECS[codec].fields((L, H, k, d), spec.embed_dim if with_cls else None)
+    fields["indices"] = FieldSpec(index_dtype, (L, H, k))
+    fields["side"] = FieldSpec("uint8", (3, *views.source_hw))
+    return {name: fields[name] for name in ("keys", "values", "indices", "side", "cls") if name in fields}
 
 
 def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16", resize: str = "squash") -> StoreSpec:

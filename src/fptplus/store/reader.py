@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..data.sources import DataIndex
 from ..errors import FPTPlusError
 from ..files import display
 from ..weights import file_sha256
+from .codecs import FLOAT_FIELDS, codec_of
 from .format import (
     DAMAGED_FIX,
     MANIFEST,
@@ -129,6 +131,16 @@ class FeatureStore:
             self._maps[key] = arr
         return self._maps[key]
 
+    @property
+    def codec(self):
+        """How this store's K/V and CLS are encoded (see `codecs`)."""
+        return codec_of(self.fingerprint)
+
+    def features(self, i: int) -> dict[str, torch.Tensor]:
+        """Sample i decoded: float keys/values (L, H, k, d) (and cls (D,)), int indices (L, H, k), uint8 side."""
+        rec = self[i]
+        return {f: self.codec.decode(f, a) if f in FLOAT_FIELDS else torch.from_numpy(a) for f, a in rec.items()}
+
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         if self.samples[i].get("skipped"):
             raise StoreError(f"sample {i} ({self.samples[i]['path']}) was skipped at preload (undecodable file)")
@@ -150,7 +162,8 @@ class FeatureStore:
                 (size, and the content of every file whose modification time changed).
             subset_layers: accept a store holding more fused layers than asked (the needed ones are read).
         """
-        ignore = ("dtype", "fused_layers") if subset_layers else ("dtype",)
+        codec_of(self.fingerprint)  # any known codec serves (features are decoded); an unknown one is refused
+        ignore = ("dtype", "codec", "fused_layers") if subset_layers else ("dtype", "codec")
         problems = fingerprint_diff(self.fingerprint, fingerprint, ignore)
         want_layers = set(fingerprint["fused_layers"])
         if subset_layers and not want_layers <= set(self.layers):

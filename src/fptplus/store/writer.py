@@ -35,6 +35,7 @@ from ..data.views import Views
 from ..files import display, human_bytes
 from ..model import FPTConfig
 from ..weights import create_vit, file_sha256
+from .codecs import codec_of
 from .format import (
     MANIFEST,
     PLAN,
@@ -219,18 +220,17 @@ def _batches(writer: _ShardWriter, batch_size: int) -> list[list[int]]:
     return [list(range(b, min(b + batch_size, end))) for b in range(aligned, end, batch_size)]
 
 
-def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, dtype: str, with_cls: bool):
-    """Batch arrays of the LPM's outputs, as stored."""
+def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, codec, with_cls: bool):
+    """Batch arrays of the LPM's outputs, as stored (K/V and CLS encoded by the store's codec)."""
     x = torch.stack([it["lpm"] for it in items]).to(device)
     feats = lpm(x)
-    store_dtype = torch.float16 if dtype == "float16" else torch.float32
     arrays = {
-        "keys": feats.keys.to(store_dtype).cpu().numpy(),
-        "values": feats.values.to(store_dtype).cpu().numpy(),
+        "keys": codec.encode("keys", feats.keys),
+        "values": codec.encode("values", feats.values),
         "indices": feats.indices.cpu().numpy(),
     }
     if with_cls:
-        arrays["cls"] = feats.cls.to(store_dtype).cpu().numpy()
+        arrays["cls"] = codec.encode("cls", feats.cls)
     return arrays
 
 
@@ -347,7 +347,7 @@ def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
         writer.open()
         good = [it for it in items if "error" not in it]
         with_cls = "cls" in plan["fields"]
-        arrays = _forward(lpm, good, dist.device, plan["fingerprint"]["dtype"], with_cls) if good else {}
+        arrays = _forward(lpm, good, dist.device, codec_of(plan["fingerprint"]), with_cls) if good else {}
         for j, item in enumerate(good):
             writer.write(item["i"], item, {name: a[j] for name, a in arrays.items()})
         for item in items:

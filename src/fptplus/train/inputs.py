@@ -9,9 +9,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..backbone import LPMSpec
-from ..data.datasets import ImageDataset, ImageViewDataset, StoreDataset
+from ..data.datasets import ImageDataset, ImageViewDataset
 from ..data.sources import DataIndex
 from ..data.views import ViewConfig, Views
+from ..store.dataset import StoreDataset
 from ..store.reader import FeatureStore
 
 

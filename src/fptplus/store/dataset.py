@@ -1,0 +1,56 @@
+"""`StoreDataset`: training inputs read from a feature store (side view cut from the stored side source + the
+stored K/V of the fused layers), the counterpart of `fptplus.data.datasets.ImageDataset` (same side views).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..data.datasets import EpochSeeded
+from ..data.views import Views
+from .reader import FeatureStore
+
+
+class StoreDataset(EpochSeeded):
+    """Items {side (3, h, w), keys/values (L, H, k, d), label, index} read from a feature store.
+
+    Args:
+        store: a complete feature store.
+        indices: store sample indices to serve (e.g. `store.usable("train")`).
+        views: view maker (its side size is the model's).
+        train: augment the side view.
+        layers: LPM layers the model fuses (a subset of the store's); default all stored layers.
+        seed: run seed for the augmentation.
+    """
+
+    def __init__(
+        self,
+        store: FeatureStore,
+        indices: Sequence[int],
+        views: Views,
+        train: bool,
+        layers: Sequence[int] | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(indices, views, train, seed)
+        self.store = store
+        positions = store.layer_positions(tuple(layers)) if layers is not None else None
+        self.positions = None if positions == list(range(len(store.layers))) else positions
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        i = self.indices[j]
+        rec = self.store.features(i)  # decoded by the store's codec
+        keys, values = rec["keys"], rec["values"]  # (L, H, k, d) float
+        if self.positions is not None:
+            keys, values = keys[self.positions], values[self.positions]
+        item = {
+            "side": self._side(rec["side"], i),
+            "keys": keys,
+            "values": values,
+            "label": self.store.samples[i]["label"],
+            "index": i,
+        }
+        if "cls" in rec:
+            item["cls"] = rec["cls"]  # (D,): the LPM's pooled feature
+        return item
