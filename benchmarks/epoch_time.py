@@ -59,7 +59,7 @@ def main() -> None:
                                        ("full fine-tuning", "full_ft", False)):  # fmt: skip
             m = get_method(method)
             model = dict(backbone=args.backbone, weights=args.weights, img_size=args.img_size)
-            if m.kind == "fpt":
+            if hasattr(m.config_cls, "side_size"):  # FPT/FPT+ configs have a side input
                 model["side_img_size"] = args.side_img_size
             cfg = RunConfig(method, m.make_config(**model), DataConfig(data=str(data)),
                             TrainConfig(epochs=1, batch_size=16, preload=preload, num_workers=args.workers,

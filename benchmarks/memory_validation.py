@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from fptplus.bench.memory import cpu_allocator_peak, make_batch, measure_step
 from fptplus.methods import available_methods, get_method
+from fptplus.model import FPTConfig
 
 
 def main() -> None:
@@ -18,13 +19,13 @@ def main() -> None:
     for method in available_methods():
         m = get_method(method)
         kw = dict(backbone="vit_small_patch16_224", img_size=224, num_classes=2, backbone_kwargs={"depth": 4})
-        if m.kind == "fpt":
+        if issubclass(m.config_cls, FPTConfig):
             kw.update(side_img_size=112, **({"side_depth": 4} if method == "fpt_plus" else {}))
         cfg = m.make_config(**kw)
         for attention in ("eager", "fused"):
-            for source in ("store", "online") if m.kind == "fpt" else ("online",):
+            for source in m.sources(cfg):
                 row = measure_step(method, cfg, 4, "meta", attention, source)
-                model = m.build(cfg, with_lpm=m.kind == "fpt" and source == "online", device="meta")
+                model = m.build(cfg, device="meta", source=source)
                 batch = make_batch(method, model, cfg, 4, "meta", source)
                 before = row.breakdown.weights + row.breakdown.optimizer
                 before += sum(t.untyped_storage().nbytes() for t in batch.values())

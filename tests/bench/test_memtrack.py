@@ -8,6 +8,7 @@ import torch
 from fptplus.bench.memory import cpu_allocator_peak, make_batch, measure_step
 from fptplus.bench.memtrack import MemoryTracker
 from fptplus.methods import get_method
+from fptplus.model import FPTConfig
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
@@ -64,12 +65,12 @@ def test_meta_accounting_agrees_with_the_cpu_allocator(method, attention):
     """The meta accounting of a steady-state step vs the CPU allocator's own events in a real second step (±10 %)."""
     m = get_method(method)
     kw = dict(backbone="vit_small_patch16_224", img_size=128, num_classes=2, backbone_kwargs={"depth": 2})
-    if m.kind == "fpt":
+    if issubclass(m.config_cls, FPTConfig):
         kw.update(side_img_size=64, side_depth=2)
     cfg = m.make_config(**kw)
     source = "online"
     row = measure_step(method, cfg, 8, "meta", attention, source)
-    model = m.build(cfg, with_lpm=m.kind == "fpt", device="meta")
+    model = m.build(cfg, device="meta", source=source)
     batch = make_batch(method, model, cfg, 8, "meta", source)
     batch_bytes = sum(t.untyped_storage().nbytes() for t in batch.values())
     meta_step = row.breakdown.peak - row.breakdown.weights - row.breakdown.optimizer - batch_bytes

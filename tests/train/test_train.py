@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from fptplus._testing import CRASH_ENV
 from fptplus.cli import main
+from fptplus.methods import get_method
 from fptplus.train.checkpoint import CheckpointError, load_checkpoint
 from imagegen import class_folders, split_folders
 
@@ -85,11 +86,11 @@ def test_predict_matches_evaluation_from_the_store(data, weights, tmp_path):
     run = tmp_path / "run"
     assert main(train_args(data, run, weights, "--epochs", "1")) == 0
     store = FeatureStore(run / "store")
-    cfg, model, _ = load_trained(run, "best", with_lpm=False)
+    cfg, model, _ = load_trained(run, "best", "store")
     from fptplus.data.sources import load_index
 
     index = load_index(data)
-    inputs = make_inputs(model, cfg.model, index, store, store.usable(), 0)
+    inputs = make_inputs(get_method("fpt_plus"), model, cfg.model, index, store, store.usable(), 0)
     probs, _, _ = predict_probs(model, eval_loader(inputs.test, 4, 0), Accelerator(cpu=True))
     files = [data / index.samples[i].path for i in inputs.test.indices]
     rows = predict(run, files).rows

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from fptplus.cli import main
+from fptplus.methods import get_method
 from fptplus.viz.tokens import OUTLINE
 
 from conftest import build_tiny, tiny_cli_args, tiny_config
@@ -37,8 +38,8 @@ def selected(run, image, layer, head):
     from fptplus.train.evaluate import load_trained
     from fptplus.train.inputs import view_config
 
-    cfg, model, _ = load_trained(run, "best", with_lpm=True)
-    views = Views(view_config(cfg.model, model.spec, None))
+    cfg, model, _ = load_trained(run, "best", "online")
+    views = Views(view_config(get_method(cfg.method), cfg.model, model.spec, None))
     hr = views.high_res(load_image_file(image).image)
     feats = model.extract(views.lpm_view(hr)[None])
     j = model.plan.lpm_layers.index(layer)

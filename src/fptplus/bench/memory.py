@@ -48,7 +48,7 @@ class MemoryRow:
 
     @property
     def label(self) -> str:
-        return f"{self.method} ({self.source})" if get_method(self.method).kind == "fpt" else self.method
+        return get_method(self.method).label(self.source)
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in dataclasses.asdict(self).items() if k != "breakdown"}
@@ -87,25 +87,8 @@ def attention_mode(model: nn.Module, mode: str, device: str):
 
 
 def make_batch(method_name: str, model: nn.Module, cfg: Any, batch_size: int, device: str, source: str) -> dict:
-    method = get_method(method_name)
-    labels = torch.zeros(batch_size, dtype=torch.long, device=device)
-    if method.kind == "image":
-        h, w = model.spec.img_size
-        return {"image": torch.randn(batch_size, 3, h, w, device=device), "label": labels}
-    h, w = model.side.vit.patch_embed.img_size
-    batch = {"side": torch.randn(batch_size, 3, h, w, device=device), "label": labels}
-    if not model.uses_lpm:
-        return batch
-    if source == "online":
-        batch["lpm"] = torch.randn(batch_size, 3, *model.spec.img_size, device=device)
-        return batch
-    from ..importance import num_selected_tokens
-
-    k = num_selected_tokens(model.spec.num_tokens, cfg.token_ratio)
-    shape = (batch_size, len(model.plan.lpm_layers), model.spec.num_heads, k, model.spec.head_dim)
-    batch["keys"] = torch.randn(shape, device=device, dtype=torch.float16)  # what the store delivers
-    batch["values"] = torch.randn(shape, device=device, dtype=torch.float16)
-    return batch
+    """Random inputs of the method's kind and shapes (its `inputs.example_batch`)."""
+    return get_method(method_name).inputs.example_batch(model, cfg, batch_size, device, source)
 
 
 def _step(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> None:
@@ -134,8 +117,7 @@ def measure_step(
     """
     method = get_method(method_name)
     cfg = dataclasses.replace(cfg, weights=None)
-    with_lpm = method.kind == "fpt" and source == "online"
-    model = method.build(cfg, with_lpm=with_lpm, device=device)
+    model = method.build(cfg, device=device, source=source)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1)
@@ -160,7 +142,7 @@ def measure_step(
         torch.cuda.synchronize()
         breakdown.extra["cuda_allocated_peak"] = torch.cuda.max_memory_allocated()
         reserved = torch.cuda.max_memory_reserved()
-    return MemoryRow(method_name, source if method.kind == "fpt" else "online", attention, device, cfg.backbone,
+    return MemoryRow(method_name, source, attention, device, cfg.backbone,
                      tuple(model.spec.img_size), batch_size, breakdown, reserved)  # fmt: skip
 
 
@@ -187,8 +169,7 @@ def memory_table(
             extra = {k: v for k, v in (overrides or {}).items() if k in fields}
             cfg = method.make_config(backbone=backbone, img_size=img_size, num_classes=num_classes,
                                      backbone_kwargs=dict(backbone_kwargs or {}), **extra)  # fmt: skip
-            sources = ("store", "online") if method.kind == "fpt" and method.uses_store(cfg) else ("online",)
-            for source in sources:
+            for source in method.sources(cfg):
                 rows.append(measure_step(name, cfg, batch_size, device, attention, source))
     return rows
 
@@ -213,7 +194,7 @@ def cpu_allocator_peak(
     gc.collect()  # earlier models must not be freed in the middle of the measured step
     method = get_method(method_name)
     cfg = dataclasses.replace(cfg, weights=None)
-    model = method.build(cfg, with_lpm=method.kind == "fpt" and source == "online", device="cpu").train()
+    model = method.build(cfg, device="cpu", source=source).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.1)
     batch = make_batch(method_name, model, cfg, batch_size, "cpu", source)
     with attention_mode(model, attention, "cpu"):

@@ -70,8 +70,7 @@ def load_run(path: str | Path) -> RunSummary:
 
 
 def step_memory_mb(method: str, model_cfg: Any, batch_size: int, attention: str = "eager") -> float:
-    kind = get_method(method).kind
-    source = "store" if kind == "fpt" and get_method(method).uses_store(model_cfg) else "online"
+    source = get_method(method).sources(model_cfg)[0]  # FPT/FPT+ from the store, as the paper
     return measure_step(method, model_cfg, batch_size, "meta", attention, source).breakdown.peak / 2**20
 
 

@@ -41,7 +41,7 @@ def _sync(device: str) -> None:
 def train_speed(method_name: str, cfg: Any, batch_size: int, steps: int, device: str, source: str) -> SpeedRow:
     method = get_method(method_name)
     cfg = dataclasses.replace(cfg, weights=None)
-    model = method.build(cfg, with_lpm=method.kind == "fpt" and source == "online", device=device).train()
+    model = method.build(cfg, device=device, source=source).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     batch = make_batch(method_name, model, cfg, batch_size, device, source)
     args, kwargs = model.batch_args(batch)
@@ -56,7 +56,7 @@ def train_speed(method_name: str, cfg: Any, batch_size: int, steps: int, device:
         if i:  # the first step warms up (kernels, lazy optimizer state)
             times.append(time.perf_counter() - t0)
     per_step = sum(times) / len(times)
-    label = f"{method_name} ({source})" if method.kind == "fpt" else method_name
+    label = method.label(source)
     return SpeedRow(label, batch_size / per_step, per_step, batch_size, device)
 
 

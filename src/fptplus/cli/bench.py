@@ -56,7 +56,7 @@ def cmd_bench_speed(args: argparse.Namespace, method: Method) -> int:
         m = get_method(name)
         cfg = m.make_config(backbone=args.backbone, img_size=args.img_size, num_classes=args.num_classes,
                             backbone_kwargs=dict(args.backbone_kwargs))  # fmt: skip
-        for source in ("store", "online") if m.kind == "fpt" and m.uses_store(cfg) else ("online",):
+        for source in m.sources(cfg):
             rows.append(train_speed(name, cfg, args.batch_size, args.steps, device, source))
             print(f"train  {rows[-1].label:22s} {rows[-1].samples_per_s:9.2f} samples/s", flush=True)
     cfg = get_method("fpt_plus").make_config(backbone=args.backbone, img_size=args.img_size,

@@ -12,7 +12,7 @@ from .common import FORMATTER, add_model_flags, model_from_args
 
 
 def count_method(method: Method, cfg: Any) -> dict[str, Any]:
-    model = method.build(cfg, with_lpm=False, device="meta")  # shapes only: no weights, no memory
+    model = method.build(cfg, device="meta", source=method.sources(cfg)[0])  # shapes only: no weights, no memory
     count = model.param_count()
     return dict(method=method.name, backbone=cfg.backbone, img_size=list(model.spec.img_size),
                 num_classes=cfg.num_classes, trainable=count.trainable, total=count.total,

@@ -6,40 +6,69 @@ A method is a config factory plus a builder; adding a method is adding a module 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .inputs import ImageView, SideViewFeatures
 
 
 @dataclass(frozen=True)
 class Method:
-    """A registered method.
+    """A registered method: its config, how its model is built, what the model consumes, and its training hooks.
 
     Attributes:
         name: registry key (`--method NAME`).
         summary: one line for `--help`.
         config_cls: the method's typed config dataclass.
         make_config: (**overrides) -> a config with the method's defaults.
-        build: (config, with_lpm=..., device=..., **timm_overrides) -> model with `param_count()` and
-            `batch_args(batch) -> (args, kwargs)` for `model(*args, **kwargs) -> logits`.
+        builder: (config, device=None, source="online") -> model with `param_count()` and
+            `batch_args(batch) -> (args, kwargs)` for `model(*args, **kwargs) -> logits`. `source` is where the
+            inputs come from: "online" (from images; FPT attaches its frozen model) or "store" (stored features).
         default_lr: learning rate when the run does not set one.
-        kind: the inputs the model takes: "fpt" (side view + LPM K/V or LPM view) or "image" (one view).
+        inputs: what the model consumes (`inputs.ImageView` or `inputs.SideViewFeatures`): views, datasets,
+            evaluation items and benchmark batches.
+        prepare: (config, total optimizer steps) -> config, before the model is built (AdaLoRA's budget schedule).
+        after_step: (model, step) after every optimizer step (AdaLoRA's budget allocation).
     """
 
     name: str
     summary: str
     config_cls: type
     make_config: Callable[..., Any]
-    build: Callable[..., nn.Module]
+    builder: Callable[..., nn.Module]
     default_lr: float = 1e-3
-    kind: str = "fpt"
+    inputs: Any = field(default_factory=ImageView)
+    prepare: Callable[[Any, int], Any] | None = None
+    after_step: Callable[[nn.Module, int], None] | None = None
+
+    def build(self, config: Any, device: str | torch.device | None = None, source: str = "online") -> nn.Module:
+        """The model of `config`; source "store" leaves out what stored features replace (FPT's frozen model)."""
+        if source not in self.inputs.sources(config):
+            raise ConfigError(f"{self.name} cannot read its inputs from {source!r} (sources: {self.sources(config)})")
+        return self.builder(config, device=device, source=source)
+
+    def sources(self, config: Any) -> tuple[str, ...]:
+        """Where this configuration's training inputs can come from ("store" first when it can use one)."""
+        return self.inputs.sources(config)
 
     def uses_store(self, config: Any) -> bool:
-        """Whether this configuration can train from the preloaded feature store."""
-        return self.kind == "fpt" and getattr(config, "fused_layers", None) != 0
+        """Whether this configuration trains from the preloaded feature store (FPT/FPT+ with fused layers)."""
+        return "store" in self.sources(config)
+
+    def label(self, source: str, config: Any = None) -> str:
+        """The method's name in tables, with its source when it has more than one kind ("fpt_plus (store)")."""
+        return f"{self.name} ({source})" if isinstance(self.inputs, SideViewFeatures) else self.name
+
+    def plan_training(self, config: Any, total_steps: int) -> Any:
+        return self.prepare(config, total_steps) if self.prepare is not None else config
+
+    def step_done(self, model: nn.Module, step: int) -> None:
+        if self.after_step is not None:
+            self.after_step(model, step)
 
     def validate(self, config: Any) -> nn.Module:
         """Every size, depth and ratio check of a full build, in a fraction of a second: the model is built on
@@ -51,7 +80,7 @@ class Method:
 
         if getattr(config, "weights", None) is not None:
             check_weights_source(config.backbone, config.weights)
-        return self.build(dataclasses.replace(config, weights=None), with_lpm=True, device="meta")
+        return self.build(dataclasses.replace(config, weights=None), device="meta", source="online")
 
 
 _REGISTRY: dict[str, Method] = {}

@@ -54,7 +54,7 @@ class Adapters(nn.ModuleList):
             block.mlp.register_forward_hook(lambda m, args, out, a=adapter: out + a(args[0]))
 
 
-def build_adapter(cfg: AdapterConfig, with_lpm: bool = True, device=None):
+def build_adapter(cfg: AdapterConfig, device=None, source: str = "online"):
     def extend(vit, spec):
         hidden = cfg.adapter_dim or spec.embed_dim // 8
         with torch.device(next(vit.parameters()).device):
@@ -66,4 +66,4 @@ def build_adapter(cfg: AdapterConfig, with_lpm: bool = True, device=None):
 
 
 register(Method("adapter", "Adapter: a D/8 bottleneck per block, parallel to its MLP", AdapterConfig, AdapterConfig,
-                build_adapter, default_lr=1e-3, kind="image"))  # fmt: skip
+                build_adapter, default_lr=1e-3))  # fmt: skip

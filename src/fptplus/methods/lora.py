@@ -6,6 +6,7 @@ of the fused weight (no copy, identical outputs), so peft can target `q` and `v`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -64,7 +65,7 @@ class LoraMethodConfig(BaselineConfig):
             raise ConfigError(f"lora_r must be >= 1 and lora_targets a non-empty subset of q/k/v, got {self}")
 
 
-def build_lora(cfg: LoraMethodConfig, with_lpm: bool = True, device=None):
+def build_lora(cfg: LoraMethodConfig, device=None, source: str = "online"):
     from peft import LoraConfig, inject_adapter_in_model
 
     def extend(vit, spec):
@@ -108,7 +109,7 @@ class AdaLoraMethodConfig(BaselineConfig):
 
 
 class AdaLoraViT(nn.Module):
-    """peft's AdaLoraModel around the ViT; `after_optimizer_step` runs its budget allocation."""
+    """peft's AdaLoraModel around the ViT (the method's `after_step` runs its budget allocation)."""
 
     def __init__(self, tuner: nn.Module) -> None:
         super().__init__()
@@ -118,7 +119,7 @@ class AdaLoraViT(nn.Module):
         return self.tuner(x)
 
 
-def build_adalora(cfg: AdaLoraMethodConfig, with_lpm: bool = True, device=None):
+def build_adalora(cfg: AdaLoraMethodConfig, device=None, source: str = "online"):
     from peft import AdaLoraConfig
     from peft.tuners.adalora import AdaLoraModel
 
@@ -132,16 +133,21 @@ def build_adalora(cfg: AdaLoraMethodConfig, with_lpm: bool = True, device=None):
                                  total_step=total, target_modules=list(cfg.lora_targets))  # fmt: skip
         return AdaLoraViT(AdaLoraModel(split_qkv(vit), peft_cfg, "default")), None
 
-    model = build_baseline(cfg, lambda n, p: ".lora_" in n, extend, device)
+    return build_baseline(cfg, lambda n, p: ".lora_" in n, extend, device)
 
-    def after_optimizer_step(step: int) -> None:
-        model.vit.tuner.update_and_allocate(step)
 
-    model.after_optimizer_step = after_optimizer_step
-    return model
+def adalora_schedule(cfg: AdaLoraMethodConfig, total_steps: int) -> AdaLoraMethodConfig:
+    """AdaLoRA's budget schedule follows the trainer's step count (unless the config fixes it)."""
+    return cfg if cfg.total_step is not None else dataclasses.replace(cfg, total_step=total_steps)
+
+
+def adalora_allocate(model: nn.Module, step: int) -> None:
+    """peft's rank re-allocation, after every optimizer step."""
+    model.vit.tuner.update_and_allocate(step)
 
 
 register(Method("lora", "LoRA (peft): r = 16, α = 16 on the query and value projections", LoraMethodConfig,
-                LoraMethodConfig, build_lora, default_lr=1e-3, kind="image"))  # fmt: skip
+                LoraMethodConfig, build_lora, default_lr=1e-3))  # fmt: skip
 register(Method("adalora", "AdaLoRA (peft): rank 12 → 8 budget on the query and value projections",
-                AdaLoraMethodConfig, AdaLoraMethodConfig, build_adalora, default_lr=1e-3, kind="image"))  # fmt: skip
+                AdaLoraMethodConfig, AdaLoraMethodConfig, build_adalora, default_lr=1e-3, prepare=adalora_schedule,
+                after_step=adalora_allocate))  # fmt: skip

@@ -7,8 +7,8 @@ from .baseline import BaselineConfig, build_baseline
 
 
 def _register(name: str, summary: str, trainable, lr: float) -> None:
-    build = lambda cfg, with_lpm=True, device=None: build_baseline(cfg, trainable, device=device)  # noqa: E731
-    register(Method(name, summary, BaselineConfig, BaselineConfig, build, default_lr=lr, kind="image"))
+    build = lambda cfg, device=None, source="online": build_baseline(cfg, trainable, device=device)  # noqa: E731
+    register(Method(name, summary, BaselineConfig, BaselineConfig, build, default_lr=lr))
 
 
 def _attention(name: str, _) -> bool:

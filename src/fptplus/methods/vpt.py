@@ -66,7 +66,7 @@ class DeepPrompts(nn.Module):
         return torch.cat([out[:, :n], out[:, n + P :]], dim=1)  # (B, N, D)
 
 
-def build_vpt(cfg: VPTConfig, with_lpm: bool = True, device=None):
+def build_vpt(cfg: VPTConfig, device=None, source: str = "online"):
     def extend(vit, spec):
         with torch.device(next(vit.parameters()).device):
             prompts = DeepPrompts(spec.depth, cfg.vpt_prompts, spec.embed_dim, spec.patch_size, cfg.vpt_dropout)
@@ -77,4 +77,4 @@ def build_vpt(cfg: VPTConfig, with_lpm: bool = True, device=None):
 
 
 register(Method("vpt_deep", "VPT-deep: 16 prompt tokens per block, frozen ViT", VPTConfig, VPTConfig, build_vpt,
-                default_lr=1e-3, kind="image"))  # fmt: skip
+                default_lr=1e-3))  # fmt: skip

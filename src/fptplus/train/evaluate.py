@@ -51,13 +51,16 @@ def run_index(root: Path, cfg: RunConfig) -> DataIndex:
     return index
 
 
-def load_trained(run_dir: Path, checkpoint: str, with_lpm: bool):
-    """Rebuilds the model of a run folder and loads one of its checkpoints (refusing a mismatch)."""
+def load_trained(run_dir: Path, checkpoint: str, source: str = "online"):
+    """Rebuilds the model of a run folder and loads one of its checkpoints (refusing a mismatch).
+
+    source: "online" (the model reads images: FPT attaches its frozen model) or "store" (stored features).
+    """
     cfg = RunConfig.load(run_dir / "config.yaml")
     ckpt = run_dir / "checkpoints" / checkpoint
     if not ckpt.exists():
         raise ConfigError(f"{ckpt} does not exist (checkpoints: best, last); has this run trained an epoch yet?")
-    model = get_method(cfg.method).build(cfg.model, with_lpm=with_lpm)
+    model = get_method(cfg.method).build(cfg.model, source=source)
     classes = read_meta(ckpt).get("classes")
     meta = {"method": cfg.method, "backbone": cfg.model.backbone, "num_classes": cfg.model.num_classes}
     load_checkpoint(ckpt, model, meta)
@@ -74,10 +77,10 @@ def evaluate_run(
     cfg = RunConfig.load(run_dir / "config.yaml")
     index = run_index(root, cfg)
     store = open_run_store(root, cfg, index)
-    _, model, _ = load_trained(run_dir, checkpoint, with_lpm=store is None)
+    _, model, _ = load_trained(run_dir, checkpoint, "store" if store is not None else "online")
     usable = store.usable() if store is not None else list(range(len(index.samples)))
-    kind = get_method(cfg.method).kind
-    inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed, kind, cfg.data.resize)
+    inputs = make_inputs(get_method(cfg.method), model, cfg.model, index, store, usable, cfg.train.seed,
+                         cfg.data.resize)  # fmt: skip
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -162,15 +165,11 @@ def predict(
     """
     _, run_dir = resolve_run(run, seed)
     files = collect_images(images)  # names checked before the model is built
-    cfg, model, classes = load_trained(run_dir, checkpoint, with_lpm=True)
-    from ..data.views import ViewConfig, Views
+    cfg, model, classes = load_trained(run_dir, checkpoint, "online")
+    from ..data.views import Views
 
-    image_kind = get_method(cfg.method).kind == "image"
-    if image_kind:
-        views = Views(ViewConfig(cfg.model.img_size, cfg.model.img_size, model.spec.mean, model.spec.std,
-                                 resize=cfg.data.resize))  # fmt: skip
-    else:
-        views = Views(view_config(cfg.model, model.spec, None, cfg.data.resize))
+    method = get_method(cfg.method)
+    views = Views(view_config(method, cfg.model, model.spec, None, cfg.data.resize))
     max_pixels = cfg.data.max_image_pixels or None
     rows, bad = [], []
     for start in range(0, len(files), batch_size):
@@ -181,10 +180,7 @@ def predict(
             except DecodeError as err:
                 bad.append({"path": str(f), "error": str(err)})
                 continue
-            if image_kind:
-                items.append({"image": views.lpm_view(hr)})  # evaluation view: resize + normalise
-            else:
-                items.append({"side": views.side_view(views.side_source(hr), train=False), "lpm": views.lpm_view(hr)})
+            items.append(method.inputs.eval_item(views, hr))
             names.append(str(f))
         if not names:
             continue

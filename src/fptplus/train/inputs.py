@@ -9,10 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..backbone import LPMSpec
-from ..data.datasets import ImageDataset, ImageViewDataset
 from ..data.sources import DataIndex
-from ..data.views import ViewConfig, Views
-from ..store.dataset import StoreDataset
+from ..data.views import Views
 from ..store.reader import FeatureStore
 
 
@@ -27,59 +25,37 @@ class Inputs:
     views: Views
 
 
-def view_config(model_cfg: Any, spec: LPMSpec, store: FeatureStore | None, resize: str = "squash") -> ViewConfig:
-    """The views of a model: FPT/FPT+ (side size from its config) or a baseline (one view at its input size)."""
-    source = tuple(store.fingerprint["side_source_size"]) if store is not None else None
-    side = model_cfg.side_size(spec.patch_size) if hasattr(model_cfg, "side_size") else model_cfg.img_size
-    return ViewConfig(model_cfg.img_size, side, spec.mean, spec.std, source, resize)
+def view_config(method: Any, model_cfg: Any, spec: LPMSpec, store: FeatureStore | None, resize: str = "squash"):
+    """The views of a method's model (from the store's own side source size when it trains from one)."""
+    return method.inputs.views(model_cfg, spec, store, resize)
 
 
 def make_inputs(
+    method: Any,
     model: Any,
     model_cfg: Any,
     index: DataIndex,
     store: FeatureStore | None,
     usable: list[int],
     seed: int,
-    kind: str = "fpt",
     resize: str = "squash",
 ) -> Inputs:
-    """Datasets for a model: FPT/FPT+ from the store when given (else online), baselines one image view.
+    """Datasets of the three splits for a method's model, from the feature store when given, else the images.
 
     Args:
+        method: the registered method (its `inputs` say what the model consumes).
         model: the built model (its spec gives the normalisation; an FPT plan says which layers are needed).
         model_cfg: its config.
         index: the dataset.
-        store: the feature store, or None for online training.
+        store: the feature store, or None to read the images.
         usable: sample indices that decode (all, minus skipped files).
         seed: run seed (augmentation).
-        kind: the method's input kind, "fpt" or "image".
         resize: "squash" or "pad" (how images reach the input size; a store records its own).
     """
-    split_ids = {s: [i for i in usable if index.samples[i].split == s] for s in ("train", "val", "test")}
-    if kind == "image":
-        spec = model.spec
-        views = Views(ViewConfig(model_cfg.img_size, model_cfg.img_size, spec.mean, spec.std, resize=resize))
-
-        def make(split: str, train: bool) -> Dataset:
-            return ImageViewDataset(index, split_ids[split], views, train, seed)
-
-        return Inputs(make("train", True), make("val", False), make("test", False), "online", views)
-    views = Views(view_config(model_cfg, model.spec, store, resize))
-    if store is not None:
-        layers = model.plan.lpm_layers
-
-        def make(split: str, train: bool) -> Dataset:
-            return StoreDataset(store, split_ids[split], views, train, layers, seed)
-
-        source = "store"
-    else:
-
-        def make(split: str, train: bool) -> Dataset:
-            return ImageDataset(index, split_ids[split], views, train, seed)
-
-        source = "online"
-    return Inputs(make("train", True), make("val", False), make("test", False), source, views)
+    ids = {s: [i for i in usable if index.samples[i].split == s] for s in ("train", "val", "test")}
+    views = Views(view_config(method, model_cfg, model.spec, store, resize))
+    sets = method.inputs.datasets(model, index, ids, views, seed, store)
+    return Inputs(sets["train"], sets["val"], sets["test"], "store" if store is not None else "online", views)
 
 
 def epoch_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, epoch: int) -> DataLoader:

@@ -136,11 +136,10 @@ def fit(
     n_train = sum(index.samples[i].split == "train" for i in usable)
     per_process = math.ceil(n_train / accelerator.num_processes)
     steps_per_epoch = math.ceil(math.ceil(per_process / tc.batch_size) / tc.grad_accum)
-    if hasattr(cfg.model, "total_step") and cfg.model.total_step is None:
-        cfg.model.total_step = steps_per_epoch * tc.epochs  # AdaLoRA's budget schedule follows the trainer
+    model_cfg = method.plan_training(cfg.model, steps_per_epoch * tc.epochs)  # e.g. AdaLoRA's budget schedule
     seed_everything(tc.seed)
-    model = method.build(cfg.model, with_lpm=store is None)
-    inputs: Inputs = make_inputs(model, cfg.model, index, store, usable, tc.seed, method.kind, cfg.data.resize)
+    model = method.build(model_cfg, source="store" if store is not None else "online")
+    inputs: Inputs = make_inputs(method, model, model_cfg, index, store, usable, tc.seed, cfg.data.resize)
     trainable = [p for p in model.parameters() if p.requires_grad]
     lr = tc.lr if tc.lr is not None else method.default_lr
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas))
@@ -193,8 +192,7 @@ def fit(
                         accelerator.clip_grad_norm_(trainable, tc.grad_clip)
                     optimizer.step()
                     scheduler.step()
-                    if hasattr(core, "after_optimizer_step"):
-                        core.after_optimizer_step(step)
+                    method.step_done(core, step)
                     step += 1
                     crash_point("train-step", step)
                 optimizer.zero_grad(set_to_none=True)

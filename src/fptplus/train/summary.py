@@ -31,8 +31,7 @@ def next_steps(cfg: RunConfig, root: Path, seeds: list[int]) -> list[str]:
         (f"fptplus evaluate {run} --split test", "metrics, ROC and confusion matrix again"),
         (f"fptplus predict {run} NEW_IMAGES/ --out predictions.csv", "class probabilities for new images"),
     ]
-    method = get_method(cfg.method)
-    if method.kind == "fpt" and getattr(cfg.model, "fused_layers", None) != 0:
+    if get_method(cfg.method).uses_store(cfg.model):  # a model with fused frozen-model layers: explainable
         steps.append((f"fptplus explain {run} IMAGE.png", "selected tokens and prompt attention"))
     if len(seeds) == 1:
         config = shlex.quote(str(root / "config.yaml"))

@@ -27,7 +27,7 @@ def fpt_run_dirs(run: str | Path, seed: int | None) -> tuple[Path, Path]:
 
     root, run_dir = resolve_run(run, seed)
     cfg = RunConfig.load(run_dir / "config.yaml")
-    if get_method(cfg.method).kind != "fpt" or cfg.model.fused_layers == 0:
+    if not get_method(cfg.method).uses_store(cfg.model):  # FPT/FPT+ with fused layers
         raise ConfigError(
             f"{run_dir} is a {cfg.method} run{' without fused layers' if cfg.method.startswith('fpt') else ''}: "
             "explain shows FPT/FPT+'s selected tokens and prompt attention, which only FPT/FPT+ runs with fused "
@@ -36,9 +36,9 @@ def fpt_run_dirs(run: str | Path, seed: int | None) -> tuple[Path, Path]:
     return root, run_dir
 
 
-def _fpt_run(run: str | Path, checkpoint: str, seed: int | None, with_lpm: bool):
+def _fpt_run(run: str | Path, checkpoint: str, seed: int | None, source: str):
     root, run_dir = fpt_run_dirs(run, seed)
-    cfg, model, classes = load_trained(run_dir, checkpoint, with_lpm=with_lpm)
+    cfg, model, classes = load_trained(run_dir, checkpoint, source)
     return root, run_dir, cfg, model, classes
 
 
@@ -67,7 +67,7 @@ def explain_image(
         prompt: one fine-grained prompt, or None for the mean over prompts.
         out_dir: where the PNGs go (default RUN/explain).
     """
-    _, run_dir, cfg, model, classes = _fpt_run(run, checkpoint, seed, with_lpm=True)
+    _, run_dir, cfg, model, classes = _fpt_run(run, checkpoint, seed, "online")
     spec, plan = model.spec, model.plan
     layer = plan.lpm_layers[-1] if layer is None else layer
     if layer not in plan.lpm_layers:
@@ -77,7 +77,7 @@ def explain_image(
         raise ConfigError(f"head must be in 0..{spec.num_heads - 1}, got {head}")
     if prompt is not None and not 0 <= prompt < cfg.model.num_prompts:
         raise ConfigError(f"prompt must be in 0..{cfg.model.num_prompts - 1}, got {prompt}")
-    views = Views(view_config(cfg.model, spec, None, cfg.data.resize))
+    views = Views(view_config(get_method(cfg.method), cfg.model, spec, None, cfg.data.resize))
     hr = views.high_res(load_image_file(image, cfg.data.max_image_pixels or None).image)
     with torch.no_grad():
         out = model.forward_details(views.side_view(views.side_source(hr), train=False)[None],

@@ -72,10 +72,10 @@ def prompt_attention_profile(
     cfg = RunConfig.load(run_dir / "config.yaml")
     index = run_index(root, cfg)
     store = open_run_store(root, cfg, index)
-    _, _, cfg, model, _ = _fpt_run(run, checkpoint, seed, with_lpm=store is None)
+    _, _, cfg, model, _ = _fpt_run(run, checkpoint, seed, "store" if store is not None else "online")
     usable = store.usable() if store is not None else list(range(len(index.samples)))
-    kind = get_method(cfg.method).kind
-    inputs = make_inputs(model, cfg.model, index, store, usable, cfg.train.seed, kind, cfg.data.resize)
+    method = get_method(cfg.method)
+    inputs = make_inputs(method, model, cfg.model, index, store, usable, cfg.train.seed, cfg.data.resize)
     blocks = [model.side.vit.blocks[b] for b in model.plan.side_blocks]
     probe = PromptAttentionProbe(blocks, cfg.model.num_prompts)
     try:
