@@ -2,7 +2,7 @@
 change a reported AUC.
 
 - `check_names`: every path fptplus will write into CSV/JSON/YAML records must be valid UTF-8 (refused, named).
-- `check_same_files`: one file reached through two paths (symlinks, hard links, `./a.png` vs `/data/a.png`) is
+- `check_files`: one file reached through two paths (symlinks, hard links, `./a.png` vs `/data/a.png`) is
   refused with both paths, since it could carry two labels or sit in two splits.
 - `find_duplicates`: byte-identical files (same size, then same sha256 — only files whose size collides with
   another's are read): refused when they carry different labels (unless allowed), otherwise reported.
@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DataError
 from ..files import display
@@ -57,21 +57,13 @@ def is_mask(path: Path) -> Path | None:
     return None
 
 
-def file_identity(path: Path) -> tuple[int, int] | None:
-    """(device, inode) of the file a path leads to (symlinks followed): equal for two paths to one file."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
-def same_files(paths: list[Path]) -> list[tuple[int, int]]:
-    """Pairs (first, again) of positions in `paths` that lead to the same file."""
-    seen: dict[tuple[int, int], int] = {}
+def same_samples(reader: Any, paths: list[str]) -> list[tuple[int, int]]:
+    """Pairs (first, again) of positions in `paths` whose samples are the same bytes (the reader's identity:
+    one inode for files, so symlinks, hard links and two spellings of one path all count)."""
+    seen: dict[Any, int] = {}
     pairs = []
     for i, p in enumerate(paths):
-        ident = file_identity(p)
+        ident = reader.identity(p)
         if ident is None:
             continue
         if ident in seen:
@@ -81,29 +73,20 @@ def same_files(paths: list[Path]) -> list[tuple[int, int]]:
     return pairs
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def byte_duplicates(paths: list[Path]) -> list[list[int]]:
-    """Groups (positions in `paths`, ≥ 2 each) of byte-identical files. Only same-size files are hashed."""
+def byte_duplicates(reader: Any, paths: list[str]) -> list[list[int]]:
+    """Groups (positions in `paths`, ≥ 2 each) of byte-identical samples. Only same-size samples are read."""
     by_size: dict[int, list[int]] = defaultdict(list)
     for i, p in enumerate(paths):
-        try:
-            by_size[p.stat().st_size].append(i)
-        except OSError:
-            continue
+        info = reader.info(p)
+        if info is not None:
+            by_size[info.size].append(i)
     groups = []
     for members in by_size.values():
         if len(members) < 2:
             continue
         by_hash: dict[str, list[int]] = defaultdict(list)
         for i in members:
-            by_hash[_sha256(paths[i])].append(i)
+            by_hash[hashlib.sha256(reader.read(paths[i])[0]).hexdigest()].append(i)
         groups += [g for g in by_hash.values() if len(g) > 1]
     return sorted(groups)
 
@@ -148,20 +131,20 @@ def _where(index: DataIndex, i: int) -> str:
 
 def check_files(index: DataIndex, allow_duplicates: bool = False, limit: int = 5) -> None:
     """Refuses non-UTF-8 names and one file under two paths; reports (or refuses) byte-identical files."""
-    bad = bad_names([str(index.root.resolve()), *index.classes, *(s.path for s in index.samples)])
+    bad = bad_names([str(Path(index.root).resolve()), *index.classes, *(s.path for s in index.samples)])
     if bad:
         shown = ", ".join(bad[:limit])
         raise DataError(
             f"file or folder names that are not valid UTF-8 ({len(bad)}), e.g. {shown}: fptplus writes every path "
             f"into its CSV/JSON records; {RENAME_HINT}"
         )
-    paths = [index.abspath(s) for s in index.samples]
-    pairs = same_files(paths)
+    paths = [s.path for s in index.samples]
+    pairs = same_samples(index.reader, paths)
     if pairs:
         shown = "; ".join(f"{_where(index, a)} and {_where(index, b)}" for a, b in pairs[:limit])
         raise DataError(f"files reached by two paths (symlinks or hard links; {len(pairs)}): {shown}. "
                         "Each image must appear once; remove the extra links")  # fmt: skip
-    groups = byte_duplicates(paths)
+    groups = byte_duplicates(index.reader, paths)
     if not groups:
         return
     conflicting = [g for g in groups if len({index.samples[i].label for i in g}) > 1]

@@ -31,6 +31,10 @@ class EpochSeeded(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def sample_name(self, j: int) -> str:
+        """The path of the j-th sample served (as the dataset records it), for prediction tables."""
+        return str(self.index.samples[self.indices[j]].path)
+
     def _side(self, source: torch.Tensor, i: int) -> torch.Tensor:
         seed = sample_seed(self.seed, self.epoch, i) if self.train else None
         return self.views.side_view(source, self.train, seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import random
 from collections import Counter, defaultdict
@@ -11,7 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .decode import DEFAULT_MAX_PIXELS, DecodedImage, load_image_file
+from ..files import display
+from .decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_bytes
+from .readers import FolderReader, Reader
 
 SPLITS = ("train", "val", "test")
 SPLIT_ALIASES = {
@@ -48,6 +51,7 @@ class DataIndex:
         masks: files left out because they look like segmentation masks.
         warnings: what the user should know (byte-identical files, ...), printed by the commands.
         max_pixels: images announcing more pixels are refused from their header (None: no limit).
+        reader: where the samples' bytes come from (default: files under `root`; see `readers`).
     """
 
     root: Path
@@ -58,13 +62,31 @@ class DataIndex:
     masks: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    reader: Reader | None = None
+
+    def __post_init__(self) -> None:
+        if self.reader is None:
+            self.reader = FolderReader(Path(self.root))
 
     def abspath(self, sample: Sample) -> Path:
-        return Path(sample.path) if os.path.isabs(sample.path) else self.root / sample.path
+        """The file of a sample of a folder dataset (only a `FolderReader` has files; use `reader` otherwise)."""
+        if not isinstance(self.reader, FolderReader):
+            raise TypeError(f"samples of {self.source} are not files; read them through index.reader")
+        return self.reader.path(sample.path)
+
+    def name(self, sample: Sample) -> str:
+        """The sample as a message shows it."""
+        return self.reader.name(sample.path)
 
     def load(self, i: int) -> DecodedImage:
-        """Decodes sample `i` (DecodeError naming the file), within the index's pixel budget."""
-        return load_image_file(self.abspath(self.samples[i]), self.max_pixels)
+        """Decodes sample `i` (DecodeError naming it), within the index's pixel budget."""
+        path = self.samples[i].path
+        try:
+            data, info = self.reader.read(path)
+        except OSError as err:
+            raise DecodeError(f"{self.reader.name(path)}: cannot read ({err.strerror or err})") from err
+        image = decode_bytes(data, Path(path).suffix, self.reader.name(path), self.max_pixels)
+        return DecodedImage(image, hashlib.sha256(data).hexdigest(), len(data), info.mtime_ns)
 
     def split(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.split == name]
@@ -78,7 +100,7 @@ class DataIndex:
 
     def describe(self) -> str:
         counts = self.counts()
-        lines = [f"{len(self.samples)} images, {len(self.classes)} classes ({self.source}: {self.root})"]
+        lines = [f"{len(self.samples)} images, {len(self.classes)} classes ({self.source}: {display(self.root)})"]
         for name in SPLITS:
             per = ", ".join(f"{c}={n}" for c, n in zip(self.classes, counts[name], strict=True))
             lines.append(f"  {name:5s} {sum(counts[name]):6d}  ({per})")
@@ -93,7 +115,7 @@ class DataIndex:
             w = csv.writer(f)
             w.writerow(["path", "label", "split", "group"])
             for s in self.samples:
-                w.writerow([self.abspath(s).resolve().as_posix(), self.classes[s.label], s.split, s.group or ""])
+                w.writerow([self.reader.locate(s.path), self.classes[s.label], s.split, s.group or ""])
         os.replace(tmp, path)
 
 

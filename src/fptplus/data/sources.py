@@ -4,6 +4,7 @@
 (b) class folders   root/<class>/...                       → stratified 70/10/20 split with a seed
 (c) CSV manifest    path,label[,split][,group][,extra...]  → official split, or an automatic one that keeps
                                                              every group (e.g. patient) inside one split
+(d) a .zip of (a) or (b)                                   → read in place (`zipsource`, `readers.ZipReader`)
 
 Class names are folder names or CSV labels, sorted (numerically when all are integers), so label indices
 are the same whichever layout or machine produced them. Refused with a clear error: empty class folders,
@@ -38,6 +39,7 @@ from .index import (
     check_classes,
     sort_classes,
 )
+from .zipsource import from_zip
 
 __all__ = [
     "DEFAULT_FRACTIONS",
@@ -79,9 +81,13 @@ def load_index(
     if not_utf8(str(data)):
         raise DataError(f"the dataset path {display(data)} is not valid UTF-8; {RENAME_HINT}")
     scan = FolderScan(include_masks)
-    if data.is_file():
+    if data.is_file() and data.suffix.lower() == ".zip":
+        index, masks = from_zip(data, seed, fractions, classes, include_masks)
+        scan.masks, scan.mask_pairs = masks, [(m, "its image") for m in masks]
+    elif data.is_file():
         if data.suffix.lower() != ".csv":
-            raise DataError(f"{data} is a file but not a .csv manifest; pass a dataset folder or a CSV file")
+            raise DataError(f"{data} is a file but neither a .csv manifest nor a .zip; pass a dataset folder, a CSV "
+                            "manifest or a zip of class folders")  # fmt: skip
         index = _from_csv(data, seed, fractions, classes, scan)
     elif data.is_dir():
         scan.enter(data, ".")  # a link back to the root is a loop too

@@ -38,6 +38,9 @@ class StoreDataset(EpochSeeded):
         positions = store.layer_positions(tuple(layers)) if layers is not None else None
         self.positions = None if positions == list(range(len(store.layers))) else positions
 
+    def sample_name(self, j: int) -> str:
+        return str(self.store.samples[self.indices[j]].get("path", ""))
+
     def __getitem__(self, j: int) -> dict[str, Any]:
         i = self.indices[j]
         rec = self.store.features(i)  # decoded by the store's codec

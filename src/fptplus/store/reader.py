@@ -31,6 +31,13 @@ from .format import (
 STORED_IMAGE = {"size": int, "sha256": str}  # every sample that was not skipped records its file
 
 
+def _sha256(index: DataIndex, path: str) -> str | None:
+    try:
+        return hashlib.sha256(index.reader.read(path)[0]).hexdigest()
+    except OSError:
+        return None
+
+
 def changed_images(records: list[dict[str, Any]], index: DataIndex, limit: int = 5) -> list[str]:
     """Images whose file changed since preloading: missing, another size, or (when the modification time moved)
     other bytes. Files with the recorded size and mtime are not read; the others are re-hashed."""
@@ -38,13 +45,12 @@ def changed_images(records: list[dict[str, Any]], index: DataIndex, limit: int =
     for rec, sample in zip(records, index.samples, strict=True):
         if rec.get("skipped"):
             continue
-        path = index.abspath(sample)
-        try:
-            st = path.stat()
-        except OSError:
-            changed.append(sample.path)
-            continue
-        if st.st_size != rec["size"] or (st.st_mtime_ns != rec.get("mtime_ns") and file_sha256(path) != rec["sha256"]):
+        info = index.reader.info(sample.path)
+        if (
+            info is None
+            or info.size != rec["size"]
+            or (info.mtime_ns != rec.get("mtime_ns") and _sha256(index, sample.path) != rec["sha256"])
+        ):
             changed.append(sample.path)
     if changed:
         shown = [display(c) for c in changed[:limit]]
@@ -211,14 +217,14 @@ class FeatureStore:
             for rec, sample in zip(self.samples, index.samples, strict=True):
                 if rec.get("skipped"):
                     continue
-                path = index.abspath(sample)
+                name = index.name(sample)
                 try:
-                    data = path.read_bytes()
+                    data, _ = index.reader.read(sample.path)
                 except OSError as err:
-                    problems.append(f"{path}: cannot read ({err})")
+                    problems.append(f"{name}: cannot read ({err})")
                     continue
                 if len(data) != rec["size"] or hashlib.sha256(data).hexdigest() != rec["sha256"]:
-                    problems.append(f"{path}: image changed since preloading")
+                    problems.append(f"{name}: image changed since preloading")
         return problems
 
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._testing import crash_point
 from ..backbone import FrozenLPM
-from ..data.decode import DecodeError, load_image_file, undecodable_error
+from ..data.decode import DecodeError, undecodable_error
 from ..data.sources import DataIndex
 from ..data.views import Views
 from ..files import display, human_bytes
@@ -82,7 +82,7 @@ class _Decode(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         try:
-            decoded = load_image_file(self.index.abspath(self.index.samples[i]), self.index.max_pixels)
+            decoded = self.index.load(i)
         except DecodeError as err:
             return {"i": i, "error": str(err)}
         hr = self.views.high_res(decoded.image)

@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..backbone import LPMSpec
+from ..data.datasets import EpochSeeded
 from ..data.sources import DataIndex
 from ..data.views import Views
 from ..store.reader import FeatureStore
@@ -60,7 +61,7 @@ def make_inputs(
 
 def epoch_loader(dataset: Dataset, batch_size: int, workers: int, seed: int, epoch: int) -> DataLoader:
     """Training loader whose order is a function of (seed, epoch) only, so a resumed run sees the same order."""
-    if hasattr(dataset, "set_epoch"):
+    if isinstance(dataset, EpochSeeded):
         dataset.set_epoch(epoch)
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return DataLoader(

@@ -247,16 +247,9 @@ def write_split_predictions(path: Path, ds, labels: np.ndarray, probs: np.ndarra
     """One row per evaluated sample: its path (when known), true class and the class probabilities."""
     from .outputs import write_prediction_rows
 
-    indices = getattr(ds, "indices", None)
-    known = indices is not None and len(indices) == len(labels)  # DDP padding would break the order
-    names = [_sample_path(ds, i) for i in indices] if known else [""] * len(labels)
+    known = len(ds) == len(labels)  # DDP padding would break the order
+    names = [ds.sample_name(j) for j in range(len(ds))] if known else [""] * len(labels)
     write_prediction_rows(path, names, labels, probs, classes)
-
-
-def _sample_path(ds, i: int) -> str:
-    if hasattr(ds, "store"):
-        return str(ds.store.samples[i].get("path", ""))
-    return str(ds.index.samples[i].path) if hasattr(ds, "index") else ""
 
 
 def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log) -> dict[str, Any]:

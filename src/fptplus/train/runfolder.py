@@ -145,7 +145,7 @@ def check_split_record(root: Path, index: DataIndex, data: str | Path) -> None:
     from ..data.sources import read_csv_rows
 
     _, rows = read_csv_rows(root / "splits.csv")
-    now = [(index.abspath(s).resolve().as_posix(), index.classes[s.label], s.split) for s in index.samples]
+    now = [(index.reader.locate(s.path), index.classes[s.label], s.split) for s in index.samples]
     then = [(r.get("path"), r.get("label"), r.get("split")) for r in rows]
     if now != then:
         raise RunError(
