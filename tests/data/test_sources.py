@@ -140,7 +140,7 @@ def test_bad_paths(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_index(tmp_path / "nope")
     (tmp_path / "x.txt").write_text("hi")
-    with pytest.raises(DataError, match=r"not a \.csv"):
+    with pytest.raises(DataError, match=r"neither a \.csv manifest nor a \.zip"):
         load_index(tmp_path / "x.txt")
     (tmp_path / "flat").mkdir()
     save(tmp_path / "flat" / "a.png", rgb())

@@ -1,6 +1,6 @@
 """`fptplus bench plan`: run a benchmark plan (see `plan.py`), keep one record per run, render its tables.
 
-Each run is `fptplus train` (in this process, the command line's own code path) into RUNS/<folder>; FPT/FPT+
+Each run is `fptplus train` (in this process, through `fptplus.workflow`) into RUNS/<folder>; FPT/FPT+
 runs of one method and resolution share one feature store (RUNS/store-<method>-<size>); linear probing with
 `features:` reads the pooled CLS feature of another row's store. Finished runs (a results.json per seed) are
 skipped, interrupted ones continue with `--resume`.
@@ -24,8 +24,12 @@ import numpy as np
 from ..config import RunConfig
 from ..errors import ConfigError
 from ..files import display, read_json, write_json_atomic
+from ..logs import get_logger, info_of
 from ..metrics import pair_auc
 from .plan import Plan, Run
+
+_log = get_logger("bench")
+
 
 RECORDS = "runs.json"
 
@@ -42,33 +46,38 @@ def store_dir(runs: Path, run: Run) -> Path:
     return runs / (run.store or f"store-{run.method}-{run.img_size}")
 
 
-def train_args(plan: Plan, run: Run, runs: Path) -> list[str]:
-    """The `fptplus train` command line of a run (new), or its `--resume` (started earlier)."""
-    out = runs / run.folder
-    if (out / "config.yaml").exists():
-        return ["train", "--resume", str(out)]
-    args = ["train", "--method", run.method, "--backbone", plan.backbone, "--weights", str(plan.weights),
-            "--data", str(plan.data), "--img-size", str(run.img_size), "--epochs", str(run.epochs),
-            "--seeds", ",".join(map(str, run.seeds)), "--batch-size", str(plan.batch_size),
-            "--num-workers", str(plan.workers), "--out", str(out)]  # fmt: skip
-    if run.lr is not None:
-        args += ["--lr", f"{run.lr:g}"]
-    if plan.backbone_kwargs:
-        args += ["--backbone-kwargs", repr(plan.backbone_kwargs)]
-    if run.method.startswith("fpt"):
-        args += ["--store", str(store_dir(runs, run))]
-    return [*args, *run.flags]
+def run_config(plan: Plan, run: Run, runs: Path) -> RunConfig:
+    """The `fptplus train` configuration of a run: the plan's backbone, weights and data, the row's fields."""
+    from ..config import DataConfig, TrainConfig, build_dataclass
+    from ..methods import get_method
+
+    method = get_method(run.method)
+    model = {"backbone": plan.backbone, "backbone_kwargs": dict(plan.backbone_kwargs), "weights": str(plan.weights),
+             "img_size": run.img_size, **run.model}  # fmt: skip
+    model_cfg = build_dataclass(method.config_cls, model, f"{run.folder} model", method.make_config)
+    data = {"data": str(plan.data), **run.data}
+    if method.uses_store(model_cfg):  # one store per method and resolution, shared by the runs
+        data["store"] = str(store_dir(runs, run))
+    train = {"epochs": run.epochs, "batch_size": plan.batch_size, "num_workers": plan.workers, "lr": run.lr,
+             **run.train}  # fmt: skip
+    return RunConfig(
+        run.method,
+        model_cfg,
+        build_dataclass(DataConfig, data, f"{run.folder} data"),
+        build_dataclass(TrainConfig, train, f"{run.folder} train"),
+    )
 
 
 def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: float | None = None,
-            log: Callable[[str], None] = print) -> list[str]:  # fmt: skip
+            log: Callable[[str], None] | None = None) -> list[str]:  # fmt: skip
     """Runs what is missing, in the plan's order (features rows after the row whose store they read).
 
     A run that fails is reported and skipped (the others still run); returns the failed runs' messages.
     """
-    from ..cli import run as run_command
     from ..errors import FPTPlusError
+    from ..workflow import train
 
+    log = info_of(_log, log)
     failed: list[str] = []
     start = time.monotonic()
     todo = [r for r in plan.runs if not only or r.name in only or r.folder in only]
@@ -84,10 +93,10 @@ def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: flo
             if run.features:
                 linear_on_store(plan, run, runs, log)
                 continue
-            args = train_args(plan, run, runs)
-            log("+ fptplus " + " ".join(args))
-            if run_command(args) != 0:
-                raise ConfigError(f"run {run.folder} failed (its log: {display(out / 'log.txt')}); fix it and rerun")
+            resume = (out / "config.yaml").exists()
+            log(f"{'resuming' if resume else 'training'} {run.folder}")
+            cfg = RunConfig.load(out / "config.yaml") if resume else run_config(plan, run, runs)
+            train(cfg, out, list(run.seeds), resume=resume)
         except FPTPlusError as err:
             failed.append(f"{run.folder}: {err}")
             log(f"FAILED {failed[-1]}")
@@ -97,8 +106,8 @@ def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: flo
 def linear_on_store(plan: Plan, run: Run, runs: Path, log: Callable[[str], None]) -> None:
     """A linear head on the pooled CLS feature of another row's store (un-augmented, stated in the results)."""
     from ..config import DataConfig, TrainConfig
-    from ..demo.linear import linear_probe
     from ..methods import get_method
+    from ..train.linear_probe import linear_probe
 
     source = next(o for o in plan.runs if o.name == run.features and o.img_size == run.img_size)
     store = store_dir(runs, source)

@@ -11,7 +11,8 @@ A plan is a YAML file (see `benchmarks/plans/`):
     rows:
       - {name: fpt_plus, method: fpt_plus, img_size: [224, 448], lr: [2e-3, 1e-3], epochs: 20, seeds: [0, 1, 2]}
       - {name: linear, method: linear, img_size: [224, 448], epochs: 20, seeds: [0, 1, 2], features: fpt_plus}
-      - {name: lora, method: lora, img_size: 224, epochs: 3, seeds: [0], flags: [--lora-r, "8"]}
+      - {name: lora, method: lora, img_size: 224, epochs: 3, seeds: [0], model: {lora_r: 8}}
+      - {name: bf16, method: bitfit, img_size: 448, epochs: 3, train: {mixed_precision: bf16}, data: {resize: pad}}
     memory: {backbones: [vit_small_patch14_dinov2, vit_base_patch16_224], img_sizes: [224, 448], batch_size: 16}
                                              # optional `overrides: {side_depth: 2}`: model fields for every method
 
@@ -19,7 +20,7 @@ Every row expands to one run per (resolution, learning rate); when a row lists s
 with the best mean validation AUC is kept per (row, resolution) and the others are shown in parentheses.
 `features: ROW` trains a linear head on the pooled CLS feature stored by ROW's feature store at the same
 resolution (no second pass over the images). FPT/FPT+ runs of one method and resolution share one feature store
-(store-<method>-<size>); a row whose flags change what is stored (e.g. --side-img-size, --token-ratio) names its
+(store-<method>-<size>); a row whose settings change what is stored (e.g. side_img_size, token_ratio) names its
 own with `store: NAME` (a store made for other settings is refused, never reused).
 """
 
@@ -35,13 +36,30 @@ from ..errors import ConfigError
 from ..files import display
 from ..methods import get_method
 
-ROW_KEYS = {"name", "method", "img_size", "lr", "epochs", "seeds", "flags", "features", "store", "note"}
+ROW_KEYS = {
+    "name",
+    "method",
+    "img_size",
+    "lr",
+    "epochs",
+    "seeds",
+    "model",
+    "train",
+    "data",
+    "features",
+    "store",
+    "note",
+}
 PLAN_KEYS = {"name", "data", "weights", "backbone", "backbone_kwargs", "pair", "defaults", "rows", "memory", "note"}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Run:
-    """One run folder: a row at one resolution and learning rate."""
+    """One run folder: a row at one resolution and learning rate.
+
+    `model`, `train` and `data` are fields of the method's model config, `TrainConfig` and `DataConfig` (checked
+    by type when the run is built), on top of the plan's backbone, weights, data and defaults.
+    """
 
     name: str
     method: str
@@ -49,10 +67,12 @@ class Run:
     lr: float | None
     epochs: int
     seeds: tuple[int, ...]
-    flags: tuple[str, ...] = ()
+    model: dict[str, Any] = field(default_factory=dict)
     features: str | None = None  # linear probing on the stored CLS of this row's store
     lr_grid: bool = False  # the row searched several learning rates (the folder names the lr)
     store: str | None = None  # the feature store's folder name (default store-<method>-<size>)
+    train: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def folder(self) -> str:
@@ -157,7 +177,9 @@ def _expand(row: Any, i: int) -> list[Run]:
     get_method(row["method"])  # unknown methods are refused by name
     lrs = [float(x) if x is not None else None for x in _as_list(row.get("lr"))]
     seeds = tuple(int(s) for s in _as_list(row.get("seeds", [0])))
-    flags = tuple(str(f) for f in row.get("flags", []))
+    for key in ("model", "train", "data"):
+        if not isinstance(row.get(key, {}), dict):
+            raise ConfigError(f"rows[{i}]: {key!r} must be a mapping of config fields")
     if row.get("features") and row["method"] != "linear":
         raise ConfigError(f"rows[{i}]: `features` (linear probing on stored features) needs method linear")
     return [
@@ -168,10 +190,12 @@ def _expand(row: Any, i: int) -> list[Run]:
             lr,
             int(row["epochs"]),
             seeds,
-            flags,
+            dict(row.get("model") or {}),
             row.get("features"),
             len(lrs) > 1,
             row.get("store"),
+            dict(row.get("train") or {}),
+            dict(row.get("data") or {}),
         )
         for size in _as_list(row["img_size"])
         for lr in lrs

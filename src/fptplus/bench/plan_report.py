@@ -19,10 +19,13 @@ from typing import Any
 import numpy as np
 
 from ..config import RunConfig, TrainConfig, build_dataclass
+from ..logs import get_logger, info_of
 from ..methods import available_methods, get_method
 from ..metrics import pme, ppe
 from .plan import Plan
 from .report import RunSummary, step_memory_mb, write_report_summaries
+
+_log = get_logger("bench")
 
 
 def model_config(record: dict[str, Any]) -> Any:
@@ -177,8 +180,9 @@ def summary(plan: Plan, r: dict[str, Any]) -> RunSummary:
                       config=config)  # fmt: skip
 
 
-def render(plan: Plan, records: list[dict[str, Any]], results: Path, log=print) -> list[dict[str, Any]]:
+def render(plan: Plan, records: list[dict[str, Any]], results: Path, log=None) -> list[dict[str, Any]]:
     """Writes every table and figure of the plan; returns the records with their computed columns."""
+    log = info_of(_log, log)
     results.mkdir(parents=True, exist_ok=True)
     rows = with_memory(records)
     chosen = select_by_val(rows)

@@ -7,10 +7,12 @@ field with its default; `fptplus COMMAND --method NAME --help` shows that method
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
 from ..errors import FPTPlusError
+from ..logs import cli_output
 from ..methods import Method, get_method
 from .bench import add_bench_parsers
 from .common import FORMATTER, method_of
@@ -27,6 +29,7 @@ def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
         prog="fptplus",
         description="FPT+: parameter- and memory-efficient transfer learning for high-resolution medical images.",
         formatter_class=FORMATTER,
+        epilog="-q/--quiet (warnings only) or -v/--verbose (debug lines too) may follow any command.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     add_params_parser(sub, method)
@@ -39,11 +42,24 @@ def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+VERBOSITY = {"-q": logging.WARNING, "--quiet": logging.WARNING, "-v": logging.DEBUG, "--verbose": logging.DEBUG}
+
+
 def run(argv: Sequence[str]) -> int:
-    """One command line, in this process; fptplus's own errors propagate (for callers such as `bench plan`)."""
-    method = method_of(argv)
-    args = build_parser(method).parse_args(list(argv))
-    return args.func(args, method)
+    """One command line, in this process; fptplus's own errors propagate (for callers such as `bench plan`).
+
+    `-q/--quiet` (warnings only) and `-v/--verbose` (debug lines too) may stand anywhere on the line.
+    """
+    argv = list(argv)
+    level = logging.INFO
+    for flag, value in VERBOSITY.items():
+        while flag in argv:
+            argv.remove(flag)
+            level = value
+    with cli_output(level):
+        method = method_of(argv)
+        args = build_parser(method).parse_args(argv)
+        return args.func(args, method)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

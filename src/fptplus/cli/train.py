@@ -13,7 +13,8 @@ RESUME_OK = {"num_workers", "log_every"}
 
 
 def cmd_train(args: argparse.Namespace, method: Method) -> int:
-    from ..train.run import resume_config, train
+    from ..train.run import resume_config
+    from ..workflow import train
 
     if args.resume:
         cfg, seeds = resume_config(args.resume)
@@ -71,9 +72,9 @@ def add_train_parser(sub, method: Method) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace, method: Method) -> int:
-    from ..train.evaluate import evaluate_run
+    from ..workflow import evaluate
 
-    evaluate_run(args.run, args.split, args.checkpoint, args.seed)
+    evaluate(args.run, args.split, args.checkpoint, args.seed)
     return 0
 
 

@@ -25,6 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from ..data.sources import assign_splits
+from ..logs import get_logger, info_of
+
+_log = get_logger("demo")
+
 
 VERSION = 1
 
@@ -127,8 +131,9 @@ def _read_identity(path: Path) -> Any:
         return None
 
 
-def build_dataset(task: RetinaTask, root: Path | None = None, log=print) -> Path:
+def build_dataset(task: RetinaTask, root: Path | None = None, log=None) -> Path:
     """Writes (once) the PNGs and labels.csv; returns the CSV path. A complete cache is reused as is."""
+    log = info_of(_log, log)
     from PIL import Image
 
     from .. import pretrained

@@ -20,11 +20,14 @@ from typing import Any
 
 from ..bench.memory import measure_step
 from ..config import DataConfig, RunConfig, TrainConfig
+from ..logs import get_logger
 from ..methods import get_method
 from ..model import FPTConfig
 from ..pretrained import BUILTIN
+from ..train.linear_probe import linear_probe
 from .data import RetinaTask, build_dataset
-from .linear import linear_probe
+
+_log = get_logger("demo")
 
 
 @dataclass
@@ -57,7 +60,7 @@ class DemoConfig:
     workers: int = 1
 
 
-def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig, log=None) -> dict[str, Any]:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -133,8 +136,8 @@ def run_demo(cfg: DemoConfig, log=print) -> dict[str, Any]:
 
 
 def _train(run: RunConfig, out: Path, log) -> dict[str, Any]:
-    from ..train.run import train
     from ..train.runfolder import read_results
+    from ..workflow import train
 
     if (out / "results.json").exists():
         log(f"  {out} finished earlier; reusing its results (delete the folder to retrain)")

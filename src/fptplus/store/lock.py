@@ -23,7 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from ..files import display
+from ..logs import get_logger, info_of
 from .format import StoreError
+
+_log = get_logger("store")
+
 
 try:
     import fcntl
@@ -60,8 +64,8 @@ class StoreLock:
         log: where the waiting / take-over lines go.
     """
 
-    def __init__(self, store: str | Path, wait: float | None = None, log: Callable[[str], None] = print) -> None:
-        self.store, self.wait, self.log = Path(store), wait, log
+    def __init__(self, store: str | Path, wait: float | None = None, log: Callable[[str], None] | None = None) -> None:
+        self.store, self.wait, self.log = Path(store), wait, info_of(_log, log)
         self.path = self.store / LOCK_FILE
         self.fd: int | None = None
         self.previous: dict[str, Any] | None = None  # the record of a holder that stopped without releasing

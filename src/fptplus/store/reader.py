@@ -12,6 +12,7 @@ import torch
 from ..data.sources import DataIndex
 from ..errors import FPTPlusError
 from ..files import display
+from ..logs import get_logger, info_of
 from ..weights import file_sha256
 from .codecs import FLOAT_FIELDS, codec_of
 from .format import (
@@ -27,6 +28,8 @@ from .format import (
     samples_diff,
     shard_file,
 )
+
+_log = get_logger("store")
 
 STORED_IMAGE = {"size": int, "sha256": str}  # every sample that was not skipped records its file
 
@@ -190,11 +193,12 @@ class FeatureStore:
         """Positions along the stored L axis of the given LPM layers."""
         return [self.layers.index(layer) for layer in layers]
 
-    def verify(self, index: DataIndex | None = None, log=print) -> list[str]:
+    def verify(self, index: DataIndex | None = None, log=None) -> list[str]:
         """Re-hashes every shard file, checks shapes and finiteness, and (with `index`) each image's bytes.
 
         Returns the problems found (empty when the store is sound).
         """
+        log = info_of(_log, log)
         problems = []
         for s, shard in enumerate(self.manifest["shards"]):
             for f in self.fields:

@@ -33,6 +33,7 @@ from ..data.decode import DecodeError, undecodable_error
 from ..data.sources import DataIndex
 from ..data.views import Views
 from ..files import display, human_bytes
+from ..logs import get_logger, info_of
 from ..model import FPTConfig
 from ..weights import create_vit, file_sha256
 from .codecs import codec_of
@@ -51,6 +52,9 @@ from .format import (
 )
 from .lock import StoreLock
 from .plan import PreloadOptions, build_plan, check_disk, check_folder, disk_needed, prepare_folder, store_spec
+
+_log = get_logger("store")
+
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
@@ -241,7 +245,7 @@ def preload(
     options: PreloadOptions | None = None,
     rank: int | None = None,
     world_size: int | None = None,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
 ) -> PreloadReport:
     """Builds (or resumes, or confirms) the feature store of `index` for the model `cfg` in `out`.
 
@@ -251,8 +255,9 @@ def preload(
         out: store folder.
         options: dtype, batch size, workers, sharding, bad-file policy, overwrite, lock wait.
         rank, world_size: explicit process slot (default: from Accelerate / torchrun, else 0 of 1).
-        log: progress lines.
+        log: progress lines (default: the `fptplus.store` logger).
     """
+    log = info_of(_log, log)
     options = options or PreloadOptions()
     out = Path(out)
     t0 = time.perf_counter()

@@ -18,14 +18,18 @@ from ..data.decode import IMAGE_EXTENSIONS, DecodeError, load_image_file, undeco
 from ..data.sources import SPLITS, DataIndex
 from ..errors import ConfigError, RunError
 from ..files import display
+from ..logs import get_logger, info_of
 from ..methods import get_method
 from ..metrics import compute_metrics
 from ..store import FeatureStore
 from ..store.plan import store_spec
+from .callbacks import Callback, RunInfo
 from .checkpoint import load_checkpoint, read_meta
 from .inputs import eval_loader, make_inputs, view_config
 from .loop import predict_probs
 from .runfolder import check_split_record, read_classes, read_run_info, store_location
+
+_log = get_logger("evaluate")
 
 
 def resolve_run(run: str | Path, seed: int | None = None) -> tuple[Path, Path]:
@@ -68,9 +72,18 @@ def load_trained(run_dir: Path, checkpoint: str, source: str = "online"):
 
 
 def evaluate_run(
-    run: str | Path, split: str = "test", checkpoint: str = "best", seed: int | None = None, log: Callable = print
+    run: str | Path,
+    split: str = "test",
+    checkpoint: str = "best",
+    seed: int | None = None,
+    log: Callable | None = None,
+    callbacks: Callback | None = None,
 ) -> dict[str, Any]:
-    """Metrics of a trained run on one split (the run's own split file), written to eval-SPLIT-CHECKPOINT.json."""
+    """Metrics of a trained run on one split (the run's own split file), written to eval-SPLIT-CHECKPOINT.json.
+
+    `callbacks` receive `on_evaluated` with the labels and probabilities (the workflow's plots draw the ROC and
+    confusion matrix from them).
+    """
     if split not in SPLITS:
         raise ConfigError(f"split must be one of {SPLITS}, got {split!r}")
     root, run_dir = resolve_run(run, seed)
@@ -92,15 +105,9 @@ def evaluate_run(
     )
     out = {"run": str(run_dir), "split": split, "checkpoint": checkpoint, **metrics.to_dict()}
     (run_dir / f"eval-{split}-{checkpoint}.json").write_text(json.dumps(out, indent=1))
-    if len(labels):
-        from ..viz.curves import plot_confusion, plot_roc
-
-        classes = read_classes(root)
-        plot_roc(labels, probs, classes, run_dir / f"roc_{split}-{checkpoint}.png", f"ROC ({split}, {checkpoint})")
-        plot_confusion(
-            labels, probs, classes, run_dir / f"confusion_{split}-{checkpoint}.png", f"{split}, {checkpoint}"
-        )
-    log(f"{run_dir} [{checkpoint}] on {split}: {metrics.summary()}")
+    if len(labels) and callbacks is not None:
+        callbacks.on_evaluated(RunInfo(run_dir, cfg, read_classes(root)), f"{split}-{checkpoint}", labels, probs, [])
+    info_of(_log, log)(f"{run_dir} [{checkpoint}] on {split}: {metrics.summary()}")
     return out
 
 

@@ -26,9 +26,11 @@ from .._testing import crash_point
 from ..config import RunConfig
 from ..data.sources import DataIndex
 from ..files import human_bytes
+from ..logs import get_logger, info_of, showing_info
 from ..methods import get_method
 from ..metrics import Metrics, compute_metrics
 from ..store.reader import FeatureStore
+from .callbacks import Callback, Callbacks, RunInfo
 from .checkpoint import (
     checkpoint_bytes,
     load_checkpoint,
@@ -38,7 +40,9 @@ from .checkpoint import (
     set_rng_state,
 )
 from .inputs import Inputs, epoch_loader, eval_loader, make_inputs
-from .outputs import Logger, Progress, RunPaths, tensorboard_writer, write_history
+from .outputs import Progress, RunPaths, write_history
+
+_log = get_logger("train")
 
 
 def seed_everything(seed: int) -> None:
@@ -118,9 +122,17 @@ def fit(
     store: FeatureStore | None,
     usable: list[int],
     resume: bool = False,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] | None = None,
+    callbacks: Callback | None = None,
 ) -> FitResult:
-    """Trains one seed of `cfg` into `root` (or resumes it), then evaluates the best checkpoint on test."""
+    """Trains one seed of `cfg` into `root` (or resumes it), then evaluates the best checkpoint on val and test.
+
+    Args:
+        cfg, root, index, store, usable: the run's config, folder, dataset, feature store (or None) and usable samples.
+        resume: continue from RUN/checkpoints/last.
+        log: where progress lines go (default: the `fptplus.train` logger).
+        callbacks: receivers of the trainer's events (plots, TensorBoard, ...; see `callbacks`).
+    """
     from accelerate import Accelerator
 
     paths = RunPaths(root)
@@ -131,8 +143,8 @@ def fit(
         mixed_precision=tc.mixed_precision,
         gradient_accumulation_steps=tc.grad_accum,
     )
-    if not accelerator.is_main_process:
-        log = Logger(None, enabled=False)
+    log = info_of(_log, log) if accelerator.is_main_process else (lambda line: None)
+    events = Callbacks([callbacks] if callbacks is not None else [], enabled=accelerator.is_main_process)
     n_train = sum(index.samples[i].split == "train" for i in usable)
     per_process = math.ceil(n_train / accelerator.num_processes)
     steps_per_epoch = math.ceil(math.ceil(per_process / tc.batch_size) / tc.grad_accum)
@@ -166,7 +178,8 @@ def fit(
     log(f"{cfg.method}: {params}; {source}; {len(inputs.train)} train / "
         f"{len(inputs.val)} val / {len(inputs.test)} test images; lr {lr:g}, {tc.epochs} epochs")  # fmt: skip
 
-    writer = tensorboard_writer(paths.tb) if accelerator.is_main_process else None
+    run = RunInfo(root, cfg, list(index.classes), params)
+    events.on_fit_start(run)
     eval_bs = tc.eval_batch_size or 2 * tc.batch_size
     val_loader = eval_loader(inputs.val, eval_bs, tc.num_workers)
     for epoch in range(start_epoch, tc.epochs):
@@ -176,7 +189,7 @@ def fit(
         if accelerator.num_processes > 1:
             loader = accelerator.prepare_data_loader(loader)
         loss_sum, seen = 0.0, 0
-        bar = Progress(len(loader), f"epoch {epoch + 1}/{tc.epochs}", accelerator.is_main_process)
+        bar = Progress(len(loader), f"epoch {epoch + 1}/{tc.epochs}", accelerator.is_main_process and showing_info())
         for i, batch in enumerate(loader):
             batch = to_device(batch, accelerator.device)
             y = torch.as_tensor(batch["label"], device=accelerator.device)
@@ -198,9 +211,7 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
             loss_sum += loss.item() * len(y)
             seen += len(y)
-            if writer is not None:
-                writer.add_scalar("train/loss", loss.item(), step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            events.on_step(run, step, loss.item(), scheduler.get_last_lr()[0])
             bar.update(i + 1, f"loss {loss_sum / seen:.4f} lr {scheduler.get_last_lr()[0]:.2e}", tc.log_every, log)
         bar.close()
         train_seconds = time.perf_counter() - t0
@@ -224,10 +235,7 @@ def fit(
             f"{val.summary()}{'  *best*' if improved else ''}")  # fmt: skip
         if val.auc_note and epoch == start_epoch:
             log(f"note: {val.auc_note}; model selection uses the validation loss instead")
-        if writer is not None:
-            for k, v in row.items():
-                if k.startswith("val_") and isinstance(v, (int, float)):
-                    writer.add_scalar(f"val/{k[4:]}", v, epoch + 1)
+        events.on_epoch_end(run, row)
         if accelerator.is_main_process:
             ckpt_meta = {**meta, "epoch": epoch + 1, "selection": key[0], "score": key[1]}
             if improved:
@@ -237,10 +245,9 @@ def fit(
             save_checkpoint(paths.last, core, ckpt_meta, state)
             write_history(root, history)
         accelerator.wait_for_everyone()
-    if writer is not None:
-        writer.close()
-    return FitResult(_final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log),
-                     history)  # fmt: skip
+    results = _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log, events, run)
+    events.on_fit_end(run, results)
+    return FitResult(results, history)
 
 
 def write_split_predictions(path: Path, ds, labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
@@ -252,7 +259,8 @@ def write_split_predictions(path: Path, ds, labels: np.ndarray, probs: np.ndarra
     write_prediction_rows(path, names, labels, probs, classes)
 
 
-def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log) -> dict[str, Any]:
+def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log, events,
+                  run) -> dict[str, Any]:  # fmt: skip
     tc = cfg.train
     load_checkpoint(paths.best, core, meta)
     eval_bs = tc.eval_batch_size or 2 * tc.batch_size
@@ -263,10 +271,8 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
                             seed=tc.seed, ordinal=cfg.data.ordinal)  # fmt: skip
         out[split] = m.to_dict()
         log(f"best epoch {best[2] + 1} ({best[0]}) on {split}: {m.summary()}")
-        if split == "test" and accelerator.is_main_process and len(labels):
-            from ..viz.curves import write_run_plots
-
-            write_run_plots(paths.root, history, "test", labels, probs, meta["classes"])
+        if len(labels):
+            events.on_evaluated(run, split, labels, probs, history)
         if accelerator.is_main_process and len(labels):
             write_split_predictions(paths.root / f"predictions_{split}.csv", ds, labels, probs, meta["classes"])
     results = {

@@ -1,4 +1,4 @@
-"""What a run writes besides checkpoints: folder layout, log lines, progress, metrics history, TensorBoard."""
+"""What a run writes besides checkpoints: folder layout, progress lines, metrics history, prediction tables."""
 
 from __future__ import annotations
 
@@ -40,21 +40,6 @@ class RunPaths:
         return self.root / "tensorboard"
 
 
-class Logger:
-    """Lines to stdout and RUN/log.txt (main process only)."""
-
-    def __init__(self, path: Path | None, enabled: bool = True) -> None:
-        self.path, self.enabled = path, enabled
-
-    def __call__(self, line: str) -> None:
-        if not self.enabled:
-            return
-        print(line, flush=True)
-        if self.path is not None:
-            with open(self.path, "a") as f:
-                f.write(line + "\n")
-
-
 def write_history(root: Path, history: list[dict[str, Any]]) -> None:
     with open(root / "metrics.jsonl", "w") as f:
         for row in history:
@@ -64,14 +49,6 @@ def write_history(root: Path, history: list[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(history)
-
-
-def tensorboard_writer(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is a dependency; stay usable without it
-        return None
-    return SummaryWriter(str(path))
 
 
 class Progress:

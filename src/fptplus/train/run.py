@@ -25,12 +25,14 @@ from ..data.scan import check_bad, scan_images
 from ..data.sources import DataIndex
 from ..errors import ConfigError, RunError
 from ..files import write_json_atomic
+from ..logs import get_logger, info_of, log_file
 from ..methods import get_method
 from ..store import FeatureStore, PreloadOptions, preload
 from ..store.plan import store_spec
 from ..weights import HUB, is_random
+from .callbacks import Callback, Callbacks, TensorBoard
 from .loop import fit
-from .outputs import Logger, RunPaths
+from .outputs import RunPaths
 from .runfolder import (
     CLASSES_JSON,
     RUN_JSON,
@@ -42,8 +44,9 @@ from .runfolder import (
     read_run_info,
     store_record,
 )
-from .summary import next_steps, summary_markdown
+from .summary import RunSummary
 
+_log = get_logger("train")
 SUMMARY_KEYS = ("auc", "accuracy", "balanced_accuracy", "macro_f1", "kappa")
 
 
@@ -98,6 +101,7 @@ def train(
     resume: bool = False,
     log: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    callbacks: list[Callback] | None = None,
 ) -> dict[str, Any]:
     """Runs the protocol for every seed (skipping finished ones when resuming) and summarises them.
 
@@ -107,8 +111,10 @@ def train(
             whose run files are replaced.
         seeds: run seeds (default: cfg.train.seed).
         resume: continue the run in `out`.
-        log: where lines go (default: stdout and RUN/log.txt).
+        log: where lines go (default: the `fptplus.train` logger; RUN/log.txt gets them too).
         overwrite: start over in a folder that already holds a run or other files.
+        callbacks: receivers of the trainer's events (default: TensorBoard and RUN/summary.md; the plots are
+            added by `fptplus.workflow.default_callbacks`, which the command line uses).
     """
     from accelerate import PartialState
 
@@ -128,8 +134,13 @@ def train(
     state.wait_for_everyone()  # every process has checked before anyone writes
     root.mkdir(parents=True, exist_ok=True)
     absolutize(cfg)
-    log = log or Logger(root / "log.txt", enabled=state.is_main_process)
-    seeds = seeds or [cfg.train.seed]
+    callbacks = Callbacks(callbacks if callbacks is not None else [TensorBoard(), RunSummary()])
+    with log_file(root / "log.txt", enabled=state.is_main_process):
+        return _train(cfg, root, seeds or [cfg.train.seed], resume, info_of(_log, log), callbacks, state)
+
+
+def _train(cfg, root, seeds, resume, log, callbacks, state) -> dict[str, Any]:
+    """`train` once the folder is checked and its log file is open."""
     index = load_data(cfg, log)
     if resume and (root / "splits.csv").exists():
         check_split_record(root, index, cfg.data.data)
@@ -154,16 +165,14 @@ def train(
             continue
         if state.is_main_process:
             run_cfg.save(paths.config)
-        run_log = log if run_root == root else Logger(paths.log, enabled=state.is_main_process)
-        results[seed] = fit(run_cfg, run_root, index, store, usable, resume=resume, log=run_log).results
+        with log_file(paths.log if run_root != root else None, enabled=state.is_main_process):
+            results[seed] = fit(run_cfg, run_root, index, store, usable, resume, log, callbacks).results
     summary = summarise(results)
     if state.is_main_process:
         if len(seeds) > 1:
             (root / "summary.json").write_text(json.dumps(summary, indent=1))
             log("summary over seeds " + ", ".join(map(str, seeds)) + ": " + format_summary(summary))
-        text = summary_markdown(cfg, root, summary, seeds)
-        (root / "summary.md").write_text(text, encoding="utf-8")
-        log("\n" + text.split("## Next", 1)[0].strip() + "\n\nnext:\n  " + "\n  ".join(next_steps(cfg, root, seeds)))
+        callbacks.on_train_end(root, cfg, summary, seeds)
     return summary
 
 

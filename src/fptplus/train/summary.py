@@ -7,7 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
+from ..logs import get_logger
 from ..methods import get_method
+from .callbacks import Callback
+
+_log = get_logger("train")
 
 METRICS = (("auc", "test AUC", 100), ("balanced_accuracy", "balanced accuracy", 100), ("macro_f1", "macro F1", 100),
            ("kappa", "kappa", 1))  # fmt: skip
@@ -54,3 +58,14 @@ def summary_markdown(cfg: RunConfig, root: Path, summary: dict[str, Any], seeds:
              f"Kappa: {kappa}. Per-seed results: results.json in the run folder (seed-*/ with several seeds).", "",
              "## Next", "", "```bash", *next_steps(cfg, root, seeds), "```", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+class RunSummary(Callback):
+    """At the end of `train`: RUN/summary.md (the test metrics, mean ± std over seeds, and the next commands),
+    and the same in the log."""
+
+    def on_train_end(self, root: Path, cfg: RunConfig, summary: dict[str, Any], seeds: list[int]) -> None:
+        text = summary_markdown(cfg, root, summary, seeds)
+        (root / "summary.md").write_text(text, encoding="utf-8")
+        steps = "\n  ".join(next_steps(cfg, root, seeds))
+        _log.info("\n" + text.split("## Next", 1)[0].strip() + "\n\nnext:\n  " + steps)

@@ -17,10 +17,13 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError
+from ..logs import get_logger, info_of
 from ..metrics import compute_metrics
 from ..params import ParamCount
 from ..store import FeatureStore
 from ..train.outputs import write_prediction_rows
+
+_log = get_logger("demo")
 
 
 def stored_features(store: FeatureStore, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,9 +43,10 @@ def linear_probe(
     lr: float = 1e-3,
     weight_decay: float = 0.1,
     seed: int = 0,
-    log=print,
+    log=None,
 ) -> dict[str, Any]:
     """Trains and evaluates a linear head on stored features; writes OUT/results.json."""
+    log = info_of(_log, log)
     store = FeatureStore(store_path)
     data = {s: stored_features(store, s) for s in ("train", "val", "test")}
     num_classes, dim = len(store.classes), data["train"][0].shape[1]

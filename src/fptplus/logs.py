@@ -1,0 +1,79 @@
+"""fptplus talks through the standard `logging` module: every module logs to a child of the "fptplus" logger.
+
+A library user silences, redirects or formats it like any other library (`logging.getLogger("fptplus")`); the
+command line sends INFO lines to the console (`--quiet`: warnings only, `--verbose`: debug too); a training run
+also writes its lines to RUN/log.txt (`log_file`). Progress bars follow the same level.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = logging.getLogger("fptplus")
+_CLI_HANDLER = "fptplus-cli"
+
+
+def get_logger(name: str) -> logging.Logger:
+    """The logger of one fptplus module (`fptplus.<name>`)."""
+    return logging.getLogger(f"fptplus.{name}")
+
+
+def info_of(logger: logging.Logger, log: Callable[[str], None] | None = None) -> Callable[[str], None]:
+    """The line writer a function uses: the caller's `log` when given, else its module logger at INFO."""
+    return log if log is not None else logger.info
+
+
+@contextmanager
+def cli_output(level: int = logging.INFO) -> Iterator[None]:
+    """Console output of one command line: plain lines to the current stdout at `level` while it runs; the
+    logging configuration before it (e.g. an outer command's, or a library user's) is restored afterwards."""
+    saved = (list(ROOT.handlers), ROOT.level, ROOT.propagate)
+    for handler in [h for h in ROOT.handlers if h.get_name() == _CLI_HANDLER]:
+        ROOT.removeHandler(handler)  # a nested command (e.g. `bench plan` running `train`) prints each line once
+    handler = logging.StreamHandler(sys.stdout)
+    handler.set_name(_CLI_HANDLER)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(level)
+    ROOT.addHandler(handler)
+    ROOT.setLevel(level)
+    ROOT.propagate = False
+    try:
+        yield
+    finally:
+        ROOT.removeHandler(handler)
+        ROOT.handlers[:] = saved[0]
+        ROOT.setLevel(saved[1])
+        ROOT.propagate = saved[2]
+
+
+def showing_info() -> bool:
+    """Whether INFO lines reach the console (progress bars follow it)."""
+    console = [h for h in ROOT.handlers if h.get_name() == _CLI_HANDLER]
+    if console:
+        return console[0].level <= logging.INFO
+    return ROOT.isEnabledFor(logging.INFO)
+
+
+@contextmanager
+def log_file(path: Path | None, enabled: bool = True) -> Iterator[None]:
+    """Also write every fptplus line (INFO and above) to `path` while the block runs (e.g. RUN/log.txt)."""
+    if path is None or not enabled:
+        yield
+        return
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.INFO)
+    ROOT.addHandler(handler)
+    previous = ROOT.level
+    if ROOT.getEffectiveLevel() > logging.INFO:  # the file gets INFO even when the console is quiet
+        ROOT.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        ROOT.removeHandler(handler)
+        handler.close()
+        ROOT.setLevel(previous)
