@@ -24,7 +24,7 @@ cfg = FPTConfig(backbone="vit_base_patch16_224", img_size=64, side_img_size=32, 
                 num_prompts=4, num_classes=2, backbone_kwargs=TINY_KWARGS, weights=sys.argv[4])
 index = load_index(sys.argv[1], seed=0)
 wait = None if sys.argv[5] == "none" else float(sys.argv[5])
-options = PreloadOptions(num_workers=0, batch_size=2, shard_bytes=int(sys.argv[3]), lock_wait=wait)
+options = PreloadOptions(num_workers=0, batch_size=2, shard_mb=int(sys.argv[3]) / 2**20, lock_wait=wait)
 preload(index, cfg, sys.argv[2], options, rank=0, world_size=1)
 """
 

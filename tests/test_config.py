@@ -66,3 +66,32 @@ def test_type_matches_the_hints_in_use():
     assert build_dataclass(TrainConfig, {"class_weights": "balanced"}, "train").class_weights == "balanced"
     with pytest.raises(ConfigError, match=r"class_weights must be a string or a list of numbers or null"):
         build_dataclass(TrainConfig, {"class_weights": 3}, "train")
+
+
+@pytest.mark.parametrize(
+    "command,cls",
+    [
+        (["bench", "memory"], "fptplus.bench.options:MemoryOptions"),
+        (["bench", "speed"], "fptplus.bench.options:SpeedOptions"),
+        (["preload"], "fptplus.store.plan:PreloadOptions"),
+    ],
+)
+def test_option_flags_are_generated_from_the_typed_options(command, cls, capsys):
+    """Each field is a flag with its docstring (inherited fields included) and its own default; no hand-kept copies."""
+    import dataclasses
+    import importlib
+
+    from fptplus.config import field_docs
+
+    module, name = cls.split(":")
+    options = getattr(importlib.import_module(module), name)
+    with pytest.raises(SystemExit):
+        main([*command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    docs = field_docs(options)
+    for f in dataclasses.fields(options):
+        if f.name in ("skip_bad", "resize"):  # preload takes these from the data section
+            continue
+        assert "--" + f.name.replace("_", "-") in text, f.name
+        assert f.name in docs and " ".join(docs[f.name].split()) in text, f.name
+        assert f"(default: {getattr(options(), f.name)!r})" in text, f.name

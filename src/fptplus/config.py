@@ -29,7 +29,7 @@ class DataConfig:
     """Where the images are and how they are split.
 
     Attributes:
-        data: dataset folder (split or class folders) or CSV manifest.
+        data: dataset folder (split or class folders), CSV manifest, or a .zip of class or split folders.
         split_seed: seed of the automatic stratified 70/10/20 split.
         allow_missing_classes: accept classes absent from val or test.
         skip_bad: leave undecodable images out (listed in skipped.csv) instead of failing.
@@ -296,17 +296,21 @@ def _hint_text(hint: Any) -> str:
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """Field descriptions from the 'Attributes:' section of a Google-style docstring."""
-    doc = cls.__doc__ or ""
+    """Field descriptions from the 'Attributes:' sections of a Google-style docstring (base classes' included)."""
+    names = {f.name for f in fields(cls)}
     out: dict[str, str] = {}
-    current = None
-    for line in doc.split("Attributes:", 1)[-1].splitlines():
-        m = re.match(r"\s{4,8}(\w+): (.*)", line)
-        if m and m.group(1) in {f.name for f in fields(cls)}:
-            current = m.group(1)
-            out[current] = m.group(2).strip()
-        elif current and line.strip():
-            out[current] += " " + line.strip()
+    for klass in reversed(cls.__mro__):  # a subclass's description of a field wins
+        doc = klass.__dict__.get("__doc__") or ""
+        if "Attributes:" not in doc:
+            continue
+        current = None
+        for line in doc.split("Attributes:", 1)[1].splitlines():
+            m = re.match(r"\s{4,8}(\w+): (.*)", line)
+            if m and m.group(1) in names:
+                current = m.group(1)
+                out[current] = m.group(2).strip()
+            elif current and line.strip():
+                out[current] += " " + line.strip()
     return out
 
 
@@ -338,7 +342,12 @@ def _parse(text: str, hint: Any) -> Any:
 
 
 def add_dataclass_flags(
-    parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = (), defaults: Any = None
+    parser: argparse.ArgumentParser,
+    cls: type,
+    title: str,
+    skip: tuple[str, ...] = (),
+    defaults: Any = None,
+    aliases: dict[str, list[str]] | None = None,
 ) -> None:
     """Adds one --flag per field of `cls` (values default to 'not given', so YAML values survive).
 
@@ -348,6 +357,7 @@ def add_dataclass_flags(
         title: argument group title in --help.
         skip: fields that get no flag (set by the program).
         defaults: an instance whose values --help shows (default: `cls()`).
+        aliases: more option strings per field (e.g. {"num_workers": ["--workers"]}).
     """
     group = parser.add_argument_group(title)
     hints = typing.get_type_hints(cls)
@@ -356,17 +366,17 @@ def add_dataclass_flags(
     for f in fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-"), *(aliases or {}).get(f.name, [])]
         default = getattr(defaults, f.name) if defaults is not None else None
         help_text = f"{docs.get(f.name, '')} (default: {default!r})".replace("%", "%%")
         hint = hints[f.name]
         if hint is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+            group.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
                                help=help_text)  # fmt: skip
         else:
             choices = _literal_choices(hint)
             metavar = "{" + ",".join(map(str, choices)) + "}" if choices else f.name.upper()
-            group.add_argument(flag, dest=f.name, type=lambda t, h=hint: _parse(t, h), default=argparse.SUPPRESS,
+            group.add_argument(*flags, dest=f.name, type=lambda t, h=hint: _parse(t, h), default=argparse.SUPPRESS,
                                metavar=metavar, help=help_text)  # fmt: skip
 
 

@@ -60,13 +60,13 @@ def test_a_waiting_writer_reuses_the_finished_store(data, tmp_path):
 
 def test_a_killed_writer_is_taken_over_and_resumed(data, tmp_path):
     ref, out = tmp_path / "ref", tmp_path / "out"
-    build(load_index(data, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    build(load_index(data, seed=0), ref, batch_size=2, shard_mb=60_000 / 2**20)
     proc = run_preload(data, out, tiny_weights(), 60_000, crash="preload-committed:2")
     proc.wait(timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read()[-2000:]
     assert f'"pid": {proc.pid}' in (out / LOCK_FILE).read_text()  # the dead holder's record is still there
     lines = []
-    report = build(load_index(data, seed=0), out, batch_size=2, shard_bytes=60_000, log=lines.append)
+    report = build(load_index(data, seed=0), out, batch_size=2, shard_mb=60_000 / 2**20, log=lines.append)
     assert any(f"PID {proc.pid}" in line and "stopped without finishing" in line for line in lines)
     assert 0 < report.processed < 12 and tree(out) == tree(ref)
 
@@ -86,7 +86,7 @@ def test_filesystems_without_locks_are_refused_unless_locking_is_off(data, tmp_p
 @pytest.mark.parametrize("trial", range(2))
 def test_two_concurrent_preloads_end_with_the_single_writers_bytes(data, tmp_path, trial):
     ref, out = tmp_path / "ref", tmp_path / "out"
-    build(load_index(data, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    build(load_index(data, seed=0), ref, batch_size=2, shard_mb=60_000 / 2**20)
     procs = [run_preload(data, out, tiny_weights(), 60_000, stdout=subprocess.PIPE) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outputs]

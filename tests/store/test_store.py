@@ -191,9 +191,9 @@ def test_bad_files_listed_then_skipped_or_retried(tmp_path):
 
 def test_explicit_ranks_write_disjoint_shards(dataset, tmp_path):
     single, multi = tmp_path / "single", tmp_path / "multi"
-    build(dataset, single, shard_bytes=40_000)
+    build(dataset, single, shard_mb=40_000 / 2**20)
     assert FeatureStore(single).manifest["num_shards"] > 2
-    opts = PreloadOptions(num_workers=0, batch_size=3, shard_bytes=40_000)
+    opts = PreloadOptions(num_workers=0, batch_size=3, shard_mb=40_000 / 2**20)
     with pytest.raises(StoreError, match="is not finished"):  # rank 0 alone cannot finish
         preload(dataset, store_cfg(), multi, opts, rank=0, world_size=2, log=quiet)
     r1 = preload(dataset, store_cfg(), multi, opts, rank=1, world_size=2, log=quiet)
@@ -212,7 +212,7 @@ def run_script(data, out, shard_bytes, crash=None):
 def test_resume_after_kills_is_byte_identical(tmp_path):
     root = class_folders(tmp_path / "data", {"neg": 6, "pos": 6})
     ref, out = tmp_path / "ref", tmp_path / "out"
-    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    build(load_index(root, seed=0), ref, batch_size=2, shard_mb=60_000 / 2**20)
     for crash in ("preload-written:1", "preload-committed:2", "preload-committed:1", "preload-written:3"):
         proc = run_script(root, out, 60_000, crash)
         proc.wait(timeout=120)
@@ -226,7 +226,7 @@ def test_resume_after_kills_is_byte_identical(tmp_path):
 def test_resume_after_a_real_sigkill_at_a_random_moment(tmp_path):
     root = class_folders(tmp_path / "data", {"neg": 20, "pos": 20}, size=(64, 64))
     ref, out = tmp_path / "ref", tmp_path / "out"
-    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=100_000)
+    build(load_index(root, seed=0), ref, batch_size=2, shard_mb=100_000 / 2**20)
     proc = run_script(root, out, 100_000)
     deadline = time.time() + 60
     while not (out / "progress").exists() and time.time() < deadline and proc.poll() is None:
@@ -329,7 +329,7 @@ def test_a_damaged_manifest_is_one_clear_error(dataset, tmp_path):
 def test_damaged_plan_is_refused_and_a_damaged_progress_record_is_recomputed(tmp_path):
     root = class_folders(tmp_path / "data", {"neg": 6, "pos": 6})
     ref, out = tmp_path / "ref", tmp_path / "out"
-    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    build(load_index(root, seed=0), ref, batch_size=2, shard_mb=60_000 / 2**20)
     proc = run_script(root, out, 60_000, "preload-committed:3")
     proc.wait(timeout=120)
     progress = sorted((out / "progress").glob("*.json"))
@@ -337,9 +337,9 @@ def test_damaged_plan_is_refused_and_a_damaged_progress_record_is_recomputed(tmp
     plan = (out / "plan.json").read_bytes()
     (out / "plan.json").write_bytes(b"\xff\xfe garbage")
     with pytest.raises(StoreError, match=r"plan\.json is damaged: not UTF-8 text.*--overwrite"):
-        build(load_index(root, seed=0), out, batch_size=2, shard_bytes=60_000)
+        build(load_index(root, seed=0), out, batch_size=2, shard_mb=60_000 / 2**20)
     (out / "plan.json").write_bytes(plan)
-    build(load_index(root, seed=0), out, batch_size=2, shard_bytes=60_000)
+    build(load_index(root, seed=0), out, batch_size=2, shard_mb=60_000 / 2**20)
     assert tree(out) == tree(ref)  # the shard with the damaged record was computed again, byte-identical
 
 
@@ -350,7 +350,7 @@ def test_disk_full_during_preload_is_an_error_and_a_rerun_finishes_identically(t
 
     root = class_folders(tmp_path / "data", {"neg": 6, "pos": 6})
     ref, out = tmp_path / "ref", tmp_path / "out"
-    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    build(load_index(root, seed=0), ref, batch_size=2, shard_mb=60_000 / 2**20)
     calls = []
 
     def full(fd, offset, length):
@@ -360,10 +360,10 @@ def test_disk_full_during_preload_is_an_error_and_a_rerun_finishes_identically(t
 
     monkeypatch.setattr(writer.os, "posix_fallocate", full)
     with pytest.raises(StoreError, match=r"disk full while writing the feature store .* rerun the same command"):
-        build(load_index(root, seed=0), out, batch_size=2, shard_bytes=60_000)
+        build(load_index(root, seed=0), out, batch_size=2, shard_mb=60_000 / 2**20)
     monkeypatch.undo()
     assert not (out / "manifest.json").exists()
-    build(load_index(root, seed=0), out, batch_size=2, shard_bytes=60_000)
+    build(load_index(root, seed=0), out, batch_size=2, shard_mb=60_000 / 2**20)
     assert tree(out) == tree(ref)
 
 
@@ -379,7 +379,7 @@ def test_a_really_full_disk_is_an_error_not_a_sigbus(tmp_path):
     another process filled the disk after it. Then the tmpfs grows and the same command finishes the store."""
     root = class_folders(tmp_path / "data", {"neg": 6, "pos": 6})
     ref, mnt, copy = tmp_path / "ref", tmp_path / "mnt", tmp_path / "copy"
-    build(load_index(root, seed=0), ref, batch_size=2, shard_bytes=60_000)
+    build(load_index(root, seed=0), ref, batch_size=2, shard_mb=60_000 / 2**20)
     mnt.mkdir()
     code = SCRIPT_FULL_DISK.format(mnt=mnt, data=root, weights=tiny_weights(), copy=copy, tiny=repr(TINY))
     proc = subprocess.run(["unshare", "-rm", sys.executable, "-c", code], capture_output=True, text=True, timeout=300,

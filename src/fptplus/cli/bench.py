@@ -6,6 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ..bench.options import MemoryOptions, SpeedOptions
+from ..config import add_dataclass_flags, build_dataclass, given
+from ..errors import ConfigError
 from ..methods import Method, get_method
 from ..overrides import parse_value
 from .common import FORMATTER, parse_methods, resolve_device
@@ -14,14 +17,15 @@ from .common import FORMATTER, parse_methods, resolve_device
 def cmd_bench_memory(args: argparse.Namespace, method: Method) -> int:
     from ..bench.memory import memory_table
 
-    device = resolve_device(args.device)
-    attentions = ("eager", "fused") if args.attention == "both" else (args.attention,)
+    o: MemoryOptions = build_dataclass(MemoryOptions, given(args, MemoryOptions), "bench memory")
+    device = resolve_device(o.device)
+    attentions = ("eager", "fused") if o.attention == "both" else (o.attention,)
     overrides = {}
     for item in args.set:
         key, _, value = item.partition("=")
         overrides[key.strip()] = parse_value(value.strip())
-    rows = memory_table(parse_methods(args.methods), args.backbone, args.img_size, args.batch_size, device,
-                        attentions, args.num_classes, args.backbone_kwargs, overrides)  # fmt: skip
+    rows = memory_table(parse_methods(o.methods), o.backbone, o.img_size, o.batch_size, device,
+                        attentions, o.num_classes, o.backbone_kwargs, overrides)  # fmt: skip
     full = {r.attention: r.breakdown.peak for r in rows if r.method == "full_ft"}
     records = []
     for r in rows:
@@ -33,7 +37,7 @@ def cmd_bench_memory(args: argparse.Namespace, method: Method) -> int:
         return 0
     h, w = rows[0].img_size
     print(
-        f"peak training memory, one steady-state AdamW step: {args.backbone} @ {h}x{w}, batch {args.batch_size}, "
+        f"peak training memory, one steady-state AdamW step: {o.backbone} @ {h}x{w}, batch {o.batch_size}, "
         f"device {device}{' (exact accounting of live tensors, nothing allocated)' if device == 'meta' else ''}"
     )
     print(f"{'method':22s} {'attention':9s} {'peak MB':>10s} {'vs full FT':>10s} {'weights':>9s} {'grads':>9s} "
@@ -50,18 +54,21 @@ def cmd_bench_speed(args: argparse.Namespace, method: Method) -> int:
 
     from ..bench.speed import preload_speed, train_speed
 
-    device = "cuda" if args.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+    o: SpeedOptions = build_dataclass(SpeedOptions, given(args, SpeedOptions), "bench speed")
+    if o.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("bench speed --device cuda: no CUDA device here; use --device cpu (or auto)")
+    device = "cuda" if o.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
     rows = []
-    for name in parse_methods(args.methods):
+    for name in parse_methods(o.methods):
         m = get_method(name)
-        cfg = m.make_config(backbone=args.backbone, img_size=args.img_size, num_classes=args.num_classes,
-                            backbone_kwargs=dict(args.backbone_kwargs))  # fmt: skip
+        cfg = m.make_config(backbone=o.backbone, img_size=o.img_size, num_classes=o.num_classes,
+                            backbone_kwargs=dict(o.backbone_kwargs))  # fmt: skip
         for source in m.sources(cfg):
-            rows.append(train_speed(name, cfg, args.batch_size, args.steps, device, source))
+            rows.append(train_speed(name, cfg, o.batch_size, o.steps, device, source))
             print(f"train  {rows[-1].label:22s} {rows[-1].samples_per_s:9.2f} samples/s", flush=True)
-    cfg = get_method("fpt_plus").make_config(backbone=args.backbone, img_size=args.img_size,
-                                             backbone_kwargs=dict(args.backbone_kwargs))  # fmt: skip
-    bare, pre = preload_speed(cfg, args.batch_size, args.steps, device)
+    cfg = get_method("fpt_plus").make_config(backbone=o.backbone, img_size=o.img_size,
+                                             backbone_kwargs=dict(o.backbone_kwargs))  # fmt: skip
+    bare, pre = preload_speed(cfg, o.batch_size, o.steps, device)
     print(f"preload {pre.samples_per_s:.2f} img/s vs bare frozen forward {bare.samples_per_s:.2f} img/s "
           f"= {100 * pre.samples_per_s / bare.samples_per_s:.1f} %")  # fmt: skip
     if args.json:
@@ -103,29 +110,17 @@ def cmd_bench_plan(args: argparse.Namespace, method: Method) -> int:
 def add_bench_parsers(sub) -> None:
     b = sub.add_parser("bench", help="measure peak training memory or throughput per method")
     bsub = b.add_subparsers(dest="bench_command", required=True)
-    for name, func, help_text in (
-        ("memory", cmd_bench_memory, "peak memory of one training step per method (meta accounting on CPU)"),
-        ("speed", cmd_bench_speed, "training samples/s per method and preload vs bare forward img/s"),
-    ):
+    for name, func, options, help_text in (
+        ("memory", cmd_bench_memory, MemoryOptions,
+         "peak memory of one training step per method (meta accounting on CPU)"),
+        ("speed", cmd_bench_speed, SpeedOptions, "training samples/s per method and preload vs bare forward img/s"),
+    ):  # fmt: skip
         p = bsub.add_parser(name, help=help_text, description=help_text, formatter_class=FORMATTER)
-        p.add_argument("--backbone", default="vit_base_patch16_224", help="timm ViT name")
-        p.add_argument("--backbone-kwargs", type=lambda t: json.loads(t.replace("'", '"')), default={},
-                       help="extra timm kwargs as JSON, e.g. '{\"depth\": 2}'")  # fmt: skip
-        p.add_argument("--img-size", type=int, default=512, help="input resolution")
-        p.add_argument("--batch-size", type=int, default=16 if name == "memory" else 4, help="images per step")
-        p.add_argument("--num-classes", type=int, default=2, help="classifier outputs")
-        p.add_argument("--methods", default="all", help="'all' or comma-separated method names")
+        add_dataclass_flags(p, options, "what to measure", defaults=options())
         p.add_argument("--json", action="store_true", help="print JSON")
         if name == "memory":
             p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                            help="model field for every method that has it, e.g. --set side_depth=9")  # fmt: skip
-            p.add_argument("--device", default="auto", choices=["auto", "meta", "cuda", "cpu"],
-                           help="auto: cuda when present, else the exact meta accounting")  # fmt: skip
-            p.add_argument("--attention", default="both", choices=["eager", "fused", "both"],
-                           help="eager keeps the attention map (paper's baselines); fused: timm's SDPA")  # fmt: skip
-        else:
-            p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run")
-            p.add_argument("--steps", type=int, default=2, help="timed steps after one warm-up step")
         p.set_defaults(func=func)
     p = bsub.add_parser(
         "plan",

@@ -8,6 +8,7 @@ import dataclasses
 from ..config import DataConfig, add_dataclass_flags, build_dataclass, given
 from ..errors import ConfigError
 from ..methods import Method
+from ..store.plan import PreloadOptions
 from .common import FORMATTER, add_model_flags, model_from_args, require_weights
 
 
@@ -25,7 +26,7 @@ def _load_data(args: argparse.Namespace):
 
 
 def cmd_preload(args: argparse.Namespace, method: Method) -> int:
-    from ..store import FeatureStore, PreloadOptions, preload
+    from ..store import FeatureStore, preload
 
     if args.verify:
         problems = FeatureStore(args.out).verify(_load_data(args)[0])
@@ -38,17 +39,8 @@ def cmd_preload(args: argparse.Namespace, method: Method) -> int:
     method.validate(cfg)  # a bad setting surfaces now, not after indexing (or an hour of preloading)
     index, data = _load_data(args)
     cfg = dataclasses.replace(cfg, num_classes=len(index.classes))
-    options = PreloadOptions(
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        shard_bytes=int(args.shard_mb * 2**20),
-        skip_bad=data.skip_bad,
-        overwrite=args.overwrite,
-        side_source_size=args.side_source_size,
-        lock_wait=args.lock_wait,
-        resize=data.resize,
-    )
+    values = {**given(args, PreloadOptions), "skip_bad": data.skip_bad, "resize": data.resize}
+    options = build_dataclass(PreloadOptions, values, "preload")
     report = preload(index, cfg, args.out, options)
     if report.complete:
         per = report.bytes_per_sample
@@ -71,16 +63,10 @@ def add_preload_parser(sub, method: Method) -> None:
         formatter_class=FORMATTER,
     )
     p.add_argument("--out", required=True, help="feature store folder")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32"], help="stored K/V precision")
-    p.add_argument("--batch-size", type=int, default=16, help="images per LPM forward")
-    p.add_argument("--workers", type=int, default=2, help="image decoding processes")
-    p.add_argument("--shard-mb", type=float, default=1024, help="target shard size in MiB")
-    p.add_argument("--side-source-size", type=int, default=None, help="stored side image size (default 2x side)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
-    p.add_argument("--lock-wait", type=float, default=None, metavar="SECONDS",
-                   help="while another process writes the same store, wait at most this long (default: until it "
-                   "is done, then reuse the finished store; 0: refuse at once)")  # fmt: skip
     p.add_argument("--verify", action="store_true", help="verify an existing store (and its images) instead")
+    add_dataclass_flags(
+        p, PreloadOptions, "preload", skip=("skip_bad", "resize"), aliases={"num_workers": ["--workers"]}
+    )
     add_dataclass_flags(p, DataConfig, "data", skip=("store",))
     add_model_flags(p, method)
     p.set_defaults(func=cmd_preload)

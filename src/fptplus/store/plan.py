@@ -8,7 +8,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -48,10 +48,10 @@ class PreloadOptions:
     """How to build the store (none of these change the stored numbers except `dtype` and `batch_size`).
 
     Attributes:
-        dtype: "float16" (default, half the bytes) or "float32" for K/V.
+        dtype: how K/V are stored (the codec): "float16" (half the bytes) or "float32".
         batch_size: images per LPM forward (recorded in the plan: a resumed run keeps the original value).
         num_workers: decoding processes.
-        shard_bytes: target size of one shard file set.
+        shard_mb: target size of one shard file set, in MiB.
         skip_bad: skip undecodable files (listed in skipped.csv) instead of failing.
         overwrite: replace an existing store at the same path.
         side_source_size: stored side image size (default: 2 × side size, capped at the LPM size).
@@ -60,15 +60,19 @@ class PreloadOptions:
         resize: how images reach the LPM resolution ("squash" or "pad"; part of the fingerprint).
     """
 
-    dtype: str = "float16"
+    dtype: Literal["float16", "float32"] = "float16"
     batch_size: int = 16
     num_workers: int = 2
-    shard_bytes: int = 1 << 30
+    shard_mb: float = 1024.0
     skip_bad: bool = False
     overwrite: bool = False
     side_source_size: int | tuple[int, int] | None = None
     lock_wait: float | None = None
-    resize: str = "squash"
+    resize: Literal["squash", "pad"] = "squash"
+
+    @property
+    def shard_bytes(self) -> int:
+        return max(1, int(self.shard_mb * 2**20))
 
 
 @dataclass(frozen=True)
