@@ -22,7 +22,7 @@ from fptplus.data.sources import load_index
 from fptplus.methods import get_method
 from fptplus.store import PreloadOptions
 from fptplus.store import preload as preload_store
-from fptplus.train.run import train
+from fptplus.trainer.run import train
 
 
 def subset_csv(src: Path, n: int, out: Path) -> Path:

@@ -31,8 +31,8 @@ def _status(field: str) -> int:
 def measure(backbone: str, size: int, batch: int, mode: str, layers: int, ratio: float) -> dict:
     import torch
 
-    from fptplus.backbone import FrozenLPM
-    from fptplus.weights import create_vit
+    from fptplus.backbones.timm_vit import create_vit
+    from fptplus.lpm import FrozenLPM
 
     torch.manual_seed(0)
     vit = create_vit(backbone, size)

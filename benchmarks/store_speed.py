@@ -20,13 +20,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
+from fptplus.backbones.timm_vit import create_vit
 from fptplus.data.sources import load_index
 from fptplus.data.views import Views
 from fptplus.model import FPTConfig, build_fpt
 from fptplus.store import FeatureStore, PreloadOptions, preload
 from fptplus.store.dataset import StoreDataset
 from fptplus.store.plan import store_spec
-from fptplus.weights import create_vit
 
 
 def bare_forward(cfg: FPTConfig, layers: tuple[int, ...], batch: int, images: int) -> float:
@@ -49,7 +49,7 @@ def train_wait(store: FeatureStore, cfg: FPTConfig, batch: int, workers: int, ep
     loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
                         persistent_workers=workers > 0)  # fmt: skip
     wait = compute = 0.0
-    from fptplus.backbone import LPMFeatures
+    from fptplus.lpm import LPMFeatures
 
     for epoch in range(epochs + 1):  # epoch 0 warms up workers and page cache
         ds.set_epoch(epoch)

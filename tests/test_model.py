@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fptplus.backbone import LPMFeatures
 from fptplus.errors import ConfigError
+from fptplus.lpm import LPMFeatures
 from fptplus.model import FPTConfig, FPTModel, build_fpt
 
 from conftest import TINY, build_tiny, images, tiny_config

@@ -10,7 +10,7 @@ import yaml
 from fptplus.cli import main
 from fptplus.config import RunConfig
 from fptplus.model import FPTConfig
-from fptplus.train.run import absolutize
+from fptplus.trainer.run import absolutize
 from imagegen import class_folders
 
 from conftest import TINY

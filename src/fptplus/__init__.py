@@ -1,24 +1,51 @@
-"""fptplus: FPT+ (fine-grained prompt tuning plus) for high-resolution medical image classification."""
+"""fptplus: FPT+ (fine-grained prompt tuning plus) for high-resolution medical image classification.
 
-from .backbone import FrozenLPM, LPMFeatures, LPMSpec
+    model = fptplus.create_model("fpt_plus", backbone=..., weights=..., img_size=518, num_classes=2)
+    fptplus.preload("data/", model_config, "store/")   # the frozen model's selected K/V, once
+    fptplus.train(fptplus.RunConfig(...), "runs/x")     # what `fptplus train` runs
+
+`fptplus.train` is the function (the trainer's components live in the subpackage of the same name, imported as
+`from fptplus.trainer.run import ...`).
+"""
+
+from .backbones import BackboneFamily, LPMSpec, create_backbone, family_of, register_family
+from .backbones.timm_vit import create_vit
+from .config import DataConfig, RunConfig, TrainConfig
 from .errors import ConfigError, FPTPlusError, WeightsError
+from .lpm import FrozenLPM, LPMFeatures
+from .methods import Method, available_methods, get_method, register
 from .model import FPTConfig, FPTModel, build_fpt
 from .params import ParamCount, count_parameters
-from .weights import create_vit
+from .workflow import create_model, evaluate, preload, train
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "BackboneFamily",
     "ConfigError",
+    "DataConfig",
     "FPTConfig",
     "FPTModel",
     "FPTPlusError",
     "FrozenLPM",
     "LPMFeatures",
     "LPMSpec",
+    "Method",
     "ParamCount",
+    "RunConfig",
+    "TrainConfig",
     "WeightsError",
+    "available_methods",
     "build_fpt",
     "count_parameters",
+    "create_backbone",
+    "create_model",
     "create_vit",
+    "evaluate",
+    "family_of",
+    "get_method",
+    "preload",
+    "register",
+    "register_family",
+    "train",
 ]

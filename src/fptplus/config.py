@@ -103,8 +103,8 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     grad_clip: float | None = 1.0
     grad_accum: int = 1
-    class_weights: str | list[float] | None = None
-    mixed_precision: str = "no"
+    class_weights: Literal["balanced"] | list[float] | None = None
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     preload: bool = True
     num_workers: int = 2
     seed: int = 0

@@ -2,7 +2,7 @@
 
 AUC: binary → ROC AUC of the positive-class probability; multi-class → macro one-vs-rest AUC of the softmax
 probabilities. AUC is undefined when the labels hold a single class: the metric is then `None` with a reason,
-never NaN, and model selection falls back to the validation loss (see `fptplus.train`).
+never NaN, and model selection falls back to the validation loss (see `fptplus.trainer`).
 """
 
 from __future__ import annotations

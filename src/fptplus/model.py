@@ -12,20 +12,20 @@ LPM layers in order (paper eq. 5: l' = L_M − L_S + l when every side block is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from ._utils import Size, to_hw
-from .backbone import FrozenLPM, LPMFeatures, LPMSpec, resolve_layers
+from .backbones import LPMSpec, lpm_spec
 from .errors import ConfigError
 from .fusion import FineGrainedFusion, FusionOutput
 from .importance import IMPORTANCE_MODES, ImportanceMode, num_selected_tokens
+from .lpm import FrozenLPM, LPMFeatures, resolve_layers
 from .params import ParamCount, count_parameters
 from .side import SideViT
-from .weights import create_vit
 
 FusedLayers = int | tuple[int, ...] | Literal["all"] | None
 
@@ -35,8 +35,9 @@ class FPTConfig:
     """Everything that defines an FPT/FPT+ model. Defaults are FPT+ as in the paper (§4.2.1).
 
     Attributes:
-        backbone: timm name of the LPM.
-        backbone_kwargs: extra timm kwargs for the LPM (e.g. {"depth": 2, "embed_dim": 32} for a tiny test ViT).
+        backbone: the LPM: a timm model name, or hf:<folder or Hub id> for a transformers ViTModel/Dinov2Model.
+        backbone_kwargs: architecture overrides for the LPM (timm kwargs, or transformers config fields for hf:),
+            e.g. {"depth": 2, "embed_dim": 32} for a tiny timm test ViT.
         weights: LPM weights: a local .safetensors / weights-only torch file, "builtin:dinov2_vits14" (real
             DINOv2 ViT-S/14, offline), "hub" (timm's pretrained weights), or "none" (random init, tests only).
             The command line requires it; in Python, None means random init.
@@ -247,10 +248,11 @@ def build_fpt(
         with_lpm: attach the frozen LPM (with cfg.weights) so the model runs from images; False builds only
             the trainable part (for training from the feature store, or parameter accounting).
         device: device for all parameters ("meta" for shape-only accounting).
-        **lpm_overrides: timm kwargs for the LPM on top of cfg.backbone_kwargs.
+        **lpm_overrides: architecture overrides for the LPM on top of cfg.backbone_kwargs.
     """
-    lpm_overrides = {**cfg.backbone_kwargs, **lpm_overrides}
-    spec = LPMSpec.from_vit(cfg.backbone, create_vit(cfg.backbone, cfg.img_size, None, "meta", **lpm_overrides))
+    if lpm_overrides:
+        cfg = replace(cfg, backbone_kwargs={**cfg.backbone_kwargs, **lpm_overrides})
+    spec = lpm_spec(cfg.backbone, cfg.img_size, cfg.backbone_kwargs)
     plan = FusionPlan.resolve(cfg, spec.depth)
     num_selected_tokens(spec.num_tokens, cfg.token_ratio)  # refuses ratios that keep no token
     side_dim = spec.embed_dim // cfg.reduction
@@ -281,6 +283,5 @@ def build_fpt(
             )
     lpm = None
     if with_lpm and plan.lpm_layers:
-        vit = create_vit(cfg.backbone, cfg.img_size, cfg.weights, device, **lpm_overrides)
-        lpm = FrozenLPM(vit, cfg.backbone, plan.lpm_layers, cfg.token_ratio, cfg.importance, cfg.importance_chunk)
+        lpm = FrozenLPM.from_config(cfg, plan.lpm_layers, device)
     return FPTModel(cfg, spec, plan, side, fusion, lpm)

@@ -68,6 +68,11 @@ class SideViT(nn.Module):
         return len(self.vit.blocks)
 
     @property
+    def img_size(self) -> tuple[int, int]:
+        """(h, w) input resolution."""
+        return tuple(self.vit.patch_embed.img_size)
+
+    @property
     def embed_dim(self) -> int:
         return self.vit.embed_dim
 

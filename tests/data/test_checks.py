@@ -78,7 +78,7 @@ def test_non_utf8_file_names_are_refused_up_front(root, tmp_path, capsys):
 
 def test_predict_refuses_non_utf8_names_before_building_the_model(tmp_path):
     from fptplus.errors import ConfigError
-    from fptplus.train.evaluate import collect_images
+    from fptplus.trainer.evaluate import collect_images
 
     folder = tmp_path / "new"
     save(folder / os.fsdecode(b"r\xf6ntgen.png"), rgb())

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from fptplus.backbones.timm_vit import SplitQKV
 from fptplus.methods import available_methods, get_method
 from fptplus.methods.inputs import ImageView
-from fptplus.methods.lora import SplitQKV
 from fptplus.model import FPTConfig
-from fptplus.train.checkpoint import load_checkpoint, save_checkpoint
+from fptplus.trainer.checkpoint import load_checkpoint, save_checkpoint
 
 from conftest import TINY
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from fptplus.backbone import LPMFeatures
 from fptplus.data.datasets import ImageDataset
 from fptplus.data.decode import DecodeError, load_image_file
 from fptplus.data.sources import load_index
 from fptplus.data.views import Views
+from fptplus.lpm import LPMFeatures
 from fptplus.store import FeatureStore, PreloadOptions, StoreError, preload
 from fptplus.store import plan as plan_mod
 from fptplus.store.dataset import StoreDataset

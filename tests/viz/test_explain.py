@@ -35,8 +35,8 @@ def selected(run, image, layer, head):
     """The selected tokens recomputed with the run's own model, as an independent check of the picture."""
     from fptplus.data.decode import load_image_file
     from fptplus.data.views import Views
-    from fptplus.train.evaluate import load_trained
-    from fptplus.train.inputs import view_config
+    from fptplus.trainer.evaluate import load_trained
+    from fptplus.trainer.inputs import view_config
 
     cfg, model, _ = load_trained(run, "best", "online")
     views = Views(view_config(get_method(cfg.method), cfg.model, model.spec, None))

@@ -107,7 +107,7 @@ def linear_on_store(plan: Plan, run: Run, runs: Path, log: Callable[[str], None]
     """A linear head on the pooled CLS feature of another row's store (un-augmented, stated in the results)."""
     from ..config import DataConfig, TrainConfig
     from ..methods import get_method
-    from ..train.linear_probe import linear_probe
+    from ..trainer.linear_probe import linear_probe
 
     source = next(o for o in plan.runs if o.name == run.features and o.img_size == run.img_size)
     store = store_dir(runs, source)

@@ -66,13 +66,11 @@ def _fused_meta_sdpa(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, sc
 
 @contextlib.contextmanager
 def attention_mode(model: nn.Module, mode: str, device: str):
-    """'eager': every timm Attention computes the explicit softmax map; 'fused': SDPA."""
-    from timm.layers import Attention
+    """'eager': every attention (any backbone family's, the side network's) computes the explicit softmax map;
+    'fused': SDPA."""
+    from ..backbones import set_attention
 
-    attns = [m for m in model.modules() if isinstance(m, Attention)]
-    saved = [a.fused_attn for a in attns]
-    for a in attns:
-        a.fused_attn = mode == "fused"
+    restore = set_attention(model, mode)
     patch = contextlib.nullcontext()
     if mode == "fused" and device == "meta":
         from unittest import mock
@@ -82,8 +80,7 @@ def attention_mode(model: nn.Module, mode: str, device: str):
         with patch:
             yield
     finally:
-        for a, s in zip(attns, saved, strict=True):
-            a.fused_attn = s
+        restore()
 
 
 def make_batch(method_name: str, model: nn.Module, cfg: Any, batch_size: int, device: str, source: str) -> dict:

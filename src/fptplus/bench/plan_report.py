@@ -102,7 +102,7 @@ def table(plan: Plan, records: list[dict[str, Any]], chosen: set[int]) -> str:
 
 def memory_markdown(plan: Plan, num_classes: int) -> str:
     """Steady-state step memory of every method at every resolution, per backbone (eager / fused MB)."""
-    from ..weights import create_vit
+    from ..backbones import lpm_spec
     from .memory import memory_table
 
     spec = plan.memory
@@ -111,7 +111,7 @@ def memory_markdown(plan: Plan, num_classes: int) -> str:
     parts = []
     for backbone in spec.backbones:
         kwargs = plan.backbone_kwargs if backbone == plan.backbone else {}
-        patch = create_vit(backbone, 224, None, "meta", **kwargs).patch_embed.patch_size[0]
+        patch = lpm_spec(backbone, 224, kwargs).patch_size[0]
         sizes = [max(patch, round(s / patch) * patch) for s in spec.img_sizes]
         cells: dict[str, dict[int, str]] = defaultdict(dict)
         for size in sizes:

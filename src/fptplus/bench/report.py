@@ -22,7 +22,7 @@ from ..config import RunConfig
 from ..errors import ConfigError
 from ..methods import available_methods, get_method
 from ..metrics import pme, ppe
-from ..train.runfolder import read_results
+from ..trainer.runfolder import read_results
 from .memory import measure_step
 
 
@@ -268,7 +268,6 @@ def write_report_summaries(
 
 
 def measure_patch(cfg: RunConfig) -> int:
-    from ..weights import create_vit
+    from ..backbones import lpm_spec
 
-    vit = create_vit(cfg.model.backbone, cfg.model.img_size, None, "meta", **cfg.model.backbone_kwargs)
-    return vit.patch_embed.patch_size[0]
+    return lpm_spec(cfg.model.backbone, cfg.model.img_size, cfg.model.backbone_kwargs).patch_size[0]

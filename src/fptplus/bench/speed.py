@@ -15,9 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..backbone import FrozenLPM
+from ..lpm import FrozenLPM
 from ..methods import get_method
-from ..weights import create_vit
 from .memory import make_batch
 
 
@@ -62,15 +61,17 @@ def train_speed(method_name: str, cfg: Any, batch_size: int, steps: int, device:
 
 def preload_speed(cfg: Any, batch_size: int, steps: int, device: str) -> tuple[SpeedRow, SpeedRow]:
     """(bare frozen forward up to the deepest fused layer, FrozenLPM forward with K/V capture + selection)."""
+    from ..backbones import lpm_spec
     from ..model import FusionPlan
 
-    vit = create_vit(cfg.backbone, cfg.img_size, None, device, **cfg.backbone_kwargs).eval()
-    plan = FusionPlan.resolve(cfg, len(vit.blocks))
-    lpm = FrozenLPM(vit, cfg.backbone, plan.lpm_layers, cfg.token_ratio, cfg.importance, cfg.importance_chunk)
-    x = torch.randn(batch_size, 3, *vit.patch_embed.img_size, device=device)
-    kw = dict(indices=[plan.lpm_layers[-1]], stop_early=True, intermediates_only=True, output_fmt="NLC")
+    cfg = dataclasses.replace(cfg, weights=None)
+    plan = FusionPlan.resolve(cfg, lpm_spec(cfg.backbone, cfg.img_size, cfg.backbone_kwargs).depth)
+    lpm = FrozenLPM.from_config(cfg, plan.lpm_layers, device)
+    x = torch.randn(batch_size, 3, *lpm.spec.img_size, device=device)
+    top = plan.lpm_layers[-1]
     rows = []
-    for label, fn in (("bare frozen forward", lambda: vit.forward_intermediates(x, **kw)), ("preload", lambda: lpm(x))):
+    for label, fn in (("bare frozen forward", lambda: lpm.family.forward_to(lpm.vit, x, top, with_cls=False)),
+                      ("preload", lambda: lpm(x))):  # fmt: skip
         times = []
         with torch.no_grad():
             for i in range(steps + 1):

@@ -7,11 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..backbones import check_weights_source
 from ..config import RunConfig, add_dataclass_flags, build_dataclass, given
 from ..errors import ConfigError
 from ..methods import Method, available_methods, get_method
 from ..overrides import parse_overrides
-from ..weights import NONE, check_weights_source
+from ..weights import NONE
 
 FORMATTER = argparse.ArgumentDefaultsHelpFormatter
 

@@ -13,7 +13,7 @@ RESUME_OK = {"num_workers", "log_every"}
 
 
 def cmd_train(args: argparse.Namespace, method: Method) -> int:
-    from ..train.run import resume_config
+    from ..trainer.run import resume_config
     from ..workflow import train
 
     if args.resume:
@@ -81,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace, method: Method) -> int:
 def cmd_predict(args: argparse.Namespace, method: Method) -> int:
     import sys
 
-    from ..train.evaluate import predict, skipped_path, write_predictions, write_skipped
+    from ..trainer.evaluate import predict, skipped_path, write_predictions, write_skipped
 
     result = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad)
     rows = result.rows

@@ -24,7 +24,7 @@ from ..logs import get_logger
 from ..methods import get_method
 from ..model import FPTConfig
 from ..pretrained import BUILTIN
-from ..train.linear_probe import linear_probe
+from ..trainer.linear_probe import linear_probe
 from .data import RetinaTask, build_dataset
 
 _log = get_logger("demo")
@@ -136,7 +136,7 @@ def run_demo(cfg: DemoConfig, log=None) -> dict[str, Any]:
 
 
 def _train(run: RunConfig, out: Path, log) -> dict[str, Any]:
-    from ..train.runfolder import read_results
+    from ..trainer.runfolder import read_results
     from ..workflow import train
 
     if (out / "results.json").exists():

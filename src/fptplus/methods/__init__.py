@@ -1,6 +1,7 @@
 """One registry of transfer-learning methods: `get_method("fpt_plus")`, `available_methods()`.
 
-A method is a config factory plus a builder; adding a method is adding a module that calls `register`.
+A method is a config factory plus a builder; adding a method is adding a module to this package that calls
+`register` (every module here is imported on first use of the registry).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class Method:
         A weights file that does not exist is refused too. Returns the shape-only model."""
         import dataclasses
 
-        from ..weights import check_weights_source
+        from ..backbones import check_weights_source
 
         if getattr(config, "weights", None) is not None:
             check_weights_source(config.backbone, config.weights)
@@ -109,4 +110,13 @@ def available_methods() -> list[str]:
     return known + sorted(set(_REGISTRY) - set(known))
 
 
-from . import adapter, fpt, lora, simple, vpt  # noqa: E402,F401  (each module registers its methods)
+def _register_modules() -> None:
+    """Imports every module of this package: a method is one module that calls `register` (nothing to list)."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+_register_modules()

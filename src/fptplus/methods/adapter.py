@@ -3,7 +3,7 @@
     block MLP branch:  mlp(norm2(x))  →  mlp(norm2(x)) + scale · up(GELU(down(norm2(x))))
 
 `up` starts at zero, so training starts from the pretrained function. Added with a forward hook on each
-block's `mlp`; timm's modules are untouched.
+block's MLP (found through the backbone family); the ViT's modules are untouched.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..backbones import BackboneFamily
 from ..errors import ConfigError
 from . import Method, register
 from .baseline import BaselineConfig, build_baseline
@@ -49,17 +50,17 @@ class Bottleneck(nn.Module):
 
 
 class Adapters(nn.ModuleList):
-    def attach(self, vit: nn.Module) -> None:
-        for adapter, block in zip(self, vit.blocks, strict=True):
-            block.mlp.register_forward_hook(lambda m, args, out, a=adapter: out + a(args[0]))
+    def attach(self, vit: nn.Module, family: BackboneFamily) -> None:
+        for adapter, block in zip(self, family.blocks(vit), strict=True):
+            family.mlp(block).register_forward_hook(lambda m, args, out, a=adapter: out + a(args[0]))
 
 
 def build_adapter(cfg: AdapterConfig, device=None, source: str = "online"):
-    def extend(vit, spec):
+    def extend(vit, spec, family):
         hidden = cfg.adapter_dim or spec.embed_dim // 8
         with torch.device(next(vit.parameters()).device):
             adapters = Adapters(Bottleneck(spec.embed_dim, hidden, cfg.adapter_scale) for _ in range(spec.depth))
-        adapters.attach(vit)
+        adapters.attach(vit, family)
         return vit, adapters
 
     return build_baseline(cfg, lambda n, p: n.startswith("extra."), extend, device)

@@ -1,7 +1,8 @@
-"""The shared shape of every Table-1 baseline: a timm ViT read at the chosen resolution + a new linear head.
+"""The shared shape of every Table-1 baseline: a ViT read at the chosen resolution + a new linear head.
 
-Each baseline module declares which parameters train (and adds its own, e.g. prompts or adapters) around
-timm's unchanged modules; `BaselineModel` is the one interface the trainer sees.
+Each baseline module declares which parameters train (and adds its own, e.g. prompts or adapters) around the
+backbone family's unchanged modules (reached through `fptplus.backbones`); `BaselineModel` is the one interface
+the trainer sees.
 """
 
 from __future__ import annotations
@@ -11,23 +12,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from .._utils import Size, to_hw
-from ..backbone import LPMSpec
+from ..backbones import BackboneFamily, LPMSpec, create_backbone, family_of
 from ..errors import ConfigError
 from ..params import ParamCount, count_parameters
-from ..weights import create_vit
 
 
 @dataclass
 class BaselineConfig:
-    """A frozen-or-tuned timm ViT with a new head, fed one (augmented) image view.
+    """A frozen-or-tuned ViT with a new head, fed one (augmented) image view.
 
     Attributes:
-        backbone: timm name of the ViT.
-        backbone_kwargs: extra timm kwargs (e.g. {"depth": 2, "embed_dim": 32} for a tiny test ViT).
+        backbone: a timm model name, or hf:<folder or Hub id> for a transformers ViTModel/Dinov2Model.
+        backbone_kwargs: architecture overrides (timm kwargs, or transformers config fields for hf:), e.g.
+            {"depth": 2, "embed_dim": 32} for a tiny timm test ViT.
         weights: ViT weights: a local .safetensors / weights-only torch file, "builtin:dinov2_vits14" (real
             DINOv2 ViT-S/14, offline), "hub" (timm's pretrained weights), or "none" (random init, tests only).
             The command line requires it; in Python, None means random init.
@@ -53,7 +53,7 @@ class BaselineModel(nn.Module):
     """`head(vit(x))`: the ViT's pooled (CLS, normed) features through a new linear classifier.
 
     Attributes:
-        vit: the timm ViT (possibly wrapped by peft), shared frozen weights untouched unless the method tunes them.
+        vit: the ViT (possibly wrapped by peft), shared frozen weights untouched unless the method tunes them.
         head: Linear(D, num_classes), always trained.
         extra: the method's own new modules (prompts, adapters), if any.
         spec: shape facts of the ViT (normalisation, patch size) for the data views.
@@ -78,9 +78,9 @@ class BaselineModel(nn.Module):
         return count_parameters(self)
 
 
-def base_vit(cfg: BaselineConfig, device: str | torch.device | None) -> tuple[VisionTransformer, LPMSpec]:
-    vit = create_vit(cfg.backbone, cfg.img_size, cfg.weights, device, **cfg.backbone_kwargs)
-    return vit, LPMSpec.from_vit(cfg.backbone, vit)
+def base_vit(cfg: BaselineConfig, device: str | torch.device | None) -> tuple[nn.Module, LPMSpec]:
+    vit = create_backbone(cfg.backbone, cfg.img_size, cfg.weights, device, **cfg.backbone_kwargs)
+    return vit, family_of(cfg.backbone).spec(cfg.backbone, vit)
 
 
 def freeze_except(model: nn.Module, trainable: Callable[[str, nn.Parameter], bool]) -> None:
@@ -92,7 +92,7 @@ def freeze_except(model: nn.Module, trainable: Callable[[str, nn.Parameter], boo
 def build_baseline(
     cfg: BaselineConfig,
     trainable: Callable[[str, nn.Parameter], bool],
-    extend: Callable[[VisionTransformer, LPMSpec], tuple[nn.Module, nn.Module | None]] | None = None,
+    extend: Callable[[nn.Module, LPMSpec, BackboneFamily], tuple[nn.Module, nn.Module | None]] | None = None,
     device: str | torch.device | None = None,
 ) -> BaselineModel:
     """ViT from `cfg`, optionally extended (adapters, prompts, peft), new head, then the freeze.
@@ -101,13 +101,14 @@ def build_baseline(
         cfg: the baseline config.
         trainable: (name, param) -> trains? Names are those of `BaselineModel` ("vit.…", "extra.…", "head.…");
             the head always trains.
-        extend: (vit, spec) -> (vit or its wrapper, extra module or None).
+        extend: (vit, spec, family) -> (vit or its wrapper, extra module or None); `family` reaches the ViT's
+            blocks, MLPs and projections.
         device: parameter device ("meta" for shape-only accounting).
     """
     vit, spec = base_vit(cfg, device)
     extra = None
     if extend is not None:
-        vit, extra = extend(vit, spec)
+        vit, extra = extend(vit, spec, family_of(cfg.backbone))
     with torch.device(device or "cpu"):
         model = BaselineModel(vit, spec, cfg.num_classes, extra)
     freeze_except(model, lambda n, p: n.startswith("head.") or trainable(n, p))

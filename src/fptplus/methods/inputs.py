@@ -75,7 +75,7 @@ class SideViewFeatures:
         return {"side": views.side_view(views.side_source(hr), train=False), "lpm": views.lpm_view(hr)}
 
     def example_batch(self, model: Any, config: Any, batch_size: int, device: str, source: str) -> dict[str, Tensor]:
-        h, w = model.side.vit.patch_embed.img_size
+        h, w = model.side.img_size
         labels = torch.zeros(batch_size, dtype=torch.long, device=device)
         batch = {"side": torch.randn(batch_size, 3, h, w, device=device), "label": labels}
         if not model.uses_lpm:

@@ -1,7 +1,8 @@
-"""LoRA and AdaLoRA (Hugging Face peft) on the query and value projections of a timm ViT.
+"""LoRA and AdaLoRA (Hugging Face peft) on the query and value projections of the ViT.
 
-timm fuses q, k, v into one `qkv` Linear; `SplitQKV` replaces it with three Linears whose weights are views
-of the fused weight (no copy, identical outputs), so peft can target `q` and `v` by name as the paper does.
+The backbone family names the projections (`BackboneFamily.projections`): timm fuses q, k, v into one `qkv`
+Linear, which the timm family splits into three Linears sharing its storage (no copy, identical outputs), so
+peft targets the query and value projections by name as the paper does.
 """
 
 from __future__ import annotations
@@ -9,37 +10,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from . import Method, register
 from .baseline import BaselineConfig, build_baseline
-
-
-class SplitQKV(nn.Module):
-    """Drop-in for timm's fused `attn.qkv`: q, k, v Linears sharing the fused parameters' storage."""
-
-    def __init__(self, qkv: nn.Linear) -> None:
-        super().__init__()
-        out = qkv.out_features // 3
-        linears = []
-        for i in range(3):
-            lin = nn.Linear(qkv.in_features, out, bias=qkv.bias is not None, device="meta")
-            lin.weight = nn.Parameter(qkv.weight[i * out : (i + 1) * out], requires_grad=qkv.weight.requires_grad)
-            if qkv.bias is not None:
-                lin.bias = nn.Parameter(qkv.bias[i * out : (i + 1) * out], requires_grad=qkv.bias.requires_grad)
-            linears.append(lin)
-        self.q, self.k, self.v = linears
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)  # (B, N, 3D), timm's qkv layout
-
-
-def split_qkv(vit: nn.Module) -> nn.Module:
-    for block in vit.blocks:
-        block.attn.qkv = SplitQKV(block.attn.qkv)
-    return vit
 
 
 @dataclass
@@ -68,10 +43,11 @@ class LoraMethodConfig(BaselineConfig):
 def build_lora(cfg: LoraMethodConfig, device=None, source: str = "online"):
     from peft import LoraConfig, inject_adapter_in_model
 
-    def extend(vit, spec):
+    def extend(vit, spec, family):
+        names = family.projections(vit)
         peft_cfg = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                              target_modules=list(cfg.lora_targets))  # fmt: skip
-        return inject_adapter_in_model(peft_cfg, split_qkv(vit)), None
+                              target_modules=[names[t] for t in cfg.lora_targets])  # fmt: skip
+        return inject_adapter_in_model(peft_cfg, vit), None
 
     return build_baseline(cfg, lambda n, p: ".lora_" in n, extend, device)
 
@@ -127,11 +103,12 @@ def build_adalora(cfg: AdaLoraMethodConfig, device=None, source: str = "online")
     if total <= cfg.adalora_tinit + cfg.adalora_tfinal:
         raise ConfigError(f"AdaLoRA needs total_step ({total}) > adalora_tinit + adalora_tfinal")
 
-    def extend(vit, spec):
+    def extend(vit, spec, family):
+        names = family.projections(vit)
         peft_cfg = AdaLoraConfig(init_r=cfg.adalora_init_r, target_r=cfg.adalora_target_r, lora_alpha=cfg.adalora_alpha,
                                  tinit=cfg.adalora_tinit, tfinal=cfg.adalora_tfinal, deltaT=cfg.adalora_delta_t,
-                                 total_step=total, target_modules=list(cfg.lora_targets))  # fmt: skip
-        return AdaLoraViT(AdaLoraModel(split_qkv(vit), peft_cfg, "default")), None
+                                 total_step=total, target_modules=[names[t] for t in cfg.lora_targets])  # fmt: skip
+        return AdaLoraViT(AdaLoraModel(vit, peft_cfg, "default")), None
 
     return build_baseline(cfg, lambda n, p: ".lora_" in n, extend, device)
 

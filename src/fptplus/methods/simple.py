@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from torch import nn
+
+from ..backbones import BackboneFamily, family_of
 from . import Method, register
 from .baseline import BaselineConfig, build_baseline
 
+Trainable = Callable[[str, nn.Parameter], bool]
 
-def _register(name: str, summary: str, trainable, lr: float) -> None:
-    build = lambda cfg, device=None, source="online": build_baseline(cfg, trainable, device=device)  # noqa: E731
+
+def _register(name: str, summary: str, trainable: Callable[[BackboneFamily], Trainable], lr: float) -> None:
+    def build(cfg: BaselineConfig, device=None, source: str = "online"):
+        return build_baseline(cfg, trainable(family_of(cfg.backbone)), device=device)
+
     register(Method(name, summary, BaselineConfig, BaselineConfig, build, default_lr=lr))
 
 
-def _attention(name: str, _) -> bool:
-    return ".attn." in name  # qkv and proj weights + biases (and q/k norms if the ViT has them)
-
-
-def _bias(name: str, _) -> bool:
-    return name.endswith(".bias")
-
-
-_register("full_ft", "full fine-tuning: every ViT parameter trains", lambda n, p: True, 1e-4)
-_register("linear", "linear probing: a new head on the frozen ViT's CLS feature", lambda n, p: False, 1e-3)
-_register("attn_tune", "attention tuning: only the attention layers' weights (and the head) train", _attention, 1e-4)
-_register("bitfit", "BitFit: only the biases (and the head) train", _bias, 1e-3)
+_register("full_ft", "full fine-tuning: every ViT parameter trains", lambda f: lambda n, p: True, 1e-4)
+_register("linear", "linear probing: a new head on the frozen ViT's CLS feature", lambda f: lambda n, p: False, 1e-3)
+_register("attn_tune", "attention tuning: only the attention layers' weights (and the head) train",
+          lambda f: lambda n, p: f.is_attention_param(n), 1e-4)  # fmt: skip
+_register("bitfit", "BitFit: only the biases (and the head) train", lambda f: lambda n, p: n.endswith(".bias"), 1e-3)

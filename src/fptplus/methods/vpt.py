@@ -1,6 +1,6 @@
 """VPT-deep (Jia et al., 2022): P learnable prompt tokens inserted after the prefix tokens at every block.
 
-Prompts of block l enter before it and are dropped after it (the next block gets its own); timm's blocks stay
+Prompts of block l enter before it and are dropped after it (the next block gets its own); the ViT's blocks stay
 untouched, the insertion is a forward pre-hook / hook pair, so the frozen weights keep their names.
 """
 
@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..backbones import BackboneFamily, LPMSpec
 from ..errors import ConfigError
 from . import Method, register
 from .baseline import BaselineConfig, build_baseline
@@ -46,9 +47,9 @@ class DeepPrompts(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.num_prefix = 1
 
-    def attach(self, vit: nn.Module) -> None:
-        self.num_prefix = vit.num_prefix_tokens
-        for i, block in enumerate(vit.blocks):
+    def attach(self, vit: nn.Module, spec: LPMSpec, family: BackboneFamily) -> None:
+        self.num_prefix = spec.num_prefix_tokens
+        for i, block in enumerate(family.blocks(vit)):
             block.register_forward_pre_hook(self._insert(i))
             block.register_forward_hook(self._remove)
 
@@ -67,10 +68,10 @@ class DeepPrompts(nn.Module):
 
 
 def build_vpt(cfg: VPTConfig, device=None, source: str = "online"):
-    def extend(vit, spec):
+    def extend(vit, spec, family):
         with torch.device(next(vit.parameters()).device):
             prompts = DeepPrompts(spec.depth, cfg.vpt_prompts, spec.embed_dim, spec.patch_size, cfg.vpt_dropout)
-        prompts.attach(vit)
+        prompts.attach(vit, spec, family)
         return vit, prompts
 
     return build_baseline(cfg, lambda n, p: n.startswith("extra."), extend, device)

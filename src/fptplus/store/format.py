@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ..backbone import LPMSpec
+from ..backbones import LPMSpec
 from ..data.sources import Sample
 from ..data.views import ViewConfig
 from ..errors import FPTPlusError

@@ -12,14 +12,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..backbone import LPMSpec, provides_cls
+from ..backbones import LPMSpec, lpm_spec, weights_identity
 from ..data.sources import DataIndex
 from ..data.views import ViewConfig
 from ..errors import ConfigError
 from ..files import display, human_bytes
 from ..importance import num_selected_tokens
+from ..lpm import provides_cls
 from ..model import FPTConfig, FusionPlan
-from ..weights import create_vit, weights_identity
 from .codecs import CODECS
 from .format import (
     MANIFEST,
@@ -103,14 +103,13 @@ def store_fields(
 
 def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16", resize: str = "squash") -> StoreSpec:
     """The store a model config needs (shapes only: no weights are loaded, the weights file is hashed)."""
-    vit = create_vit(cfg.backbone, cfg.img_size, None, "meta", **cfg.backbone_kwargs)
-    spec = LPMSpec.from_vit(cfg.backbone, vit)
+    spec = lpm_spec(cfg.backbone, cfg.img_size, cfg.backbone_kwargs)
     views = ViewConfig(cfg.img_size, cfg.side_size(spec.patch_size), spec.mean, spec.std, side_source_size, resize)
     fusion = FusionPlan.resolve(cfg, spec.depth)
     if not fusion.lpm_layers:
         raise ConfigError("nothing to preload: fused_layers=0 trains the side network alone (train it online)")
     k = num_selected_tokens(spec.num_tokens, cfg.token_ratio)
-    fields = store_fields(spec, fusion.lpm_layers, k, views, dtype, provides_cls(vit, fusion.lpm_layers))
+    fields = store_fields(spec, fusion.lpm_layers, k, views, dtype, provides_cls(spec, fusion.lpm_layers))
     fingerprint = make_fingerprint(
         spec,
         cfg.backbone_kwargs,

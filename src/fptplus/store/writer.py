@@ -28,14 +28,14 @@ from numpy.lib.format import open_memmap
 from torch.utils.data import DataLoader, Dataset
 
 from .._testing import crash_point
-from ..backbone import FrozenLPM
 from ..data.decode import DecodeError, undecodable_error
 from ..data.sources import DataIndex
 from ..data.views import Views
 from ..files import display, human_bytes
 from ..logs import get_logger, info_of
+from ..lpm import FrozenLPM
 from ..model import FPTConfig
-from ..weights import create_vit, file_sha256
+from ..weights import file_sha256
 from .codecs import codec_of
 from .format import (
     MANIFEST,
@@ -318,8 +318,7 @@ def _preload_locked(index, cfg, spec, out, options, plan, per_sample, dist, t0, 
     processed, run_seconds = 0, 0.0
     if todo or retry:
         views = Views(spec.views)
-        vit = create_vit(cfg.backbone, cfg.img_size, cfg.weights, None, **cfg.backbone_kwargs)
-        lpm = FrozenLPM(vit, cfg.backbone, tuple(plan["fingerprint"]["fused_layers"]), cfg.token_ratio, cfg.importance)
+        lpm = FrozenLPM.from_config(cfg, plan["fingerprint"]["fused_layers"])
         lpm.to(dist.device)
         t_run = time.perf_counter()
         processed = _run(todo, retry, index, views, lpm, dist, options, plan, log)

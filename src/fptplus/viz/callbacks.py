@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..train.callbacks import Callback, RunInfo
+from ..trainer.callbacks import Callback, RunInfo
 from .curves import plot_confusion, plot_roc, write_run_plots
 
 

@@ -16,8 +16,8 @@ from ..data.decode import load_image_file
 from ..data.views import Views
 from ..errors import ConfigError
 from ..methods import get_method
-from ..train.evaluate import load_trained, resolve_run
-from ..train.inputs import view_config
+from ..trainer.evaluate import load_trained, resolve_run
+from ..trainer.inputs import view_config
 from .tokens import heat_overlay, outline_counts, outline_tokens, prompt_attention_map, selection_counts
 
 

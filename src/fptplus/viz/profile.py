@@ -64,9 +64,9 @@ def prompt_attention_profile(
     mean attention on the prompts; also writes CSV + PNG into `out_dir` (default RUN/explain)."""
     from ..config import RunConfig
     from ..methods import get_method
-    from ..train.evaluate import open_run_store, run_index
-    from ..train.inputs import eval_loader, make_inputs
-    from ..train.loop import to_device
+    from ..trainer.evaluate import open_run_store, run_index
+    from ..trainer.inputs import eval_loader, make_inputs
+    from ..trainer.loop import to_device
 
     root, run_dir = fpt_run_dirs(run, seed)
     cfg = RunConfig.load(run_dir / "config.yaml")

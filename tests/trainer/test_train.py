@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from fptplus._testing import CRASH_ENV
 from fptplus.cli import main
 from fptplus.methods import get_method
-from fptplus.train.checkpoint import CheckpointError, load_checkpoint
+from fptplus.trainer.checkpoint import CheckpointError, load_checkpoint
 from imagegen import class_folders, split_folders
 
 from conftest import TINY, build_tiny, tiny_config
@@ -79,9 +79,9 @@ def test_predict_matches_evaluation_from_the_store(data, weights, tmp_path):
     from accelerate import Accelerator
 
     from fptplus.store import FeatureStore
-    from fptplus.train.evaluate import load_trained, predict
-    from fptplus.train.inputs import eval_loader, make_inputs
-    from fptplus.train.loop import predict_probs
+    from fptplus.trainer.evaluate import load_trained, predict
+    from fptplus.trainer.inputs import eval_loader, make_inputs
+    from fptplus.trainer.loop import predict_probs
 
     run = tmp_path / "run"
     assert main(train_args(data, run, weights, "--epochs", "1")) == 0

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from fptplus.cli import main
-from fptplus.train.checkpoint import CheckpointError, load_state
+from fptplus.trainer.checkpoint import CheckpointError, load_state
 from imagegen import class_folders, write_csv
 from storetools import tiny_weights
 

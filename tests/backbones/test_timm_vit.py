@@ -1,4 +1,4 @@
-"""Creating LPMs by timm name with weights from local files (or the hub), and the errors users see."""
+"""The timm family: creating ViTs by timm name with weights from local files (or the hub), and the errors users see."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import timm
 import torch
 from safetensors.torch import load_file, save_file
 
+from fptplus.backbones.timm_vit import create_vit
 from fptplus.errors import ConfigError, WeightsError
-from fptplus.weights import create_vit
 
 from conftest import DINOV2_FILE, TINY
 
@@ -103,7 +103,7 @@ def test_bad_names_and_sizes():
 
 
 def test_unreachable_hub_gives_clear_error():
-    code = "from fptplus.weights import create_vit\ncreate_vit('vit_base_patch16_224', 64, weights='hub', depth=1)\n"
+    code = "from fptplus import create_vit\ncreate_vit('vit_base_patch16_224', 64, weights='hub', depth=1)\n"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0

@@ -21,7 +21,7 @@ from ..logs import get_logger, info_of
 from ..metrics import compute_metrics
 from ..params import ParamCount
 from ..store import FeatureStore
-from ..train.outputs import write_prediction_rows
+from ..trainer.outputs import write_prediction_rows
 
 _log = get_logger("demo")
 
@@ -101,9 +101,7 @@ def _evaluate(head: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, ci: bool 
 
 
 def _lpm_params(store: FeatureStore) -> int:
-    from ..backbone import LPMSpec
-    from ..weights import create_vit
+    from ..backbones import lpm_spec
 
     fp = store.fingerprint
-    vit = create_vit(fp["backbone"], tuple(fp["lpm_size"]), None, "meta", **fp.get("backbone_kwargs", {}))
-    return LPMSpec.from_vit(fp["backbone"], vit).num_params
+    return lpm_spec(fp["backbone"], tuple(fp["lpm_size"]), fp.get("backbone_kwargs", {})).num_params

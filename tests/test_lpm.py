@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fptplus.backbone import FrozenLPM, resolve_layers
+from fptplus.backbones.timm_vit import create_vit
 from fptplus.errors import ConfigError
 from fptplus.importance import num_selected_tokens
-from fptplus.weights import create_vit
+from fptplus.lpm import FrozenLPM, resolve_layers
 
 from conftest import TINY, images
 

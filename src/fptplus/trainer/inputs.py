@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from ..backbone import LPMSpec
+from ..backbones import LPMSpec
 from ..data.datasets import EpochSeeded
 from ..data.sources import DataIndex
 from ..data.views import Views

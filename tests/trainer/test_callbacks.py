@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from fptplus.config import DataConfig, RunConfig, TrainConfig
-from fptplus.train.callbacks import Callback
-from fptplus.train.run import train
+from fptplus.trainer.callbacks import Callback
+from fptplus.trainer.run import train
 from imagegen import class_folders
 from storetools import store_cfg
 

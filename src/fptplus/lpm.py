@@ -1,10 +1,9 @@
 """The frozen large pre-trained model (LPM): per-layer K/V capture and important-token selection.
 
-`FrozenLPM` wraps a timm VisionTransformer without changing it. Forward hooks on each fused block's
-`attn.qkv`, `attn.q_norm` and `attn.k_norm` see the per-head queries, keys (both after any q/k
-normalisation) and values while timm's own forward runs its fused attention; the hook of the last of the
-three computes the token importance in query chunks and keeps only the selected K/V of that layer. The
-forward stops after the deepest fused block.
+`FrozenLPM` wraps a ViT of any backbone family (`fptplus.backbones`) without changing it. The family's hooks
+hand over each fused block's per-head queries, keys (after any q/k normalisation) and values while the model's
+own attention runs; once a layer's three are in, the token importance is computed in query chunks and only the
+selected K/V of that layer are kept. The forward stops after the deepest fused block.
 """
 
 from __future__ import annotations
@@ -13,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
+from .backbones import LPMSpec, create_backbone, family_of
 from .errors import ConfigError
 from .importance import (
     IMPORTANCE_MODES,
@@ -25,49 +24,6 @@ from .importance import (
     select_top_tokens,
     token_importance,
 )
-
-
-@dataclass(frozen=True)
-class LPMSpec:
-    """What the rest of fptplus needs to know about an LPM, available without its weights."""
-
-    name: str
-    img_size: tuple[int, int]
-    patch_size: tuple[int, int]
-    grid_size: tuple[int, int]
-    num_prefix_tokens: int
-    depth: int
-    embed_dim: int
-    num_heads: int
-    num_params: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @property
-    def num_tokens(self) -> int:
-        """N: patch tokens plus prefix (CLS/register) tokens."""
-        return self.grid_size[0] * self.grid_size[1] + self.num_prefix_tokens
-
-    @property
-    def head_dim(self) -> int:
-        return self.embed_dim // self.num_heads
-
-    @classmethod
-    def from_vit(cls, name: str, vit: VisionTransformer) -> LPMSpec:
-        cfg = getattr(vit, "pretrained_cfg", {}) or {}
-        return cls(
-            name=name,
-            img_size=tuple(vit.patch_embed.img_size),
-            patch_size=tuple(vit.patch_embed.patch_size),
-            grid_size=tuple(vit.patch_embed.grid_size),
-            num_prefix_tokens=int(vit.num_prefix_tokens),
-            depth=len(vit.blocks),
-            embed_dim=int(vit.embed_dim),
-            num_heads=int(vit.blocks[0].attn.num_heads),
-            num_params=sum(p.numel() for p in vit.parameters()),
-            mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
-            std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-        )
 
 
 @dataclass
@@ -118,20 +74,18 @@ def resolve_layers(layers: int | Sequence[int] | str, depth: int) -> tuple[int, 
     return tuple(sorted(out))
 
 
-def provides_cls(vit: VisionTransformer, layers: Sequence[int]) -> bool:
+def provides_cls(spec: LPMSpec, layers: Sequence[int]) -> bool:
     """Whether the forward up to the top fused layer yields the ViT's pooled feature (its normed CLS token):
     true when that layer is the last block and the ViT pools by its class token. It then costs one LayerNorm."""
-    return (
-        layers[-1] == len(vit.blocks) - 1 and vit.num_prefix_tokens > 0 and getattr(vit, "global_pool", "") == "token"
-    )
+    return layers[-1] == spec.depth - 1 and spec.pooled_cls
 
 
 class FrozenLPM(nn.Module):
-    """A frozen timm ViT that returns the selected K/V of its fused layers.
+    """A frozen ViT that returns the selected K/V of its fused layers.
 
     Args:
-        vit: a timm VisionTransformer (built at the high resolution, no head). Frozen in place.
-        name: its timm name (recorded in `spec`).
+        vit: a ViT built by its backbone family (at the high resolution, no head). Frozen in place.
+        name: its backbone name (picks the family; recorded in `spec`).
         layers: fused block indices (0-based) or an int n for the top n blocks.
         token_ratio: m, the fraction of tokens kept per head (1.0 keeps all, in natural order).
         importance: "mean" (mean attention received from all queries) or "cls" (CLS-row attention).
@@ -140,7 +94,7 @@ class FrozenLPM(nn.Module):
 
     def __init__(
         self,
-        vit: VisionTransformer,
+        vit: nn.Module,
         name: str,
         layers: int | Sequence[int] | str,
         token_ratio: float = 0.2,
@@ -151,7 +105,8 @@ class FrozenLPM(nn.Module):
         if importance not in IMPORTANCE_MODES:
             raise ConfigError(f"importance must be one of {IMPORTANCE_MODES}, got {importance!r}")
         self.vit = vit
-        self.spec = LPMSpec.from_vit(name, vit)
+        self.family = family_of(name)
+        self.spec = self.family.spec(name, vit)
         self.layers = resolve_layers(layers, self.spec.depth)
         if not self.layers:
             raise ConfigError("FrozenLPM needs at least one fused layer (0 fused layers = side network alone)")
@@ -164,32 +119,30 @@ class FrozenLPM(nn.Module):
         self._capturing = False
         self._stash: dict[int, dict[str, Tensor]] = {}
         self._selected: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        self._scales = {layer: self.family.attention_scale(vit, layer) for layer in self.layers}
         for layer in self.layers:
-            attn = self.vit.blocks[layer].attn
-            attn.qkv.register_forward_hook(self._hook(layer, "qkv"))
-            attn.q_norm.register_forward_hook(self._hook(layer, "q"))
-            attn.k_norm.register_forward_hook(self._hook(layer, "k"))
+            self.family.capture_qkv(vit, layer, self._sink(layer))
+
+    @classmethod
+    def from_config(cls, cfg, layers: Sequence[int], device: str | torch.device | None = None) -> FrozenLPM:
+        """The frozen LPM of an FPT config (its backbone, weights, resolution, ratio, importance and chunking)."""
+        vit = create_backbone(cfg.backbone, cfg.img_size, cfg.weights, device, **cfg.backbone_kwargs)
+        return cls(vit, cfg.backbone, tuple(layers), cfg.token_ratio, cfg.importance, cfg.importance_chunk)
 
     def train(self, mode: bool = True) -> FrozenLPM:
         """The LPM stays in eval mode whatever its parent does (no dropout, fixed features)."""
         return super().train(False)
 
-    def _hook(self, layer: int, what: str):
-        def hook(module: nn.Module, args: tuple, out: Tensor) -> None:
+    def _sink(self, layer: int):
+        def sink(what: str, tensor: Tensor) -> None:
             if not self._capturing:
                 return
             stash = self._stash.setdefault(layer, {})
-            if what == "qkv":
-                attn = self.vit.blocks[layer].attn
-                B, N, _ = out.shape
-                qkv = out.reshape(B, N, 3, attn.num_heads, attn.head_dim)  # (B, N, 3, H, d)
-                stash["v"] = qkv[:, :, 2].transpose(1, 2)  # (B, H, N, d)
-            else:
-                stash[what] = out  # (B, H, N, d), after q_norm / k_norm
+            stash[what] = tensor  # (B, H, N, d); q and k after any q/k normalisation
             if len(stash) == 3:
                 self._select(layer, self._stash.pop(layer))
 
-        return hook
+        return sink
 
     def _select(self, layer: int, qkv: dict[str, Tensor]) -> None:
         q, k, v = qkv["q"], qkv["k"], qkv["v"]  # (B, H, N, d) each
@@ -199,7 +152,7 @@ class FrozenLPM(nn.Module):
             self._selected[layer] = (k.detach().clone(), v.detach().clone(), idx)
             return
         scores = token_importance(
-            q, k, scale=self.vit.blocks[layer].attn.scale, mode=self.importance, chunk_size=self.chunk_size
+            q, k, scale=self._scales[layer], mode=self.importance, chunk_size=self.chunk_size
         )  # (B, H, N)
         idx = select_top_tokens(scores, self.num_selected)  # (B, H, k)
         self._selected[layer] = (gather_tokens(k, idx), gather_tokens(v, idx), idx)  # (B, H, k, d) x2
@@ -220,17 +173,9 @@ class FrozenLPM(nn.Module):
         self._stash.clear()
         self._selected.clear()
         self._capturing = True
-        last = provides_cls(self.vit, self.layers)
+        last = provides_cls(self.spec, self.layers)
         try:
-            out = self.vit.forward_intermediates(
-                x,
-                indices=[self.layers[-1]],
-                stop_early=True,
-                intermediates_only=True,
-                output_fmt="NLC",
-                norm=last,
-                return_prefix_tokens=last,
-            )
+            cls = self.family.forward_to(self.vit, x, self.layers[-1], with_cls=last)  # (B, D) or None
         finally:
             self._capturing = False
             self._stash.clear()
@@ -238,5 +183,4 @@ class FrozenLPM(nn.Module):
         keys = torch.stack([s[0] for s in selected], dim=1)  # (B, L, H, k, d)
         values = torch.stack([s[1] for s in selected], dim=1)  # (B, L, H, k, d)
         indices = torch.stack([s[2] for s in selected], dim=1)  # (B, L, H, k)
-        cls = out[0][1][:, 0] if last else None  # (B, D): the final norm's CLS token
         return LPMFeatures(keys, values, indices, cls)

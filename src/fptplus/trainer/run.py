@@ -127,7 +127,7 @@ def train(
         raise RunError(f"{root} is not a run folder (no config.yaml); start a run with --out {root}")
     shapes = get_method(cfg.method).validate(cfg.model)  # shapes and weights source, before any data is read
     if getattr(cfg.model, "side_img_size", 0) is None:  # record the size the default chose
-        h, w = shapes.side.vit.patch_embed.img_size
+        h, w = shapes.side.img_size
         cfg.model.side_img_size = h if h == w else (h, w)
     if not resume:
         check_new_run_folder(root, cfg.data.data, overwrite, remove=state.is_main_process)
