@@ -64,7 +64,7 @@ def test_type_matches_the_hints_in_use():
     assert type_matches([1, 2], tuple[int, ...]) and not type_matches([1, "a"], tuple[int, ...])
     assert type_matches(3, float) and not type_matches(True, float) and not type_matches(3.5, int)
     assert build_dataclass(TrainConfig, {"class_weights": "balanced"}, "train").class_weights == "balanced"
-    with pytest.raises(ConfigError, match=r"class_weights must be a string or a list of numbers or null"):
+    with pytest.raises(ConfigError, match=r"class_weights must be one of 'balanced' or a list of numbers or null"):
         build_dataclass(TrainConfig, {"class_weights": 3}, "train")
 
 

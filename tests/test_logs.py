@@ -34,3 +34,23 @@ def test_quiet_and_verbose_on_the_command_line(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "loud")]) == 0
     assert "best epoch 1" in capsys.readouterr().out
     assert logging.getLogger("fptplus").handlers == []  # the command line restores the configuration it found
+
+
+def test_progress_lines_without_a_terminal_and_nothing_when_disabled(monkeypatch):
+    from fptplus.logs import Progress
+
+    lines: list[str] = []
+    p = Progress(10, "epoch 1/2 step", lines.append, every=4, bar=False)
+    for i in range(1, 11):
+        p.update(i, f"loss {1 / i:.2f}")
+    p.close()
+    assert [line.split("  ")[0] for line in lines] == ["epoch 1/2 step 4/10", "epoch 1/2 step 8/10",
+                                                       "epoch 1/2 step 10/10"]  # fmt: skip
+    assert lines[-1].endswith("ETA 0 s") and "loss 0.10" in lines[-1]
+    silent: list[str] = []
+    q = Progress(10, "x", silent.append, enabled=False, every=1, bar=True)  # disabled wins over a terminal
+    for i in range(1, 11):
+        q.update(i)
+    assert silent == [] and q.bar is None
+    monkeypatch.setattr("sys.stdout.isatty", lambda: True, raising=False)
+    assert Progress(3, "x", silent.append).bar is None  # INFO does not reach a console here: no bar either

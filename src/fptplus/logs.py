@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -77,3 +78,54 @@ def log_file(path: Path | None, enabled: bool = True) -> Iterator[None]:
         ROOT.removeHandler(handler)
         handler.close()
         ROOT.setLevel(previous)
+
+
+class Progress:
+    """Progress of a long loop: a tqdm bar when INFO lines reach an interactive console, else plain lines through
+    `log` (every `every` steps, or at most every `seconds`), nothing when `enabled` is False (quiet, other ranks).
+
+    Lines read "DESC DONE/TOTAL  TEXT  ETA S s".
+    """
+
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        log: Callable[[str], None],
+        enabled: bool = True,
+        every: int | None = None,
+        seconds: float | None = None,
+        bar: bool | None = None,
+    ) -> None:
+        self.total, self.desc, self.log, self.enabled = total, desc, log, enabled
+        self.every, self.seconds = every, seconds
+        self.t0 = self.last = time.perf_counter()
+        self.done, self.bar = 0, None
+        if bar is None:
+            bar = showing_info() and sys.stdout.isatty()
+        if enabled and bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, leave=False)
+
+    def update(self, done: int, text: str = "") -> None:
+        """`done` steps of `total` are finished; `text` is the current state (loss, rate)."""
+        if not self.enabled:
+            return
+        step, self.done = done - self.done, done
+        if self.bar is not None:
+            self.bar.update(step)
+            self.bar.set_postfix_str(text)
+            return
+        now = time.perf_counter()
+        due = done == self.total
+        due |= self.every is not None and done % self.every == 0
+        due |= self.seconds is not None and now - self.last >= self.seconds
+        if due:
+            eta = (now - self.t0) / max(done, 1) * (self.total - done)
+            self.log(f"{self.desc} {done}/{self.total}  {text}  ETA {eta:.0f} s".replace("   ", "  "))
+            self.last = now
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

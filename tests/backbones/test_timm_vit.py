@@ -126,3 +126,18 @@ def test_real_dinov2_weights():
     x = torch.randn(1, 3, 224, 224)
     with torch.no_grad():
         assert torch.isfinite(small(x)).all()
+
+
+@pytest.mark.skipif(not DINOV2_FILE.exists(), reason="needs ../shared/weights (real DINOv2 ViT-S/14)")
+def test_builtin_weights_resolve_from_the_cache(tmp_path, monkeypatch):
+    """builtin:dinov2_vits14 reads the converted file from the fptplus cache (filled here, as a first use would)."""
+    import shutil
+
+    from fptplus.backbones import create_backbone
+    from fptplus.pretrained import FILE_NAME
+
+    shutil.copy(DINOV2_FILE, tmp_path / FILE_NAME)
+    monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path))
+    vit = create_backbone("vit_small_patch14_dinov2", 224, "builtin:dinov2_vits14")
+    ref = create_vit("vit_small_patch14_dinov2", 224, weights=DINOV2_FILE)
+    assert all(torch.equal(a, b) for a, b in zip(vit.state_dict().values(), ref.state_dict().values(), strict=True))

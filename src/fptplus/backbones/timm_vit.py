@@ -74,7 +74,7 @@ def create_vit(
     check_model_name(name)
     weights = None if is_random(weights) else weights
     if weights is not None and str(weights).startswith("builtin:"):
-        from .pretrained import resolve_weights
+        from ..pretrained import resolve_weights
 
         weights = resolve_weights(weights)
     hw = to_hw(img_size, "LPM input size")

@@ -32,7 +32,7 @@ from ..data.decode import DecodeError, undecodable_error
 from ..data.sources import DataIndex
 from ..data.views import Views
 from ..files import display, human_bytes
-from ..logs import get_logger, info_of
+from ..logs import Progress, get_logger, info_of
 from ..lpm import FrozenLPM
 from ..model import FPTConfig
 from ..weights import file_sha256
@@ -346,7 +346,9 @@ def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
         persistent_workers=False,
     )
     total = sum(len(b) for b in batches)
-    done, t0, last = 0, time.perf_counter(), 0.0
+    done, t0 = 0, time.perf_counter()
+    interactive = log == _log.info  # a caller's own `log` gets lines, never a bar
+    progress = Progress(total, f"preload [rank {dist.rank}]", log, seconds=10, bar=None if interactive else False)
     for n, (writer, items) in enumerate(zip(owners, loader, strict=True), start=1):
         writer.open()
         good = [it for it in items if "error" not in it]
@@ -361,12 +363,8 @@ def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
         writer.commit(max(writer.start + writer.done, items[-1]["i"] + 1))
         crash_point("preload-committed", n)
         done += len(items)
-        now = time.perf_counter()
-        if now - last > 10 or done == total:
-            rate = done / max(now - t0, 1e-9)
-            eta = (total - done) / rate
-            log(f"preload [rank {dist.rank}] {done}/{total} images, {rate:.1f} img/s, ETA {eta:.0f} s")
-            last = now
+        progress.update(done, f"images, {done / max(time.perf_counter() - t0, 1e-9):.1f} img/s")
+    progress.close()
     return done
 
 

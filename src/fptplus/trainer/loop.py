@@ -26,7 +26,7 @@ from .._testing import crash_point
 from ..config import RunConfig
 from ..data.sources import DataIndex
 from ..files import human_bytes
-from ..logs import get_logger, info_of, showing_info
+from ..logs import Progress, get_logger, info_of, showing_info
 from ..methods import get_method
 from ..metrics import Metrics, compute_metrics
 from ..store.reader import FeatureStore
@@ -40,7 +40,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .inputs import Inputs, epoch_loader, eval_loader, make_inputs
-from .outputs import Progress, RunPaths, write_history
+from .outputs import RunPaths, write_history
 
 _log = get_logger("train")
 
@@ -189,7 +189,8 @@ def fit(
         if accelerator.num_processes > 1:
             loader = accelerator.prepare_data_loader(loader)
         loss_sum, seen = 0.0, 0
-        bar = Progress(len(loader), f"epoch {epoch + 1}/{tc.epochs}", accelerator.is_main_process and showing_info())
+        bar = Progress(len(loader), f"epoch {epoch + 1}/{tc.epochs} step", log,
+                       accelerator.is_main_process and showing_info(), every=tc.log_every)  # fmt: skip
         for i, batch in enumerate(loader):
             batch = to_device(batch, accelerator.device)
             y = torch.as_tensor(batch["label"], device=accelerator.device)
@@ -212,7 +213,7 @@ def fit(
             loss_sum += loss.item() * len(y)
             seen += len(y)
             events.on_step(run, step, loss.item(), scheduler.get_last_lr()[0])
-            bar.update(i + 1, f"loss {loss_sum / seen:.4f} lr {scheduler.get_last_lr()[0]:.2e}", tc.log_every, log)
+            bar.update(i + 1, f"loss {loss_sum / seen:.4f} lr {scheduler.get_last_lr()[0]:.2e}")
         bar.close()
         train_seconds = time.perf_counter() - t0
         probs, labels, val_loss = predict_probs(model, val_loader, accelerator)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,32 +47,6 @@ def write_history(root: Path, history: list[dict[str, Any]]) -> None:
         w = csv.DictWriter(f, columns, extrasaction="ignore")
         w.writeheader()
         w.writerows(history)
-
-
-class Progress:
-    """tqdm bar on a terminal, plain log lines every `every` steps otherwise."""
-
-    def __init__(self, total: int, desc: str, enabled: bool) -> None:
-        self.total, self.desc, self.enabled = total, desc, enabled
-        self.bar, self.t0 = None, time.perf_counter()
-        if enabled and sys.stdout.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, desc=desc, leave=False)
-
-    def update(self, i: int, text: str, every: int, log) -> None:
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.update(1)
-            self.bar.set_postfix_str(text)
-        elif i % every == 0 or i == self.total:
-            eta = (time.perf_counter() - self.t0) / i * (self.total - i)
-            log(f"{self.desc} step {i}/{self.total}  {text}  ETA {eta:.0f} s")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
 
 
 def write_prediction_rows(path: Path, names: list[str], labels, probs, classes: list[str]) -> None:
