@@ -4,6 +4,7 @@ weights converter, and a fast smoke run of the whole demo pipeline with a tiny r
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -88,13 +89,15 @@ def test_builtin_weights_match_the_reference_tensor_by_tensor(tmp_path, monkeypa
     assert builtin_weights(log=lambda *_: None) == path  # cached
 
 
-def test_demo_smoke_run_with_a_tiny_random_vit(tmp_path, monkeypatch):
+def test_demo_smoke_run_with_a_tiny_random_vit(tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
     cfg = DemoConfig(out=tmp_path / "demo", weights=None, backbone_kwargs={"depth": 2, "embed_dim": 32, "num_heads": 4},
                      task=RetinaTask(num_images=20, size=56), side_img_size=28, side_depth=2, epochs=1,
                      batch_size=4, workers=0)  # fmt: skip
-    lines = []
-    result = run_demo(cfg, log=lines.append)
+    with caplog.at_level(logging.INFO, logger="fptplus"):
+        result = run_demo(cfg)  # no `log`: the fptplus.demo logger, as `fptplus demo` runs it
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(line.startswith("[1/6] weights: random init") for line in lines)
     assert set(result["rows"]) == {"FPT+", "side network alone", "linear probing"}
     table = (tmp_path / "demo" / "summary.md").read_text()
     assert "| FPT+ |" in table and "| side network alone |" in table and "| linear probing |" in table

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..bench.memory import measure_step
 from ..config import DataConfig, RunConfig, TrainConfig
-from ..logs import get_logger
+from ..logs import get_logger, info_of
 from ..methods import get_method
 from ..model import FPTConfig
 from ..pretrained import BUILTIN
@@ -61,6 +61,8 @@ class DemoConfig:
 
 
 def run_demo(cfg: DemoConfig, log=None) -> dict[str, Any]:
+    """The whole demo; its lines go to `log` (default: the `fptplus.demo` logger, which `fptplus demo` prints)."""
+    log = info_of(_log, log)
     t0 = time.perf_counter()
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
