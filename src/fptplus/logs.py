@@ -84,7 +84,7 @@ class Progress:
     """Progress of a long loop: a tqdm bar when INFO lines reach an interactive console, else plain lines through
     `log` (every `every` steps, or at most every `seconds`), nothing when `enabled` is False (quiet, other ranks).
 
-    Lines read "DESC DONE/TOTAL  TEXT  ETA S s".
+    Lines read "DESC DONE/TOTAL[ UNIT]  TEXT  ETA S s".
     """
 
     def __init__(
@@ -96,8 +96,9 @@ class Progress:
         every: int | None = None,
         seconds: float | None = None,
         bar: bool | None = None,
+        unit: str = "",
     ) -> None:
-        self.total, self.desc, self.log, self.enabled = total, desc, log, enabled
+        self.total, self.desc, self.log, self.enabled, self.unit = total, desc, log, enabled, unit
         self.every, self.seconds = every, seconds
         self.t0 = self.last = time.perf_counter()
         self.done, self.bar = 0, None
@@ -123,7 +124,8 @@ class Progress:
         due |= self.seconds is not None and now - self.last >= self.seconds
         if due:
             eta = (now - self.t0) / max(done, 1) * (self.total - done)
-            self.log(f"{self.desc} {done}/{self.total}  {text}  ETA {eta:.0f} s".replace("   ", "  "))
+            unit = f" {self.unit}" if self.unit else ""
+            self.log(f"{self.desc} {done}/{self.total}{unit}  {text}  ETA {eta:.0f} s".replace("   ", "  "))
             self.last = now
 
     def close(self) -> None:

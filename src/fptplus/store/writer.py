@@ -348,7 +348,8 @@ def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
     total = sum(len(b) for b in batches)
     done, t0 = 0, time.perf_counter()
     interactive = log == _log.info  # a caller's own `log` gets lines, never a bar
-    progress = Progress(total, f"preload [rank {dist.rank}]", log, seconds=10, bar=None if interactive else False)
+    progress = Progress(total, f"preload [rank {dist.rank}]", log, seconds=10, bar=None if interactive else False,
+                        unit="images")  # fmt: skip
     for n, (writer, items) in enumerate(zip(owners, loader, strict=True), start=1):
         writer.open()
         good = [it for it in items if "error" not in it]
@@ -363,7 +364,7 @@ def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
         writer.commit(max(writer.start + writer.done, items[-1]["i"] + 1))
         crash_point("preload-committed", n)
         done += len(items)
-        progress.update(done, f"images, {done / max(time.perf_counter() - t0, 1e-9):.1f} img/s")
+        progress.update(done, f"{done / max(time.perf_counter() - t0, 1e-9):.1f} img/s")
     progress.close()
     return done
 
