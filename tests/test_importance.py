@@ -1,4 +1,4 @@
-"""Chunked importance vs a dense float64 reference, and top-k selection."""
+"""Chunked and fused importance vs a dense float64 reference, and top-k selection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,15 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from fptplus.errors import ConfigError
-from fptplus.importance import gather_tokens, num_selected_tokens, select_top_tokens, token_importance
+import fptplus.importance as importance
+from fptplus.importance import (
+    attention_with_lse,
+    fused_importance,
+    gather_tokens,
+    num_selected_tokens,
+    select_top_tokens,
+    token_importance,
+)
 
 
 def dense_importance(q, k, mode="mean"):
@@ -92,3 +100,40 @@ def test_select_top_tokens_and_gather():
     x = torch.randn(2, 3, 50, 4)
     got = gather_tokens(x, idx)
     assert torch.equal(got[1, 2, 3], x[1, 2, idx[1, 2, 3]])
+
+
+# N not a multiple of any kernel block (CPU flash attention uses blocks of 32..512 rows/keys), d incl. odd sizes.
+@pytest.mark.parametrize("N,d", [(1, 8), (7, 8), (37, 8), (197, 64), (257, 24), (1025, 64), (1031, 7)])
+def test_fused_equals_dense(N, d):
+    q, k = qk(B=2, H=3, N=N, d=d, seed=N)
+    v = torch.randn_like(q)
+    out, lse = attention_with_lse(q, k, v, d**-0.5)  # (B, H, N, d), (B, H, N)
+    logits = (q.double() @ k.double().transpose(-2, -1)) * d**-0.5
+    torch.testing.assert_close(lse.double(), logits.logsumexp(-1), atol=1e-5, rtol=1e-6)
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-6, rtol=1e-5)
+    got = token_importance(q, k, lse=lse)
+    ref = dense_importance(q, k)
+    assert got.dtype == torch.float32 and got.shape == (2, 3, N)
+    # fp32 tolerance relative to the scores' size (they sum to 1 over N tokens)
+    torch.testing.assert_close(got.double(), ref, atol=1e-6 / N**0.5, rtol=2e-5)
+    assert torch.equal(select_top_tokens(got, max(1, N // 5)).sort(-1).values,
+                       select_top_tokens(ref, max(1, N // 5)).sort(-1).values)  # fmt: skip
+
+
+def test_fused_equals_chunked_in_head_groups(monkeypatch):
+    """The swapped-role pass bounded to a few heads at a time gives the same scores as one pass."""
+    q, k = qk(B=3, H=4, N=101, d=16, seed=3)
+    lse = ((q @ k.transpose(-2, -1)) * 0.25).logsumexp(-1)
+    whole = fused_importance(q, k, lse, 0.25)
+    monkeypatch.setattr(importance, "FUSED_CHUNK_BYTES", 3 * 101 * 17 * 4 * 5)  # 5 of the 12 heads per pass
+    torch.testing.assert_close(fused_importance(q, k, lse, 0.25), whole, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(whole, token_importance(q, k, scale=0.25), atol=1e-7, rtol=1e-5)
+
+
+def test_fused_importance_never_materialises_the_map():
+    B, H, N = 1, 2, 513
+    q, k = qk(B, H, N)
+    lse = token_importance(q, k).new_zeros(B, H, N)  # any lse: only the sizes matter here
+    with MaxNumel() as mode:
+        fused_importance(q, k, lse, 0.3)
+    assert mode.max_numel <= B * H * N * (8 + 1)  # the (B·H, N, d + 1) operands, nothing N×N

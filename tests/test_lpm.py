@@ -11,7 +11,7 @@ from fptplus.errors import ConfigError
 from fptplus.importance import num_selected_tokens
 from fptplus.lpm import FrozenLPM, resolve_layers
 
-from conftest import TINY, images
+from conftest import DINOV2_FILE, TINY, images
 
 
 def tiny_vit(name="vit_base_patch16_224", img=64, **kw):
@@ -138,3 +138,77 @@ def test_cls_feature_is_the_vits_pooled_output_when_the_last_block_is_fused():
         torch.testing.assert_close(top.cls, vit(x))  # timm's own pooled, normed CLS feature
     lower = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=[0, 1], token_ratio=0.5)(x)
     assert lower.cls is None
+
+
+class Spy:
+    """Counts the LPM's fused-kernel answers to SDPA calls."""
+
+    def __init__(self, monkeypatch):
+        import fptplus.lpm as lpm_module
+
+        self.calls = 0
+        real = lpm_module.attention_with_lse
+
+        def spy(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(lpm_module, "attention_with_lse", spy)
+
+
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_fused_kernel_selects_what_the_chunked_kernel_selects(monkeypatch, qk_norm):
+    x = images(2, 64)
+    chunked = FrozenLPM(tiny_vit(qk_norm=qk_norm), "vit_base_patch16_224", layers=[0, 2], token_ratio=0.3,
+                        importance_kernel="chunked")(x)  # fmt: skip
+    spy = Spy(monkeypatch)
+    lpm = FrozenLPM(tiny_vit(qk_norm=qk_norm), "vit_base_patch16_224", layers=[0, 2], token_ratio=0.3)
+    fused = lpm(x)
+    assert spy.calls == 2  # both fused layers answered their own SDPA call with the lse kernel
+    assert torch.equal(fused.indices, chunked.indices)
+    assert torch.equal(fused.keys, chunked.keys) and torch.equal(fused.values, chunked.values)
+    torch.testing.assert_close(fused.cls, chunked.cls, atol=1e-6, rtol=1e-6)  # the layer outputs are SDPA's
+    # the model is untouched afterwards: a plain forward does not go through the LPM
+    with torch.no_grad():
+        lpm.vit(x)
+    assert spy.calls == 2
+
+
+def test_eager_attention_falls_back_to_the_chunked_kernel(monkeypatch):
+    from fptplus.backbones import set_attention
+
+    x = images(2, 64)
+    ref = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=2, token_ratio=0.3, importance_kernel="chunked")(x)
+    spy = Spy(monkeypatch)
+    lpm = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=2, token_ratio=0.3, importance_kernel="fused")
+    restore = set_attention(lpm.vit, "eager")  # timm then never calls SDPA
+    got = lpm(x)
+    restore()
+    assert spy.calls == 0
+    assert torch.equal(got.indices, ref.indices)
+    torch.testing.assert_close(got.keys, ref.keys)
+
+
+def test_fused_kernel_refused_where_none_exists():
+    with pytest.raises(ConfigError, match="importance_kernel"):
+        FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=1, importance_kernel="flash")
+    lpm = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=1, token_ratio=0.3, importance_kernel="fused")
+    lpm.vit.to("meta")
+    with pytest.raises(ConfigError, match="no fused attention kernel on meta"):
+        lpm(torch.empty(1, 3, 64, 64, device="meta"))
+
+
+@pytest.mark.skipif(not DINOV2_FILE.exists(), reason="needs ../shared/weights (real DINOv2 ViT-S/14)")
+@pytest.mark.parametrize("size", [224, 518])
+def test_fused_kernel_on_real_dinov2(size):
+    """Real attention maps (peaked, register-like tokens): the same tokens as the chunked kernel, ties aside."""
+    vit = create_vit("vit_small_patch14_dinov2", size, weights=DINOV2_FILE)
+    x = images(1, size)
+    got = {
+        kernel: FrozenLPM(vit, "vit_small_patch14_dinov2", layers=6, importance_kernel=kernel)(x)
+        for kernel in ("chunked", "fused")
+    }
+    same = (got["fused"].indices == got["chunked"].indices).float().mean().item()
+    as_sets = (got["fused"].indices.sort(-1).values == got["chunked"].indices.sort(-1).values).float().mean().item()
+    assert same > 0.995 and as_sets > 0.999, (same, as_sets)  # only near-ties may swap places
+    torch.testing.assert_close(got["fused"].cls, got["chunked"].cls, atol=1e-5, rtol=1e-5)

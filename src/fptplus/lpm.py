@@ -2,8 +2,14 @@
 
 `FrozenLPM` wraps a ViT of any backbone family (`fptplus.backbones`) without changing it. The family's hooks
 hand over each fused block's per-head queries, keys (after any q/k normalisation) and values while the model's
-own attention runs; once a layer's three are in, the token importance is computed in query chunks and only the
-selected K/V of that layer are kept. The forward stops after the deepest fused block.
+own attention runs; once a layer's three are in, the token importance is computed and only the selected K/V of
+that layer are kept. The forward stops after the deepest fused block.
+
+Importance kernels (`importance_kernel`): with "fused" (the default where the kernel exists), the layer's own call to
+`F.scaled_dot_product_attention` is answered, inside the LPM's forward only, by a fused kernel that also returns
+each query's log-sum-exp (same output; the model's code is untouched: a TorchFunctionMode sees the call), and the
+importance costs one more fused pass (`fused_importance`). When the model does not call SDPA with exactly the
+captured q/k/v (eager attention, a mask), that layer falls back to the chunked kernel.
 """
 
 from __future__ import annotations
@@ -12,13 +18,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from .backbones import LPMSpec, create_backbone, family_of
 from .errors import ConfigError
 from .importance import (
+    IMPORTANCE_KERNELS,
     IMPORTANCE_MODES,
+    ImportanceKernel,
     ImportanceMode,
+    attention_with_lse,
+    fused_kernel_available,
     gather_tokens,
     num_selected_tokens,
     select_top_tokens,
@@ -90,6 +102,8 @@ class FrozenLPM(nn.Module):
         token_ratio: m, the fraction of tokens kept per head (1.0 keeps all, in natural order).
         importance: "mean" (mean attention received from all queries) or "cls" (CLS-row attention).
         chunk_size: query rows per importance chunk; None sizes chunks from a 16 MiB budget.
+        importance_kernel: "auto" (fused where a kernel returns the log-sum-exp, else chunked), "fused" or
+            "chunked" (see the module docstring). Both are exact; ties between equal scores may break differently.
     """
 
     def __init__(
@@ -100,10 +114,13 @@ class FrozenLPM(nn.Module):
         token_ratio: float = 0.2,
         importance: ImportanceMode = "mean",
         chunk_size: int | None = None,
+        importance_kernel: ImportanceKernel = "auto",
     ) -> None:
         super().__init__()
         if importance not in IMPORTANCE_MODES:
             raise ConfigError(f"importance must be one of {IMPORTANCE_MODES}, got {importance!r}")
+        if importance_kernel not in IMPORTANCE_KERNELS:
+            raise ConfigError(f"importance_kernel must be one of {IMPORTANCE_KERNELS}, got {importance_kernel!r}")
         self.vit = vit
         self.family = family_of(name)
         self.spec = self.family.spec(name, vit)
@@ -114,6 +131,8 @@ class FrozenLPM(nn.Module):
         self.num_selected = num_selected_tokens(self.spec.num_tokens, self.token_ratio)
         self.importance = importance
         self.chunk_size = chunk_size
+        self.importance_kernel = importance_kernel
+        self._pending: tuple[int, Tensor, Tensor, Tensor] | None = None  # a layer waiting for its SDPA call
         self.vit.requires_grad_(False)
         self.vit.eval()
         self._capturing = False
@@ -127,7 +146,10 @@ class FrozenLPM(nn.Module):
     def from_config(cls, cfg, layers: Sequence[int], device: str | torch.device | None = None) -> FrozenLPM:
         """The frozen LPM of an FPT config (its backbone, weights, resolution, ratio, importance and chunking)."""
         vit = create_backbone(cfg.backbone, cfg.img_size, cfg.weights, device, **cfg.backbone_kwargs)
-        return cls(vit, cfg.backbone, tuple(layers), cfg.token_ratio, cfg.importance, cfg.importance_chunk)
+        return cls(
+            vit, cfg.backbone, tuple(layers), cfg.token_ratio, cfg.importance, cfg.importance_chunk,
+            cfg.importance_kernel,
+        )  # fmt: skip
 
     def train(self, mode: bool = True) -> FrozenLPM:
         """The LPM stays in eval mode whatever its parent does (no dropout, fixed features)."""
@@ -137,22 +159,68 @@ class FrozenLPM(nn.Module):
         def sink(what: str, tensor: Tensor) -> None:
             if not self._capturing:
                 return
+            self._flush_pending(unless=layer)
             stash = self._stash.setdefault(layer, {})
             stash[what] = tensor  # (B, H, N, d); q and k after any q/k normalisation
             if len(stash) == 3:
-                self._select(layer, self._stash.pop(layer))
+                qkv = self._stash.pop(layer)
+                if self._uses_fused(qkv["k"]):
+                    self._pending = (layer, qkv["q"], qkv["k"], qkv["v"])  # selected when its SDPA call comes
+                else:
+                    self._select(layer, qkv["q"], qkv["k"], qkv["v"])
 
         return sink
 
-    def _select(self, layer: int, qkv: dict[str, Tensor]) -> None:
-        q, k, v = qkv["q"], qkv["k"], qkv["v"]  # (B, H, N, d) each
-        B, H, N, _ = k.shape
+    def _uses_fused(self, k: Tensor) -> bool:
+        if self.importance != "mean" or self.num_selected == k.shape[2] or self.importance_kernel == "chunked":
+            return False
+        available = fused_kernel_available(k.device)
+        if self.importance_kernel == "fused" and not available:
+            raise ConfigError(
+                f"importance_kernel='fused' has no fused attention kernel on {k.device.type}; use 'auto' or 'chunked'"
+            )
+        return available
+
+    def _flush_pending(self, unless: int | None = None) -> None:
+        """A pending layer whose SDPA call never came (eager attention, a mask) is selected by the chunked kernel."""
+        if self._pending is not None and self._pending[0] != unless:
+            layer, q, k, v = self._pending
+            self._pending = None
+            self._select(layer, q, k, v)
+
+    def _on_sdpa(self, args: tuple, kwargs: dict) -> Tensor | None:
+        """Answers the pending layer's own SDPA call with the lse-returning kernel; None = not ours, call SDPA."""
+        if self._pending is None:
+            return None
+        names = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal")
+        call = dict(zip(names, args, strict=False)) | kwargs
+        layer, q, k, v = self._pending
+        plain = (
+            call.get("attn_mask") is None
+            and not call.get("dropout_p")
+            and not call.get("is_causal")
+            and not call.get("enable_gqa")
+        )
+        same = all(
+            isinstance(call.get(n), Tensor) and _same_view(call[n], t)
+            for n, t in (("query", q), ("key", k), ("value", v))
+        )
+        if not (plain and same):
+            return None
+        self._pending = None
+        scale = call.get("scale") or q.shape[-1] ** -0.5
+        out, lse = attention_with_lse(call["query"], call["key"], call["value"], scale)  # (B, H, N, d), (B, H, N)
+        self._select(layer, q, k, v, lse=lse)
+        return out
+
+    def _select(self, layer: int, q: Tensor, k: Tensor, v: Tensor, lse: Tensor | None = None) -> None:
+        B, H, N, _ = k.shape  # q, k, v: (B, H, N, d)
         if self.num_selected == N:  # ratio 1.0: no selection, natural order
             idx = torch.arange(N, device=k.device).expand(B, H, N)  # (B, H, N)
             self._selected[layer] = (k.detach().clone(), v.detach().clone(), idx)
             return
         scores = token_importance(
-            q, k, scale=self._scales[layer], mode=self.importance, chunk_size=self.chunk_size
+            q, k, scale=self._scales[layer], mode=self.importance, chunk_size=self.chunk_size, lse=lse
         )  # (B, H, N)
         idx = select_top_tokens(scores, self.num_selected)  # (B, H, k)
         self._selected[layer] = (gather_tokens(k, idx), gather_tokens(v, idx), idx)  # (B, H, k, d) x2
@@ -172,15 +240,46 @@ class FrozenLPM(nn.Module):
         self.check_input(x)
         self._stash.clear()
         self._selected.clear()
+        self._pending = None
         self._capturing = True
         last = provides_cls(self.spec, self.layers)
         try:
-            cls = self.family.forward_to(self.vit, x, self.layers[-1], with_cls=last)  # (B, D) or None
+            with _SharedAttention(self):
+                cls = self.family.forward_to(self.vit, x, self.layers[-1], with_cls=last)  # (B, D) or None
+            self._flush_pending()
         finally:
             self._capturing = False
             self._stash.clear()
+            self._pending = None
         selected = [self._selected.pop(layer) for layer in self.layers]
         keys = torch.stack([s[0] for s in selected], dim=1)  # (B, L, H, k, d)
         values = torch.stack([s[1] for s in selected], dim=1)  # (B, L, H, k, d)
         indices = torch.stack([s[2] for s in selected], dim=1)  # (B, L, H, k)
         return LPMFeatures(keys, values, indices, cls)
+
+
+def _same_view(a: Tensor, b: Tensor) -> bool:
+    """Whether two tensors are the same elements of the same memory (the captured q/k/v reaching SDPA)."""
+    return (
+        a.shape == b.shape
+        and a.stride() == b.stride()
+        and a.dtype == b.dtype
+        and a.device == b.device
+        and a.data_ptr() == b.data_ptr()
+    )
+
+
+class _SharedAttention(TorchFunctionMode):
+    """Within one LPM forward: routes SDPA calls to the LPM so a fused layer's attention also yields its lse."""
+
+    def __init__(self, lpm: FrozenLPM) -> None:
+        super().__init__()
+        self.lpm = lpm
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            out = self.lpm._on_sdpa(args, kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)

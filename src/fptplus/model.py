@@ -22,7 +22,7 @@ from ._utils import Size, to_hw
 from .backbones import LPMSpec, lpm_spec
 from .errors import ConfigError
 from .fusion import FineGrainedFusion, FusionOutput
-from .importance import IMPORTANCE_MODES, ImportanceMode, num_selected_tokens
+from .importance import IMPORTANCE_KERNELS, IMPORTANCE_MODES, ImportanceKernel, ImportanceMode, num_selected_tokens
 from .lpm import FrozenLPM, LPMFeatures, resolve_layers
 from .params import ParamCount, count_parameters
 from .side import SideViT
@@ -56,6 +56,8 @@ class FPTConfig:
         token_ratio: m, fraction of LPM tokens kept per head (1.0 = no selection).
         importance: "mean" (mean attention received) or "cls" (CLS-row attention).
         importance_chunk: query rows per chunk of the importance computation (None = from a 16 MiB budget).
+        importance_kernel: "auto" (fused attention kernels where they return the log-sum-exp, else chunked),
+            "fused" or "chunked"; all exact (see fptplus.importance).
         num_classes: classifier outputs.
         mlp_ratio: side MLP ratio.
     """
@@ -76,6 +78,7 @@ class FPTConfig:
     token_ratio: float = 0.2
     importance: ImportanceMode = "mean"
     importance_chunk: int | None = None
+    importance_kernel: ImportanceKernel = "auto"
     num_classes: int = 2
     mlp_ratio: float = 4.0
 
@@ -108,6 +111,10 @@ class FPTConfig:
                 f"side_depth must be >= 1, got {self.side_depth}",
             ),
             (self.importance_chunk is None or self.importance_chunk >= 1, "importance_chunk must be >= 1"),
+            (
+                self.importance_kernel in IMPORTANCE_KERNELS,
+                f"importance_kernel must be one of {IMPORTANCE_KERNELS}, got {self.importance_kernel!r}",
+            ),
             (
                 self.side_depth is not None or self.fused_layers not in (None, 0),
                 "side_depth=None (as many side blocks as fused layers) needs fused layers",

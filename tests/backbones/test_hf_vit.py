@@ -177,3 +177,21 @@ def test_an_unreachable_hub_repository_is_one_clear_error():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode != 0
     assert "ConfigError" in proc.stderr and "--backbone hf:DIR" in proc.stderr
+
+
+def test_hf_layers_share_their_attention_pass_with_the_fused_importance(pair, monkeypatch):
+    """transformers' SDPA attention reaches the LPM's fused kernel; it selects what the chunked kernel selects."""
+    import fptplus.lpm as lpm_module
+
+    kind, _, folder = pair
+    size = KINDS[kind][2]
+    model = create_backbone(f"hf:{folder}", size, weights="hub").eval()
+    x = images(2, size)
+    chunked = FrozenLPM(model, f"hf:{folder}", layers=[0, 1], token_ratio=0.3, importance_kernel="chunked")(x)
+    calls = []
+    real = lpm_module.attention_with_lse
+    monkeypatch.setattr(lpm_module, "attention_with_lse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fused = FrozenLPM(model, f"hf:{folder}", layers=[0, 1], token_ratio=0.3, importance_kernel="fused")(x)
+    assert len(calls) == 2
+    assert torch.equal(fused.indices, chunked.indices)
+    torch.testing.assert_close(fused.keys, chunked.keys, atol=0, rtol=0)

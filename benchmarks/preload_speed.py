@@ -1,0 +1,104 @@
+"""Preload's LPM pass vs the bare frozen forward, per importance kernel (ratios measured in one process).
+
+    python benchmarks/preload_speed.py --sizes 512 2048                 # CPU, ViT-B/16, random weights
+    python benchmarks/preload_speed.py --sizes 512 1024 2048 --device cuda \
+        --out benchmarks/results/preload_speed_gpu.json
+
+For each resolution, the same batch goes through (round-robin, `--rounds` times, best time kept):
+  bare     timm's forward up to the deepest fused layer (what any feature extraction costs);
+  chunked  FrozenLPM with the chunked importance kernel (query-chunked matmuls, today's fallback);
+  fused    FrozenLPM with the fused kernel (the layer's own attention returns its log-sum-exp, plus one
+           swapped-role fused pass per fused layer).
+Both LPM rows capture K/V, score every token, keep the top m and gather them (the work of a preload without
+decode and disk). It also reports how many selected tokens the two kernels agree on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from fptplus.backbones.timm_vit import create_vit
+from fptplus.lpm import FrozenLPM
+
+
+def timed(fn, device: str) -> float:
+    if device == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rounds: int, device: str) -> dict:
+    vit = create_vit(backbone, size, device=device).eval()
+    x = torch.randn(batch, 3, size, size, device=device)
+    top = len(vit.blocks) - 1
+    lpms = {k: FrozenLPM(vit, backbone, layers, ratio, importance_kernel=k) for k in ("chunked", "fused")}
+    kw = dict(indices=[top], stop_early=True, intermediates_only=True, output_fmt="NLC")
+    runs = {
+        "bare": lambda: vit.forward_intermediates(x, **kw),
+        "chunked": lambda: lpms["chunked"](x),
+        "fused": lambda: lpms["fused"](x),
+    }
+    best = {k: float("inf") for k in runs}
+    with torch.no_grad():
+        out = {k: lpms[k](x) for k in lpms}  # warm-up (and the agreement check)
+        vit.forward_intermediates(x, **kw)
+        for _ in range(rounds):
+            for k, fn in runs.items():
+                best[k] = min(best[k], timed(fn, device))
+    a, b = out["chunked"].indices, out["fused"].indices
+    row = {
+        "backbone": backbone,
+        "img_size": size,
+        "tokens": lpms["fused"].spec.num_tokens,
+        "batch": batch,
+        "fused_layers": layers,
+        "img_per_s": {k: batch / t for k, t in best.items()},
+        "fraction_of_bare": {k: best["bare"] / best[k] for k in ("chunked", "fused")},
+        "importance_overhead_s_per_img": {k: (best[k] - best["bare"]) / batch for k in ("chunked", "fused")},
+        "same_token_sets": (a.sort(-1).values == b.sort(-1).values).float().mean().item(),
+    }
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", default="vit_base_patch16_224")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 2048])
+    ap.add_argument("--batch", type=int, nargs="+", default=None, help="per size (default 16 at ≤ 512 px, else 1)")
+    ap.add_argument("--layers", type=int, default=6, help="top fused layers (FPT+: 6)")
+    ap.add_argument("--ratio", type=float, default=0.2)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
+    args = ap.parse_args()
+    batches = args.batch or [16 if s <= 512 else 1 for s in args.sizes]
+    rows = []
+    print(f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}")
+    print(
+        "| backbone | px | N | batch | bare img/s | chunked img/s (% of bare) | fused img/s (% of bare) | same tokens |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for size, batch in zip(args.sizes, batches, strict=True):
+        r = measure(args.backbone, size, batch, args.layers, args.ratio, args.rounds, args.device)
+        rows.append(r)
+        ips, frac = r["img_per_s"], r["fraction_of_bare"]
+        cells = [f"{ips[k]:.3g} ({100 * frac[k]:.1f} %)" for k in ("chunked", "fused")]
+        print(f"| {r['backbone']} | {size} | {r['tokens']} | {batch} | {ips['bare']:.3g} | {' | '.join(cells)} | "
+              f"{100 * r['same_token_sets']:.3f} % |", flush=True)  # fmt: skip
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
