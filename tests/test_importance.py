@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from fptplus.errors import ConfigError
 import fptplus.importance as importance
+from fptplus.errors import ConfigError
 from fptplus.importance import (
     attention_with_lse,
     fused_importance,

@@ -77,8 +77,16 @@ class FineGrainedFusion(nn.Module):
         self.out_proj = nn.Linear(lpm_dim, side_dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, keys: Tensor, values: Tensor, return_attn: bool = False) -> FusionOutput:
-        """keys, values: (B, L, H, k, d) selected LPM K/V -> fused prompts (B, L, P, D_s)."""
+    def forward(
+        self,
+        keys: Tensor,
+        values: Tensor,
+        return_attn: bool = False,
+        key_scale: Tensor | None = None,
+        value_scale: Tensor | None = None,
+    ) -> FusionOutput:
+        """keys, values: (B, L, H, k, d) selected LPM K/V (floats, or int8 codes with (B, L, H, k) scales from an
+        int8 store) -> fused prompts (B, L, P, D_s)."""
         B, L, H, k, d = keys.shape
         if (L, H, d) != (self.num_layers, self.num_heads, self.head_dim):
             raise ConfigError(
@@ -89,7 +97,7 @@ class FineGrainedFusion(nn.Module):
         base = self.in_proj(self.prompts)  # (L, P, D)
         q = self.norm(base)  # (L, P, D)
         q = q.view(L, self.num_prompts, H, d).transpose(1, 2)  # (L, H, P, d)
-        ctx, attn = prompt_attention(q, keys, values, d**-0.5)  # (B, L, H, P, d), (B, L, H, P, k)
+        ctx, attn = prompt_attention(q, keys, values, d**-0.5, key_scale, value_scale)  # (B,L,H,P,d), (B,L,H,P,k)
         ctx = ctx.transpose(2, 3).reshape(B, L, self.num_prompts, self.lpm_dim)  # (B, L, P, D)
         if isinstance(self.in_proj, nn.Identity):  # noqa: SIM108  FPT+: width-D prompts, residual before f_out
             out = self.out_proj(ctx + base)  # (B, L, P, D_s)

@@ -49,16 +49,29 @@ class LPMFeatures:
             `num_prefix_tokens` are CLS/register tokens), best first, or in natural order when no selection.
         cls: (B, D) the LPM's final normed CLS feature when the top fused layer is the LPM's last block
             (it costs one LayerNorm then; linear probing can train on it), else None.
+        key_scale, value_scale: (B, L, H, k) per-row scales when keys/values are int8 codes (an int8 store;
+            decoded layer by layer in the prompt attention), else None.
     """
 
     keys: Tensor
     values: Tensor
-    indices: Tensor
+    indices: Tensor | None
     cls: Tensor | None = None
+    key_scale: Tensor | None = None
+    value_scale: Tensor | None = None
 
     def to(self, *args, **kwargs) -> LPMFeatures:
-        cls = self.cls.to(*args, **kwargs) if self.cls is not None else None
-        return LPMFeatures(self.keys.to(*args, **kwargs), self.values.to(*args, **kwargs), self.indices, cls)
+        """Like Tensor.to for float K/V and cls; int8 codes and their scales only change device."""
+        device = torch.empty(0).to(*args, **kwargs).device
+        coded = self.key_scale is not None
+
+        def move(t: Tensor | None, keep_dtype: bool) -> Tensor | None:
+            return None if t is None else t.to(device) if keep_dtype else t.to(*args, **kwargs)
+
+        return LPMFeatures(
+            move(self.keys, coded), move(self.values, coded), move(self.indices, True), move(self.cls, False),
+            move(self.key_scale, True), move(self.value_scale, True),
+        )  # fmt: skip
 
 
 def resolve_layers(layers: int | Sequence[int] | str, depth: int) -> tuple[int, ...]:

@@ -225,7 +225,7 @@ class FPTModel(nn.Module):
                 if lpm_x is None:
                     raise ConfigError("FPT needs the high-resolution view (lpm_x) or pre-extracted features")
                 features = self.extract(lpm_x)
-            fused = self.fusion(features.keys, features.values, return_attn=return_attn)
+            fused = self.fusion(features.keys, features.values, return_attn, features.key_scale, features.value_scale)
             for j, block in enumerate(self.plan.side_blocks):
                 slots[block] = fused.prompts[:, j]  # (B, P, D_s)
         logits = self.side(side_x, slots)  # (B, C)
@@ -237,7 +237,9 @@ class FPTModel(nn.Module):
         The trainer calls `model(*args, **kwargs)` through any DDP wrapper, so gradients are synchronised.
         """
         if "keys" in batch:
-            return (batch["side"],), {"features": LPMFeatures(batch["keys"], batch["values"], None)}
+            feats = LPMFeatures(batch["keys"], batch["values"], None, None, batch.get("keys_scale"),
+                                batch.get("values_scale"))  # fmt: skip
+            return (batch["side"],), {"features": feats}
         return (batch["side"],), {"lpm_x": batch.get("lpm")}
 
     def forward(self, side_x: Tensor, lpm_x: Tensor | None = None, features: LPMFeatures | None = None) -> Tensor:

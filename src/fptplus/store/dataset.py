@@ -13,7 +13,8 @@ from .reader import FeatureStore
 
 
 class StoreDataset(EpochSeeded):
-    """Items {side (3, h, w), keys/values (L, H, k, d), label, index} read from a feature store.
+    """Items {side (3, h, w), keys/values (L, H, k, d), label, index} read from a feature store (int8 stores add
+    keys_scale/values_scale (L, H, k); a stored pooled feature adds cls (D,)).
 
     Args:
         store: a complete feature store.
@@ -44,16 +45,10 @@ class StoreDataset(EpochSeeded):
     def __getitem__(self, j: int) -> dict[str, Any]:
         i = self.indices[j]
         rec = self.store.features(i)  # decoded by the store's codec
-        keys, values = rec["keys"], rec["values"]  # (L, H, k, d) float
-        if self.positions is not None:
-            keys, values = keys[self.positions], values[self.positions]
-        item = {
-            "side": self._side(rec["side"], i),
-            "keys": keys,
-            "values": values,
-            "label": self.store.samples[i]["label"],
-            "index": i,
-        }
+        item = {"side": self._side(rec["side"], i), "label": self.store.samples[i]["label"], "index": i}
+        for f in ("keys", "values", "keys_scale", "values_scale"):  # (L, H, k, d) / (L, H, k)
+            if f in rec:
+                item[f] = rec[f] if self.positions is None else rec[f][self.positions]
         if "cls" in rec:
             item["cls"] = rec["cls"]  # (D,): the LPM's pooled feature
         return item

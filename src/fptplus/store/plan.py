@@ -48,7 +48,8 @@ class PreloadOptions:
     """How to build the store (none of these change the stored numbers except `dtype` and `batch_size`).
 
     Attributes:
-        dtype: how K/V are stored (the codec): "float16" (half the bytes) or "float32".
+        dtype: how K/V are stored (the codec): "float16" (half the authors' fp32 bytes), "float32", or "int8"
+            (codes + one fp16 scale per token and head: 26 % of fp32 at head dim 64; see `store.codecs`).
         batch_size: images per LPM forward (recorded in the plan: a resumed run keeps the original value).
         num_workers: decoding processes.
         shard_mb: target size of one shard file set, in MiB.
@@ -60,7 +61,7 @@ class PreloadOptions:
         resize: how images reach the LPM resolution ("squash" or "pad"; part of the fingerprint).
     """
 
-    dtype: Literal["float16", "float32"] = "float16"
+    dtype: Literal["float16", "float32", "int8"] = "float16"
     batch_size: int = 16
     num_workers: int = 2
     shard_mb: float = 1024.0
@@ -98,7 +99,8 @@ def store_fields(
     fields = CODECS[codec].fields((L, H, k, d), spec.embed_dim if with_cls else None)
     fields["indices"] = FieldSpec(index_dtype, (L, H, k))
     fields["side"] = FieldSpec("uint8", (3, *views.source_hw))
-    return {name: fields[name] for name in ("keys", "values", "indices", "side", "cls") if name in fields}
+    order = ("keys", "keys_scale", "values", "values_scale", "indices", "side", "cls")
+    return {name: fields[name] for name in order if name in fields}
 
 
 def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16", resize: str = "squash") -> StoreSpec:

@@ -146,7 +146,8 @@ class FeatureStore:
         return codec_of(self.fingerprint)
 
     def features(self, i: int) -> dict[str, torch.Tensor]:
-        """Sample i decoded: float keys/values (L, H, k, d) (and cls (D,)), int indices (L, H, k), uint8 side."""
+        """Sample i as training reads it: keys/values (L, H, k, d) (float, or int8 codes with keys_scale/values_scale
+        (L, H, k) for an int8 store), cls (D,) when stored, int indices (L, H, k), uint8 side."""
         rec = self[i]
         return {f: self.codec.decode(f, a) if f in FLOAT_FIELDS else torch.from_numpy(a) for f, a in rec.items()}
 
@@ -214,7 +215,7 @@ class FeatureStore:
                 except StoreError as err:
                     problems.append(str(err))
                     continue
-                if f in ("keys", "values", "cls") and not np.isfinite(arr).all():
+                if f in ("keys", "values", "cls", "keys_scale", "values_scale") and not np.isfinite(arr).all():
                     problems.append(f"{path}: contains NaN/inf")
             log(f"verify: shard {s + 1}/{len(self.manifest['shards'])} checked")
         if index is not None:

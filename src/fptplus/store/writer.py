@@ -72,7 +72,9 @@ class PreloadReport:
 
     @property
     def kv_bytes_per_sample(self) -> int:
-        return self.bytes_per_sample["keys"] + self.bytes_per_sample["values"]
+        """K and V bytes per image, with their scales for an int8 store."""
+        kv = ("keys", "values", "keys_scale", "values_scale")
+        return sum(n for f, n in self.bytes_per_sample.items() if f in kv)
 
 
 class _Decode(Dataset):
@@ -228,14 +230,8 @@ def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, 
     """Batch arrays of the LPM's outputs, as stored (K/V and CLS encoded by the store's codec)."""
     x = torch.stack([it["lpm"] for it in items]).to(device)
     feats = lpm(x)
-    arrays = {
-        "keys": codec.encode("keys", feats.keys),
-        "values": codec.encode("values", feats.values),
-        "indices": feats.indices.cpu().numpy(),
-    }
-    if with_cls:
-        arrays["cls"] = codec.encode("cls", feats.cls)
-    return arrays
+    tensors = {"keys": feats.keys, "values": feats.values} | ({"cls": feats.cls} if with_cls else {})
+    return {**codec.encode_batch(tensors), "indices": feats.indices.cpu().numpy()}
 
 
 def preload(
