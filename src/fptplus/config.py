@@ -34,6 +34,8 @@ class DataConfig:
         allow_missing_classes: accept classes absent from val or test.
         skip_bad: leave undecodable images out (listed in skipped.csv) instead of failing.
         store: feature store folder for FPT/FPT+ (default: RUN/store, built on first use).
+        store_dtype: how the store keeps K/V when this run builds it: "float16", "float32" or "int8" (codes + one
+            fp16 scale per token and head, about half of float16's bytes); an existing store must match.
         allow_duplicates: accept byte-identical image files that carry different labels (reported either way).
         include_masks: keep files that look like segmentation masks (x_mask.png next to x.png; left out by default).
         max_image_pixels: refuse images whose header announces more pixels (decompression bombs); 0 = no limit.
@@ -48,6 +50,7 @@ class DataConfig:
     allow_missing_classes: bool = False
     skip_bad: bool = False
     store: str | None = None
+    store_dtype: Literal["float16", "float32", "int8"] = "float16"
     allow_duplicates: bool = False
     include_masks: bool = False
     max_image_pixels: int = DEFAULT_MAX_PIXELS

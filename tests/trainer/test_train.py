@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from fptplus._testing import CRASH_ENV
 from fptplus.cli import main
+from fptplus.errors import ConfigError
 from fptplus.methods import get_method
 from fptplus.trainer.checkpoint import CheckpointError, load_checkpoint
 from imagegen import class_folders, split_folders
@@ -250,3 +251,25 @@ def test_predict_skip_bad_reports_and_lists_the_skipped_files(data, weights, tmp
     assert len(out.read_text().splitlines()) == 2  # header + good.png
     skipped = (tmp_path / "p.skipped.csv").read_text().splitlines()
     assert skipped[0] == "path,error" and skipped[1].startswith(str(new / "broken.png"))
+
+
+def test_predict_with_decode_workers_equals_predict_in_process(data, weights, tmp_path):
+    """Worker-decoded batches give the same rows, in the order given, with a bad file in the middle."""
+    import shutil
+
+    from fptplus.trainer.evaluate import predict
+
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights, "--epochs", "1")) == 0
+    new = tmp_path / "new"
+    new.mkdir()
+    for i in range(5):
+        shutil.copy(data / ("neg" if i % 2 else "pos") / f"img{i}.png", new / f"{i}.png")
+    (new / "2b.png").write_bytes(b"not an image")
+    files = sorted(new.iterdir())
+    inline = predict(run, files, batch_size=2, skip_bad=True, num_workers=0)
+    workers = predict(run, files, batch_size=2, skip_bad=True, num_workers=2)
+    assert [r["path"] for r in workers.rows] == [str(f) for f in files if f.name != "2b.png"]
+    assert workers.rows == inline.rows and [s["path"] for s in workers.skipped] == [str(new / "2b.png")]
+    with pytest.raises(ConfigError, match="num_workers >= 0"):
+        predict(run, files, num_workers=-1)

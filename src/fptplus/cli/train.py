@@ -83,7 +83,8 @@ def cmd_predict(args: argparse.Namespace, method: Method) -> int:
 
     from ..trainer.evaluate import predict, skipped_path, write_predictions, write_skipped
 
-    result = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad)
+    result = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad,
+                     args.num_workers)  # fmt: skip
     rows = result.rows
     if args.out and rows:
         write_predictions(rows, args.out)
@@ -119,5 +120,7 @@ def add_run_parsers(sub) -> None:
     p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint")
     p.add_argument("--seed", type=int, default=None, help="which seed of a multi-seed run (default: the first)")
     p.add_argument("--batch-size", type=int, default=8, help="images per forward")
+    p.add_argument("--num-workers", type=int, default=2,
+                   help="processes decoding the next images while the model runs (0: in this process)")  # fmt: skip
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
     p.set_defaults(func=cmd_predict)

@@ -157,6 +157,23 @@ class Predictions:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
+class _PredictFiles(torch.utils.data.Dataset):
+    """Decodes one file into the model's eval inputs, or an error (runs in the DataLoader's workers)."""
+
+    def __init__(self, files: list[Path], views, inputs, max_pixels: int | None) -> None:
+        self.files, self.views, self.inputs, self.max_pixels = files, views, inputs, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        try:
+            hr = self.views.high_res(load_image_file(self.files[i], self.max_pixels).image)
+        except DecodeError as err:
+            return {"path": str(self.files[i]), "error": str(err)}
+        return {"path": str(self.files[i]), "item": self.inputs.eval_item(self.views, hr)}
+
+
 @torch.no_grad()
 def predict(
     run: str | Path,
@@ -165,37 +182,38 @@ def predict(
     seed: int | None = None,
     batch_size: int = 8,
     skip_bad: bool = False,
+    num_workers: int = 2,
 ) -> Predictions:
     """Class probabilities for new images of any size/format the data layer reads (LPM run online).
 
-    Undecodable images raise one error listing all of them, or with `skip_bad` are returned in `skipped`.
+    `num_workers` processes decode and resize the next batches while the model runs on the current one (0:
+    decode in this process). Undecodable images raise one error listing all of them, or with `skip_bad` are
+    returned in `skipped`. Rows keep the order of `images`.
     """
     _, run_dir = resolve_run(run, seed)
     files = collect_images(images)  # names checked before the model is built
+    if batch_size < 1 or num_workers < 0:
+        raise ConfigError(f"predict needs batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
     cfg, model, classes = load_trained(run_dir, checkpoint, "online")
     from ..data.views import Views
 
     method = get_method(cfg.method)
     views = Views(view_config(method, cfg.model, model.spec, None, cfg.data.resize))
-    max_pixels = cfg.data.max_image_pixels or None
+    dataset = _PredictFiles(files, views, method.inputs, cfg.data.max_image_pixels or None)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, num_workers=min(num_workers, len(files)), collate_fn=list
+    )
     rows, bad = [], []
-    for start in range(0, len(files), batch_size):
-        items, names = [], []
-        for f in files[start : start + batch_size]:
-            try:
-                hr = views.high_res(load_image_file(f, max_pixels).image)
-            except DecodeError as err:
-                bad.append({"path": str(f), "error": str(err)})
-                continue
-            items.append(method.inputs.eval_item(views, hr))
-            names.append(str(f))
-        if not names:
+    for batch in loader:
+        bad += [b for b in batch if "error" in b]
+        good = [b for b in batch if "item" in b]
+        if not good:
             continue
+        items = [b["item"] for b in good]
         args, kwargs = model.batch_args({k: torch.stack([it[k] for it in items]) for k in items[0]})
-        logits = model(*args, **kwargs)
-        probs = logits.float().softmax(-1).numpy()
-        for name, p in zip(names, probs, strict=True):
-            rows.append({"path": name, "prediction": classes[int(np.argmax(p))],
+        probs = model(*args, **kwargs).float().softmax(-1).numpy()  # (B, C)
+        for b, p in zip(good, probs, strict=True):
+            rows.append({"path": b["path"], "prediction": classes[int(np.argmax(p))],
                          **{f"prob_{c}": float(v) for c, v in zip(classes, p, strict=True)}})  # fmt: skip
     if bad and not skip_bad:
         raise undecodable_error([b["error"] for b in bad], len(files), "the --out file's .skipped.csv")

@@ -80,6 +80,7 @@ def prepare_inputs(
     """Builds or checks the feature store (FPT/FPT+), or decodes every image once (online)."""
     if store_at is not None:
         options = PreloadOptions(
+            dtype=cfg.data.store_dtype,
             batch_size=cfg.train.batch_size,
             num_workers=cfg.train.num_workers,
             skip_bad=cfg.data.skip_bad,
@@ -87,7 +88,8 @@ def prepare_inputs(
         )  # a store shared by several runs (--store) is written by one of them; the others wait, then reuse it
         preload(index, cfg.model, store_at, options, log=log)
         store = FeatureStore(store_at)
-        expected = store_spec(cfg.model, tuple(store.fingerprint["side_source_size"]), resize=cfg.data.resize)
+        side_source = tuple(store.fingerprint["side_source_size"])
+        expected = store_spec(cfg.model, side_source, cfg.data.store_dtype, resize=cfg.data.resize)
         store.check_compatible(expected.fingerprint, index)
         return store, store.usable()
     log("checking that every image decodes (online training)")
