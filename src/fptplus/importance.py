@@ -168,19 +168,24 @@ def token_importance(
     if chunk_size is not None and chunk_size < 1:
         raise ConfigError(f"importance chunk size must be >= 1, got {chunk_size}")
     G = B * H
-    g, c = block_shape(G, N, chunk_size)
+    if torch.compiler.is_exporting():  # a traced graph (ONNX) keeps the batch symbolic: every head in each block
+        heads = [slice(None)]
+        c = chunk_size or max(1, DEFAULT_CHUNK_BYTES // (H * N * 4))
+    else:
+        g, c = block_shape(G, N, chunk_size)
+        heads = [slice(h0, h0 + g) for h0 in range(0, G, g)]
     q2 = q.reshape(G, N, d)  # (B·H, N, d)
     k_t = k_t.reshape(G, d, N)  # (B·H, d, N)
     scores = q.new_zeros((G, 1, N), dtype=torch.float32)
-    for h0 in range(0, G, g):
+    for hs in heads:
         for start in range(0, N, c):
-            qc = q2[h0 : h0 + g, start : start + c].float() * scale  # (g, c, d)
-            block = torch.bmm(qc, k_t[h0 : h0 + g])  # (g, c, N): the only large buffer
+            qc = q2[hs, start : start + c].float() * scale  # (g, c, d)
+            block = torch.bmm(qc, k_t[hs])  # (g, c, N): the only large buffer
             block -= block.amax(dim=-1, keepdim=True)
             block.exp_()
             inv_den = block.sum(dim=-1, keepdim=True).reciprocal_()  # (g, c, 1)
             # Σ_i softmax(row i) = (1/den)ᵀ @ exp-block, without a second block-sized buffer.
-            scores[h0 : h0 + g] += torch.bmm(inv_den.transpose(1, 2), block)  # (g, 1, N)
+            scores[hs] += torch.bmm(inv_den.transpose(1, 2), block)  # (g, 1, N)
             del block
     return (scores[:, 0] / N).view(B, H, N)
 

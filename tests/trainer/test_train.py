@@ -273,3 +273,31 @@ def test_predict_with_decode_workers_equals_predict_in_process(data, weights, tm
     assert workers.rows == inline.rows and [s["path"] for s in workers.skipped] == [str(new / "2b.png")]
     with pytest.raises(ConfigError, match="num_workers >= 0"):
         predict(run, files, num_workers=-1)
+
+
+def test_export_onnx_matches_pytorch_in_onnxruntime(data, weights, tmp_path, capsys):
+    """The whole FPT+ (LPM + selection + fusion + side network) as ONNX: same logits in onnxruntime, any batch."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import onnxruntime as ort
+
+    from fptplus.trainer.evaluate import load_trained
+
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights, "--epochs", "1")) == 0
+    out = tmp_path / "export" / "model.onnx"
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    assert "max |logit difference|" in capsys.readouterr().out
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert side["classes"] == ["neg", "pos"] and list(side["inputs"]) == ["side", "lpm"]
+    assert side["parity"]["max_abs_logit_diff"] <= 1e-4
+    _, model, _ = load_trained(run, "best", "online")
+    g = torch.Generator().manual_seed(5)
+    x = {n: torch.randn(5, *side["inputs"][n]["shape"][1:], generator=g) for n in ("side", "lpm")}
+    with torch.no_grad():
+        want = model(x["side"], lpm_x=x["lpm"]).numpy()  # the default (fused) importance kernel
+    got = ort.InferenceSession(str(out)).run(["logits"], {n: t.numpy() for n, t in x.items()})[0]
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    assert main(["export", str(run), "--out", str(out)]) == 2  # exists: refused
+    assert "--overwrite" in capsys.readouterr().err

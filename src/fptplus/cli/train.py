@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..config import DataConfig, RunConfig, TrainConfig, add_dataclass_flags, build_dataclass, given
 from ..errors import ConfigError
@@ -106,6 +107,17 @@ def cmd_predict(args: argparse.Namespace, method: Method) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, method: Method) -> int:
+    from ..trainer.export import export_onnx
+
+    r = export_onnx(args.run, args.out, args.checkpoint, args.seed, args.tolerance, args.overwrite)
+    shapes = ", ".join(f"{n} (batch, {', '.join(map(str, s))})" for n, s in r.inputs.items())
+    print(f"exported {r.path} (inputs: {shapes}; output: logits); sidecar {Path(r.path).with_suffix('.json')}")
+    print(f"onnxruntime vs PyTorch: max |logit difference| {r.max_abs_logit_diff:.2e}; CPU throughput "
+          f"{r.onnxruntime_img_per_s:.3g} img/s (PyTorch {r.torch_img_per_s:.3g} img/s, small batch)")  # fmt: skip
+    return 0
+
+
 def add_run_parsers(sub) -> None:
     e = sub.add_parser("evaluate", help="metrics of a trained run on a split", formatter_class=FORMATTER)
     e.add_argument("run", help="run folder (the --out of `fptplus train`)")
@@ -124,3 +136,12 @@ def add_run_parsers(sub) -> None:
                    help="processes decoding the next images while the model runs (0: in this process)")  # fmt: skip
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
     p.set_defaults(func=cmd_predict)
+    x = sub.add_parser("export", help="the trained model as an ONNX file, checked in onnxruntime",
+                       formatter_class=FORMATTER)  # fmt: skip
+    x.add_argument("run", help="run folder (the --out of `fptplus train`)")
+    x.add_argument("--out", required=True, help="the .onnx file (a sidecar .json with classes and inputs is added)")
+    x.add_argument("--checkpoint", default="best", choices=["best", "last"], help="which checkpoint")
+    x.add_argument("--seed", type=int, default=None, help="which seed of a multi-seed run (default: the first)")
+    x.add_argument("--tolerance", type=float, default=1e-4, help="largest |logit difference| ONNX vs PyTorch")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    x.set_defaults(func=cmd_export)
