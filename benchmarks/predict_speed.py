@@ -8,7 +8,8 @@
    the whole public call) and timm's bare forward up to the deepest fused layer on ready tensors of the same
    resolution and batch, round-robin, best of `--rounds`.
 The ratio predict / bare is the figure of merit (the decode work is overlapped by the workers; the bare forward
-has none).
+has none). With onnxruntime installed, the run is also exported (`fptplus export`) and the ONNX graph timed on the
+same batch of ready tensors (onnxruntime's CPU provider, its default threads).
 """
 
 from __future__ import annotations
@@ -73,11 +74,24 @@ def main() -> None:
         def pred():
             predict(run, files, batch_size=args.batch, num_workers=args.workers)
 
-        best = {"bare": float("inf"), "predict": float("inf")}
+        runs = [("bare", bare), ("predict", pred)]
+        try:
+            import onnxruntime as ort
+
+            from fptplus.trainer.export import export_onnx
+
+            report = export_onnx(run, Path(tmp) / "model.onnx")
+            session = ort.InferenceSession(report.path, providers=["CPUExecutionProvider"])
+            feeds = {n: torch.randn(args.batch, *shape).numpy() for n, shape in report.inputs.items()}
+            print(f"ONNX parity: max |logit difference| {report.max_abs_logit_diff:.2e}")
+            runs.append(("onnxruntime", lambda: [session.run(["logits"], feeds) for _ in range(steps)]))
+        except ImportError:
+            print("onnxruntime not installed: no ONNX row")
+        best = {name: float("inf") for name, _ in runs}
         with torch.no_grad():
             bare()
             for _ in range(args.rounds):
-                for name, fn in (("bare", bare), ("predict", pred)):
+                for name, fn in runs:
                     t0 = time.perf_counter()
                     fn()
                     best[name] = min(best[name], time.perf_counter() - t0)
@@ -85,9 +99,14 @@ def main() -> None:
     bare_ips, pred_ips = n_bare / best["bare"], len(files) / best["predict"]
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads; {backbone} at {args.img_size} px, "
           f"batch {args.batch}, {args.workers} decode workers, {len(files)} files of {args.data}")  # fmt: skip
-    print("| bare forward img/s | predict img/s | predict / bare |")
-    print("|---|---|---|")
-    print(f"| {bare_ips:.3g} | {pred_ips:.3g} | {100 * pred_ips / bare_ips:.1f} % |")
+    ort_cells = ("", "")
+    if "onnxruntime" in best:
+        ort_ips = n_bare / best["onnxruntime"]
+        ratio = 100 * ort_ips / bare_ips
+        ort_cells = (" onnxruntime img/s | onnxruntime / bare |", f" {ort_ips:.3g} | {ratio:.1f} % |")
+    print("| bare forward img/s | predict img/s | predict / bare |" + ort_cells[0])
+    print("|---|---|---|" + ("---|---|" if ort_cells[1] else ""))
+    print(f"| {bare_ips:.3g} | {pred_ips:.3g} | {100 * pred_ips / bare_ips:.1f} % |" + ort_cells[1])
 
 
 if __name__ == "__main__":
