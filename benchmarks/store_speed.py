@@ -17,6 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -49,14 +50,14 @@ def train_wait(store: FeatureStore, cfg: FPTConfig, batch: int, workers: int, ep
     loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers, drop_last=True,
                         persistent_workers=workers > 0)  # fmt: skip
     wait = compute = 0.0
-    from fptplus.lpm import LPMFeatures
 
     for epoch in range(epochs + 1):  # epoch 0 warms up workers and page cache
         ds.set_epoch(epoch)
         t = time.perf_counter()
         for b in loader:
             t1 = time.perf_counter()
-            logits = model(b["side"], features=LPMFeatures(b["keys"], b["values"], None))
+            args, kwargs = model.batch_args(b)  # float K/V, or int8 codes + scales
+            logits = model(*args, **kwargs)
             loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(b["label"]))
             opt.zero_grad()
             loss.backward()
@@ -78,23 +79,26 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "int8"], help="store codec")
     args = p.parse_args()
     torch.manual_seed(0)
     cfg = FPTConfig.fpt_plus(backbone=args.backbone, img_size=args.img_size, side_img_size=args.side_img_size)
     index = load_index(args.data)
     index.samples = index.samples[:: max(1, len(index.samples) // args.images)][: args.images]
-    spec = store_spec(cfg)
+    spec = store_spec(cfg, dtype=args.dtype)
     f = spec.fields
-    authors = 2 * f["keys"].nbytes * 2  # their fp32 K and V
+    n_kv = int(np.prod(f["keys"].shape))
+    authors = 2 * n_kv * 4  # their fp32 K and V
+    kv = sum(f[n].nbytes for n in ("keys", "values", "keys_scale", "values_scale") if n in f)
     print(f"# {args.backbone} @ {args.img_size} px, {len(spec.layers)} layers, k = {spec.num_selected}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")  # fmt: skip
     total = sum(x.nbytes for x in f.values())
-    print(f"bytes/image  K+V fp16 {2 * f['keys'].nbytes:,} ({200 * f['keys'].nbytes / authors:.1f} % of the authors' "
+    print(f"bytes/image  K+V {args.dtype} {kv:,} ({100 * kv / authors:.1f} % of the authors' "
           f"fp32 {authors:,}); + indices {f['indices'].nbytes:,}; + side source {f['side'].nbytes:,} "
           f"= {total:,} ({100 * total / authors:.1f} %)")  # fmt: skip
     bare = bare_forward(cfg, spec.layers, args.batch_size, args.images)
     with tempfile.TemporaryDirectory() as tmp:
-        opts = PreloadOptions(batch_size=args.batch_size, num_workers=args.workers)
+        opts = PreloadOptions(dtype=args.dtype, batch_size=args.batch_size, num_workers=args.workers)
         report = preload(index, cfg, Path(tmp) / "store", opts, rank=0, world_size=1, log=lambda *_: None)
         rate = report.processed / report.run_seconds
         print(f"throughput   bare forward {bare:.2f} img/s; preload {rate:.2f} img/s = {100 * rate / bare:.1f} % "
