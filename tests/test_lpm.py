@@ -212,3 +212,16 @@ def test_fused_kernel_on_real_dinov2(size):
     as_sets = (got["fused"].indices.sort(-1).values == got["chunked"].indices.sort(-1).values).float().mean().item()
     assert same > 0.995 and as_sets > 0.999, (same, as_sets)  # only near-ties may swap places
     torch.testing.assert_close(got["fused"].cls, got["chunked"].cls, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_kernel_not_used_when_the_model_attends_at_another_scale(monkeypatch):
+    """The lse of the model's own call only serves an importance computed at the same scale."""
+    x = images(1, 64)
+    spy = Spy(monkeypatch)
+    lpm = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=1, token_ratio=0.3, importance_kernel="fused")
+    lpm._scales = {layer: s * 0.5 for layer, s in lpm._scales.items()}  # what a family reporting 0.5·d^-½ would do
+    got = lpm(x)
+    assert spy.calls == 0
+    ref = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=1, token_ratio=0.3, importance_kernel="chunked")
+    ref._scales = dict(lpm._scales)
+    assert torch.equal(got.indices, ref(x).indices)

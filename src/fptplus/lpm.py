@@ -187,6 +187,8 @@ class FrozenLPM(nn.Module):
     def _uses_fused(self, k: Tensor) -> bool:
         if self.importance != "mean" or self.num_selected == k.shape[2] or self.importance_kernel == "chunked":
             return False
+        if torch.compiler.is_compiling():  # traced (torch.compile, ONNX export): no data pointers to match
+            return False
         available = fused_kernel_available(k.device)
         if self.importance_kernel == "fused" and not available:
             raise ConfigError(
@@ -220,8 +222,10 @@ class FrozenLPM(nn.Module):
         )
         if not (plain and same):
             return None
-        self._pending = None
         scale = call.get("scale") or q.shape[-1] ** -0.5
+        if abs(scale - self._scales[layer]) > 1e-6 * scale:  # the lse must be of the logits the importance scores
+            return None
+        self._pending = None
         out, lse = attention_with_lse(call["query"], call["key"], call["value"], scale)  # (B, H, N, d), (B, H, N)
         self._select(layer, q, k, v, lse=lse)
         return out
