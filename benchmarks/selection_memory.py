@@ -1,4 +1,4 @@
-"""Peak CPU memory of K/V capture + chunked importance selection vs the bare frozen-backbone forward.
+"""Peak CPU memory of K/V capture + importance selection vs the bare frozen-backbone forward.
 
 Each measurement runs in a fresh subprocess and reads the kernel's high-water mark (VmHWM) of resident
 memory: the peak during the forward minus the resident size just before it (model built, input allocated).
@@ -7,7 +7,8 @@ memory: the peak during the forward minus the resident size just before it (mode
 
 Modes:
     bare     timm's own forward up to the deepest fused layer (what any FPT+ forward must pay anyway)
-    fptplus  FrozenLPM: the same forward + K/V capture + chunked importance + top-k selection (m = 0.2)
+    chunked  FrozenLPM: the same forward + K/V capture + chunked importance + top-k selection (m = 0.2)
+    fused    the same with the fused importance kernel (the default where it exists)
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def measure(backbone: str, size: int, batch: int, mode: str, layers: int, ratio:
 
     torch.manual_seed(0)
     vit = create_vit(backbone, size)
-    lpm = FrozenLPM(vit, backbone, layers=layers, token_ratio=ratio)
+    kernel = "chunked" if mode == "bare" else mode
+    lpm = FrozenLPM(vit, backbone, layers=layers, token_ratio=ratio, importance_kernel=kernel)
     x = torch.randn(batch, 3, size, size)
     before = _status("VmRSS")
     t0 = time.perf_counter()
@@ -84,7 +86,7 @@ def main() -> None:
     print("| backbone | px | N | mode | peak extra MiB | s | dense (B,H,N,N) fp32 map MiB |")
     print("|---|---|---|---|---|---|---|")
     for size in args.sizes:
-        for mode in ("bare", "fptplus"):
+        for mode in ("bare", "chunked", "fused"):
             cmd = [sys.executable, __file__, "--backbone", args.backbone, "--batch", str(args.batch)]
             cmd += ["--layers", str(args.layers), "--ratio", str(args.ratio), "--one", str(size), mode]
             r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
