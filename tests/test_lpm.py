@@ -162,7 +162,8 @@ def test_fused_kernel_selects_what_the_chunked_kernel_selects(monkeypatch, qk_no
     chunked = FrozenLPM(tiny_vit(qk_norm=qk_norm), "vit_base_patch16_224", layers=[0, 2], token_ratio=0.3,
                         importance_kernel="chunked")(x)  # fmt: skip
     spy = Spy(monkeypatch)
-    lpm = FrozenLPM(tiny_vit(qk_norm=qk_norm), "vit_base_patch16_224", layers=[0, 2], token_ratio=0.3)
+    lpm = FrozenLPM(tiny_vit(qk_norm=qk_norm), "vit_base_patch16_224", layers=[0, 2], token_ratio=0.3,
+                    importance_kernel="fused")  # fmt: skip
     fused = lpm(x)
     assert spy.calls == 2  # both fused layers answered their own SDPA call with the lse kernel
     assert torch.equal(fused.indices, chunked.indices)
@@ -225,3 +226,23 @@ def test_fused_kernel_not_used_when_the_model_attends_at_another_scale(monkeypat
     ref = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=1, token_ratio=0.3, importance_kernel="chunked")
     ref._scales = dict(lpm._scales)
     assert torch.equal(got.indices, ref(x).indices)
+
+
+def test_auto_kernel_is_chunked_on_cpu(monkeypatch):
+    """On CPU both kernels cost the same (benchmarks/README.md): "auto" keeps the chunked one there."""
+    spy = Spy(monkeypatch)
+    FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=2, token_ratio=0.3)(images(1, 64))
+    assert spy.calls == 0
+
+
+def test_a_fused_kernel_that_disagrees_with_the_chunked_one_is_refused(monkeypatch):
+    import fptplus.importance as importance_module
+    import fptplus.lpm as lpm_module
+
+    monkeypatch.setattr(lpm_module, "_FUSED_CHECKED", set())
+    real = importance_module.fused_importance
+    monkeypatch.setattr(importance_module, "fused_importance", lambda q, k, lse, s: real(q, k, lse, s).flip(-1))
+    lpm = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=1, token_ratio=0.3, importance_kernel="fused")
+    with pytest.raises(ConfigError, match=r"fused importance kernel disagrees.*--importance-kernel chunked"):
+        lpm(images(1, 64))
+    assert not lpm_module._FUSED_CHECKED  # nothing marked as checked

@@ -29,7 +29,7 @@ from .errors import ConfigError
 ImportanceMode = Literal["mean", "cls"]
 IMPORTANCE_MODES: tuple[str, ...] = ("mean", "cls")
 # How the mean mode is computed: "fused" shares the layer's own fused attention pass and adds one swapped-role
-# pass; "chunked" adds query-chunked matmuls; "auto" = fused where a kernel returning the lse exists (CPU, CUDA).
+# pass; "chunked" adds query-chunked matmuls; "auto" = fused on CUDA, chunked on CPU (equal cost there, measured).
 ImportanceKernel = Literal["auto", "fused", "chunked"]
 IMPORTANCE_KERNELS: tuple[str, ...] = ("auto", "fused", "chunked")
 # The swapped-role pass handles at most this many bytes of (B·H, N, d + 1) operands at once.

@@ -5,11 +5,13 @@ hand over each fused block's per-head queries, keys (after any q/k normalisation
 own attention runs; once a layer's three are in, the token importance is computed and only the selected K/V of
 that layer are kept. The forward stops after the deepest fused block.
 
-Importance kernels (`importance_kernel`): with "fused" (the default where the kernel exists), the layer's own call to
-`F.scaled_dot_product_attention` is answered, inside the LPM's forward only, by a fused kernel that also returns
-each query's log-sum-exp (same output; the model's code is untouched: a TorchFunctionMode sees the call), and the
-importance costs one more fused pass (`fused_importance`). When the model does not call SDPA with exactly the
-captured q/k/v (eager attention, a mask), that layer falls back to the chunked kernel.
+Importance kernels (`importance_kernel`): with "fused", the layer's own call to `F.scaled_dot_product_attention` is
+answered, inside the LPM's forward only, by a fused kernel that also returns each query's log-sum-exp (same output;
+the model's code is untouched: a TorchFunctionMode sees the call), and the importance costs one more fused pass
+(`fused_importance`). When the model does not call SDPA with exactly the captured q/k/v at the importance's scale
+(eager attention, a mask), that layer falls back to the chunked kernel. The first fused layer on each device is
+checked once against the chunked kernel (a mismatch is an error, never a silent change of the selected tokens).
+"auto" is fused on CUDA and chunked on CPU, where both cost the same (`benchmarks/README.md`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from .importance import (
     select_top_tokens,
     token_importance,
 )
+
+_FUSED_CHECKED: set[str] = set()  # devices on which the fused kernel agreed with the chunked one
+FUSED_CHECK_TOLERANCE = 1e-4  # max |fused - chunked| relative to the largest score
 
 
 @dataclass
@@ -115,8 +120,8 @@ class FrozenLPM(nn.Module):
         token_ratio: m, the fraction of tokens kept per head (1.0 keeps all, in natural order).
         importance: "mean" (mean attention received from all queries) or "cls" (CLS-row attention).
         chunk_size: query rows per importance chunk; None sizes chunks from a 16 MiB budget.
-        importance_kernel: "auto" (fused where a kernel returns the log-sum-exp, else chunked), "fused" or
-            "chunked" (see the module docstring). Both are exact; ties between equal scores may break differently.
+        importance_kernel: "auto" (fused on CUDA, chunked on CPU), "fused" or "chunked" (see the module
+            docstring). Both are exact; ties between equal scores may break differently.
     """
 
     def __init__(
@@ -194,7 +199,7 @@ class FrozenLPM(nn.Module):
             raise ConfigError(
                 f"importance_kernel='fused' has no fused attention kernel on {k.device.type}; use 'auto' or 'chunked'"
             )
-        return available
+        return available and (self.importance_kernel == "fused" or k.device.type == "cuda")
 
     def _flush_pending(self, unless: int | None = None) -> None:
         """A pending layer whose SDPA call never came (eager attention, a mask) is selected by the chunked kernel."""
@@ -239,6 +244,8 @@ class FrozenLPM(nn.Module):
         scores = token_importance(
             q, k, scale=self._scales[layer], mode=self.importance, chunk_size=self.chunk_size, lse=lse
         )  # (B, H, N)
+        if lse is not None and str(k.device) not in _FUSED_CHECKED:
+            check_fused(scores, token_importance(q, k, self._scales[layer], chunk_size=self.chunk_size), k.device)
         idx = select_top_tokens(scores, self.num_selected)  # (B, H, k)
         self._selected[layer] = (gather_tokens(k, idx), gather_tokens(v, idx), idx)  # (B, H, k, d) x2
 
@@ -300,3 +307,15 @@ class _SharedAttention(TorchFunctionMode):
             if out is not None:
                 return out
         return func(*args, **kwargs)
+
+
+def check_fused(fused: Tensor, chunked: Tensor, device: torch.device) -> None:
+    """Once per device: the fused kernel's scores must equal the chunked kernel's (fp32 tolerance)."""
+    err = ((fused - chunked).abs().max() / chunked.abs().max().clamp_min(1e-30)).item()
+    if not err <= FUSED_CHECK_TOLERANCE:
+        raise ConfigError(
+            f"the fused importance kernel disagrees with the chunked one on {device} (relative error {err:.2e} > "
+            f"{FUSED_CHECK_TOLERANCE:g}); use importance_kernel='chunked' (--importance-kernel chunked) and report "
+            "this with your torch version"
+        )
+    _FUSED_CHECKED.add(str(device))

@@ -56,8 +56,8 @@ class FPTConfig:
         token_ratio: m, fraction of LPM tokens kept per head (1.0 = no selection).
         importance: "mean" (mean attention received) or "cls" (CLS-row attention).
         importance_chunk: query rows per chunk of the importance computation (None = from a 16 MiB budget).
-        importance_kernel: "auto" (fused attention kernels where they return the log-sum-exp, else chunked),
-            "fused" or "chunked"; all exact (see fptplus.importance).
+        importance_kernel: "auto" (fused attention kernels on CUDA, chunked matmuls on CPU, where both cost the
+            same), "fused" or "chunked"; all exact (see fptplus.lpm).
         num_classes: classifier outputs.
         mlp_ratio: side MLP ratio.
     """

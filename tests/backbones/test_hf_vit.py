@@ -86,7 +86,7 @@ def test_same_weights_give_the_same_features_indices_and_kv(pair, scale):
     with torch.no_grad():
         torch.testing.assert_close(h(x), t(x), atol=2e-5, rtol=1e-5)  # pooled, final-normed CLS
         a = FrozenLPM(t, name, layers=[0, 1], token_ratio=0.3)(x)
-        b = FrozenLPM(h, f"hf:{folder}", layers=[0, 1], token_ratio=0.3)(x)
+        b = FrozenLPM(h, f"hf:{folder}", layers=[0, 1], token_ratio=0.3)(x)  # "auto": chunked on CPU
     assert torch.equal(a.indices, b.indices)  # the same tokens selected per layer and head
     torch.testing.assert_close(b.keys, a.keys, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(b.values, a.values, atol=2e-5, rtol=1e-5)
