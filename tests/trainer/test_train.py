@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -218,6 +219,10 @@ def test_baselines_train_evaluate_predict(method, data, weights, tmp_path, capsy
     assert main(["predict", str(run), str(data / "neg" / "img0.png"), "--out", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert rows[0]["prediction"] in ("neg", "pos") and abs(rows[0]["prob_neg"] + rows[0]["prob_pos"] - 1) < 1e-5
+    if method == "adalora" and importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript"):
+        assert main(["export", str(run), "--out", str(tmp_path / "m.onnx")]) == 0  # peft-wrapped ViT, one input
+        side = json.loads((tmp_path / "m.json").read_text())
+        assert list(side["inputs"]) == ["image"] and side["parity"]["max_abs_logit_diff"] <= 1e-4
 
 
 def test_two_process_ddp_training(data, weights, tmp_path):
