@@ -95,6 +95,9 @@ class TrainConfig:
         seed: run seed (model init, data order, augmentation, dropout).
         eval_batch_size: batch size for evaluation (None: 2 × batch_size).
         bootstrap: bootstrap resamples for the test AUC 95 % CI (0: none).
+        threshold: how the decision threshold of a binary task is chosen on validation (written to
+            calibration.json, applied by `predict --decision threshold`): "youden" (max sensitivity + specificity
+            − 1) or "sens:S" (the best specificity with sensitivity ≥ S, e.g. sens:0.9).
         log_every: steps between log lines when not on a terminal.
     """
 
@@ -113,6 +116,7 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int | None = None
     bootstrap: int = 1000
+    threshold: str = "youden"
     log_every: int = 10
 
     def __post_init__(self) -> None:
@@ -130,6 +134,10 @@ class TrainConfig:
             (self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision must be 'no', 'bf16' or 'fp16'"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
             (self.bootstrap >= 0, f"bootstrap must be >= 0, got {self.bootstrap}"),
+            (
+                self.threshold == "youden" or _is_sens_rule(self.threshold),
+                f"threshold must be 'youden' or 'sens:S' with 0 < S <= 1 (e.g. sens:0.9), got {self.threshold!r}",
+            ),
             (
                 self.class_weights is None or self.class_weights == "balanced" or isinstance(self.class_weights, list),
                 f"class_weights must be None, 'balanced' or a list of numbers, got {self.class_weights!r}",
@@ -397,3 +405,12 @@ def _literal_choices(hint: Any) -> tuple[Any, ...]:
 def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The fields of `cls` that were given on the command line."""
     return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+
+
+def _is_sens_rule(rule: str) -> bool:
+    if not rule.startswith("sens:"):
+        return False
+    try:
+        return 0.0 < float(rule[5:]) <= 1.0
+    except ValueError:
+        return False

@@ -306,3 +306,47 @@ def test_export_onnx_matches_pytorch_in_onnxruntime(data, weights, tmp_path, cap
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
     assert main(["export", str(run), "--out", str(out)]) == 2  # exists: refused
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_calibration_is_recorded_and_applied_by_predict(data, weights, tmp_path):
+    """results.json holds ECE / temperature / threshold computed from the run's own predictions; predict applies
+    the temperature and the threshold, and refuses a calibration fitted for other weights."""
+    import csv
+
+    from fptplus.calibration import apply_temperature, clinical_report
+    from fptplus.trainer.checkpoint import CheckpointError
+    from fptplus.trainer.evaluate import predict
+
+    run = tmp_path / "run"
+    assert main(train_args(data, run, weights, "--epochs", "2", "--threshold", "sens:0.5")) == 0
+    results = json.loads((run / "results.json").read_text())
+    cal = results["calibration"]
+
+    def split(name):
+        with open(run / f"predictions_{name}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        return (np.array([["neg", "pos"].index(r["label"]) for r in rows]),
+                np.array([[float(r["p_neg"]), float(r["p_pos"])] for r in rows]))  # fmt: skip
+
+    (vl, vp), (tl, tp) = split("val"), split("test")
+    again = clinical_report(vl, vp, tl, tp, "sens:0.5", ci_samples=100)
+    assert cal["temperature"] == pytest.approx(again["temperature"], rel=1e-3)  # csv rounds to 6 digits
+    assert cal["ece"]["test"] == pytest.approx(again["ece"]["test"], abs=1e-5)
+    assert cal["threshold"]["rule"] == "sens:0.5"
+    assert cal["threshold"]["value"] == pytest.approx(again["threshold"]["value"], abs=1e-5)
+    files = [data / "neg" / "img0.png", data / "pos" / "img1.png", data / "pos" / "img2.png"]
+    raw = predict(run, files, num_workers=0).rows
+    scaled = predict(run, files, num_workers=0, calibrated=True).rows
+    p = np.array([[r["prob_neg"], r["prob_pos"]] for r in raw])
+    want = apply_temperature(p, cal["temperature"])
+    np.testing.assert_allclose([[r["prob_neg"], r["prob_pos"]] for r in scaled], want, atol=1e-6)
+    decided = predict(run, files, num_workers=0, decision="threshold").rows
+    thr = cal["threshold"]["value"]
+    assert [r["prediction"] for r in decided] == ["pos" if q[1] >= thr else "neg" for q in p]
+    assert all(r["threshold"] == thr for r in decided)
+    record = json.loads((run / "calibration.json").read_text())
+    (run / "calibration.json").write_text(json.dumps({**record, "model_sha256": "0" * 64}))
+    with pytest.raises(CheckpointError, match="fitted for another best checkpoint"):
+        predict(run, files, calibrated=True)
+    with pytest.raises(ConfigError, match="decision"):
+        predict(run, files, decision="vote")

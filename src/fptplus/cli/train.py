@@ -85,7 +85,7 @@ def cmd_predict(args: argparse.Namespace, method: Method) -> int:
     from ..trainer.evaluate import predict, skipped_path, write_predictions, write_skipped
 
     result = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad,
-                     args.num_workers)  # fmt: skip
+                     args.num_workers, args.calibrated, args.decision)  # fmt: skip
     rows = result.rows
     if args.out and rows:
         write_predictions(rows, args.out)
@@ -135,6 +135,14 @@ def add_run_parsers(sub) -> None:
     p.add_argument("--num-workers", type=int, default=2,
                    help="processes decoding the next images while the model runs (0: in this process)")  # fmt: skip
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
+    p.add_argument(
+        "--calibrated",
+        action="store_true",
+        help="probabilities scaled by the temperature fitted on validation (the run's calibration.json)",
+    )
+    p.add_argument("--decision", default="argmax", choices=["argmax", "threshold"],
+                   help="the predicted class: the most probable one, or (binary) the positive class when its "
+                        "probability reaches the threshold chosen on validation (train --threshold)")  # fmt: skip
     p.set_defaults(func=cmd_predict)
     x = sub.add_parser("export", help="the trained model as an ONNX file, checked in onnxruntime",
                        formatter_class=FORMATTER)  # fmt: skip

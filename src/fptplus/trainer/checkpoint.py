@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..errors import FPTPlusError
-from ..files import display, read_json_schema
+from ..files import display, read_json, read_json_schema
 from ..weights import file_sha256
 
 MODEL_FILE = "model.safetensors"
@@ -162,3 +162,36 @@ def load_state(path: Path) -> dict[str, Any]:
 
 def checkpoint_bytes(path: Path) -> int:
     return (Path(path) / MODEL_FILE).stat().st_size
+
+
+CALIBRATION_FILE = "calibration.json"  # in the seed's run folder, next to results.json; tied to the best checkpoint
+
+
+def write_calibration(path: Path, report: dict[str, Any], best_meta: dict[str, Any]) -> None:
+    """The validation-fitted temperature and threshold, with the hash of the checkpoint they were fitted for."""
+    record = {"checkpoint": "best", "model_sha256": best_meta.get("sha256", {}).get(MODEL_FILE),
+              "temperature": report["temperature"], "threshold": report.get("threshold"),
+              "classes": best_meta.get("classes")}  # fmt: skip
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, path)
+
+
+def read_calibration(run_dir: Path, checkpoint: str) -> dict[str, Any]:
+    """The calibration of a run's best checkpoint, refused when it was fitted for other weights."""
+    path = Path(run_dir) / CALIBRATION_FILE
+    if checkpoint != "best":
+        raise CheckpointError("calibration (temperature, threshold) is fitted for the best checkpoint; use it")
+    if not path.exists():
+        raise CheckpointError(
+            f"{display(path)} does not exist: this run was trained before calibration was recorded, or has no "
+            "validation/test split; retrain it (fptplus train --resume finishes an unfinished run)"
+        )
+    record = read_json(path, CheckpointError)
+    meta = read_meta(Path(run_dir) / "checkpoints" / "best")
+    if record.get("model_sha256") != meta.get("sha256", {}).get(MODEL_FILE):
+        raise CheckpointError(
+            f"{display(path)} was fitted for another best checkpoint than the one in {display(run_dir)}; retrain "
+            "or re-run the final evaluation"
+        )
+    return record

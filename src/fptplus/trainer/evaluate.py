@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..calibration import apply_temperature
 from ..config import RunConfig
 from ..data.checks import RENAME_HINT, bad_names
 from ..data.decode import IMAGE_EXTENSIONS, DecodeError, load_image_file, undecodable_error
@@ -24,7 +25,7 @@ from ..metrics import compute_metrics
 from ..store import FeatureStore
 from ..store.plan import store_spec
 from .callbacks import Callback, RunInfo
-from .checkpoint import load_checkpoint, read_meta
+from .checkpoint import load_checkpoint, read_calibration, read_meta
 from .inputs import eval_loader, make_inputs, view_config
 from .loop import predict_probs
 from .runfolder import check_split_record, read_classes, read_run_info, store_location
@@ -183,18 +184,33 @@ def predict(
     batch_size: int = 8,
     skip_bad: bool = False,
     num_workers: int = 2,
+    calibrated: bool = False,
+    decision: str = "argmax",
 ) -> Predictions:
     """Class probabilities for new images of any size/format the data layer reads (LPM run online).
 
     `num_workers` processes decode and resize the next batches while the model runs on the current one (0:
     decode in this process). Undecodable images raise one error listing all of them, or with `skip_bad` are
     returned in `skipped`. Rows keep the order of `images`.
+
+    `calibrated`: probabilities divided in the logit domain by the validation-fitted temperature of the run's
+    best checkpoint (its calibration.json). `decision`: "argmax" (the most probable class) or "threshold"
+    (binary tasks: the positive class when its probability reaches the threshold chosen on validation; each
+    row then carries the threshold).
     """
+    if decision not in ("argmax", "threshold"):
+        raise ConfigError(f"decision must be 'argmax' or 'threshold', got {decision!r}")
     _, run_dir = resolve_run(run, seed)
     files = collect_images(images)  # names checked before the model is built
     if batch_size < 1 or num_workers < 0:
         raise ConfigError(f"predict needs batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
     cfg, model, classes = load_trained(run_dir, checkpoint, "online")
+    calibration = read_calibration(run_dir, checkpoint) if calibrated or decision == "threshold" else None
+    threshold = None
+    if decision == "threshold":
+        if not (calibration and calibration.get("threshold")):
+            raise ConfigError(f"{run_dir}: no decision threshold (binary tasks only; see its calibration.json)")
+        threshold = float(calibration["threshold"]["value"])  # on the uncalibrated positive probability
     from ..data.views import Views
 
     method = get_method(cfg.method)
@@ -211,10 +227,15 @@ def predict(
             continue
         items = [b["item"] for b in good]
         args, kwargs = model.batch_args({k: torch.stack([it[k] for it in items]) for k in items[0]})
-        probs = model(*args, **kwargs).float().softmax(-1).numpy()  # (B, C)
-        for b, p in zip(good, probs, strict=True):
-            rows.append({"path": b["path"], "prediction": classes[int(np.argmax(p))],
-                         **{f"prob_{c}": float(v) for c, v in zip(classes, p, strict=True)}})  # fmt: skip
+        raw = model(*args, **kwargs).float().softmax(-1).double().numpy()  # (B, C)
+        shown = apply_temperature(raw, calibration["temperature"]) if calibrated else raw
+        for b, p, r in zip(good, shown, raw, strict=True):
+            label = classes[int(r[1] >= threshold)] if threshold is not None else classes[int(np.argmax(p))]
+            row = {"path": b["path"], "prediction": label, **{f"prob_{c}": float(v) for c, v in zip(classes, p,
+                   strict=True)}}  # fmt: skip
+            if threshold is not None:
+                row["threshold"] = threshold
+            rows.append(row)
     if bad and not skip_bad:
         raise undecodable_error([b["error"] for b in bad], len(files), "the --out file's .skipped.csv")
     return Predictions(rows, bad)

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .._testing import crash_point
+from ..calibration import clinical_report
 from ..config import RunConfig
 from ..data.sources import DataIndex
 from ..files import human_bytes
@@ -32,12 +33,15 @@ from ..metrics import Metrics, compute_metrics
 from ..store.reader import FeatureStore
 from .callbacks import Callback, Callbacks, RunInfo
 from .checkpoint import (
+    CALIBRATION_FILE,
     checkpoint_bytes,
     load_checkpoint,
     load_state,
+    read_meta,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    write_calibration,
 )
 from .inputs import Inputs, epoch_loader, eval_loader, make_inputs
 from .outputs import RunPaths, write_history
@@ -265,9 +269,10 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
     tc = cfg.train
     load_checkpoint(paths.best, core, meta)
     eval_bs = tc.eval_batch_size or 2 * tc.batch_size
-    out = {}
+    out, split_probs = {}, {}
     for split, ds in (("val", inputs.val), ("test", inputs.test)):
         probs, labels, loss = predict_probs(model, eval_loader(ds, eval_bs, tc.num_workers), accelerator)
+        split_probs[split] = labels, probs
         m = compute_metrics(labels, probs, loss, ci=split == "test" and tc.bootstrap > 0, ci_samples=tc.bootstrap,
                             seed=tc.seed, ordinal=cfg.data.ordinal)  # fmt: skip
         out[split] = m.to_dict()
@@ -288,14 +293,33 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
         "epoch_seconds": float(np.mean([h["epoch_seconds"] for h in history])),
         "val": out["val"],
         "test": out["test"],
+        "calibration": _calibration(split_probs, tc, log),
         "peak_memory_mb": _peak_memory_mb(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     if accelerator.is_main_process:
         paths.results.write_text(json.dumps(results, indent=1))
+        if results["calibration"] is not None:
+            write_calibration(paths.root / CALIBRATION_FILE, results["calibration"], read_meta(paths.best))
         log(f"checkpoint {paths.best / 'model.safetensors'}: {human_bytes(results['checkpoint_bytes'])} "
             f"(trainable tensors only); results in {paths.results}")  # fmt: skip
     return results
+
+
+def _calibration(split_probs: dict, tc, log) -> dict[str, Any] | None:
+    """ECE before/after a validation-fitted temperature and (binary) operating points; None without val/test."""
+    (vl, vp), (tl, tp) = split_probs["val"], split_probs["test"]
+    if not (len(vl) and len(tl)):
+        return None
+    report = clinical_report(vl, vp, tl, tp, tc.threshold, ci_samples=tc.bootstrap, seed=tc.seed)
+    ece, scaled = report["ece"]["test"], report["ece_temperature_scaled"]["test"]
+    line = f"calibration: test ECE {100 * ece:.2f} % -> {100 * scaled:.2f} % with T = {report['temperature']:.3f}"
+    if "threshold" in report:
+        t = report["threshold"]
+        line += (f"; threshold {t['value']:.4f} ({t['rule']}, on val): test sensitivity "
+                 f"{100 * t['test_sensitivity']:.1f} %, specificity {100 * t['test_specificity']:.1f} %")  # fmt: skip
+    log(line)
+    return report
 
 
 def _peak_memory_mb() -> float:
