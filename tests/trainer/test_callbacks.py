@@ -60,7 +60,7 @@ def test_the_workflow_adds_plots_tensorboard_and_summary(tmp_path):
                     TrainConfig(epochs=1, batch_size=4, num_workers=0, bootstrap=0))  # fmt: skip
     workflow.train(cfg, tmp_path / "run")
     run = tmp_path / "run"
-    for name in ("roc_test.png", "confusion_test.png", "curves.png", "summary.md"):
+    for name in ("roc_test.png", "confusion_test.png", "reliability_test.png", "curves.png", "summary.md"):
         assert (run / name).exists(), name
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     workflow.evaluate(run, "val")

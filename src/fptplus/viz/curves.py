@@ -1,4 +1,4 @@
-"""Run pictures: ROC curves, confusion matrix, loss/AUC per epoch (matplotlib, Agg backend)."""
+"""Run pictures: ROC curves, confusion matrix, reliability diagram, loss/AUC per epoch (matplotlib, Agg)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from ..calibration import expected_calibration_error, reliability_curve
 from ..metrics import binary_auc, confusion_matrix
 
 
@@ -63,6 +64,29 @@ def plot_confusion(labels: np.ndarray, probs: np.ndarray, classes: list[str], pa
     plt.close(fig)
 
 
+def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, title: str = "", bins: int = 10) -> None:
+    """Accuracy vs mean confidence per confidence bin (bar width = bin, marker size ~ count), with the ECE."""
+    points = reliability_curve(labels, probs, bins)
+    fig, ax = plt.subplots(figsize=(4.2, 4), dpi=120)
+    ax.plot([0, 1], [0, 1], "--", color="0.6", lw=1, label="perfectly calibrated")
+    if points:
+        n = sum(p["count"] for p in points)
+        ax.bar([p["low"] for p in points], [p["accuracy"] for p in points], width=1 / bins, align="edge",
+               alpha=0.35, edgecolor="C0", label="accuracy per bin")  # fmt: skip
+        ax.scatter([p["confidence"] for p in points], [p["accuracy"] for p in points],
+                   s=[20 + 300 * p["count"] / n for p in points], color="C0", zorder=3)  # fmt: skip
+    ece = expected_calibration_error(labels, probs, bins)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-class probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{title or 'reliability'}: ECE {100 * ece:.1f} %")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:
     """Training and validation loss, validation AUC, per epoch."""
     epochs = [h["epoch"] for h in history]
@@ -86,10 +110,11 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> None:
 
 def write_run_plots(root: Path, history: list[dict[str, Any]], split: str, labels: np.ndarray, probs: np.ndarray,
                     classes: list[str]) -> list[Path]:  # fmt: skip
-    """roc_SPLIT.png, confusion_SPLIT.png and (with a history) curves.png in a run folder."""
-    written = [root / f"roc_{split}.png", root / f"confusion_{split}.png"]
+    """roc_SPLIT.png, confusion_SPLIT.png, reliability_SPLIT.png and (with a history) curves.png in a run folder."""
+    written = [root / f"roc_{split}.png", root / f"confusion_{split}.png", root / f"reliability_{split}.png"]
     plot_roc(labels, probs, classes, written[0], f"ROC ({split})")
     plot_confusion(labels, probs, classes, written[1], f"confusion matrix ({split})")
+    plot_reliability(labels, probs, written[2], f"reliability ({split})")
     if history:
         written.append(root / "curves.png")
         plot_history(history, written[-1])
