@@ -20,7 +20,7 @@ from .demo import add_demo_parser
 from .explain import add_explain_parser
 from .params import add_params_parser
 from .preload import add_preload_parser
-from .train import add_run_parsers, add_train_parser
+from .train import add_run_parsers, add_train_parser, add_tune_parser
 
 
 def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
     add_params_parser(sub, method)
     add_preload_parser(sub, method)
     add_train_parser(sub, method)
+    add_tune_parser(sub, method)
     add_run_parsers(sub)
     add_bench_parsers(sub)
     add_explain_parser(sub)

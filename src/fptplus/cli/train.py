@@ -35,6 +35,13 @@ def cmd_train(args: argparse.Namespace, method: Method) -> int:
         return 0
     if not args.out:
         raise ConfigError("pass --out RUN_FOLDER (or --resume RUN_FOLDER)")
+    cfg = config_from_args(args, method)
+    train(cfg, args.out, args.seeds, overwrite=args.overwrite)
+    return 0
+
+
+def config_from_args(args: argparse.Namespace, method: Method) -> RunConfig:
+    """defaults < --config YAML < flags (the same method's model section only)."""
     base = RunConfig.load(args.config).to_dict() if args.config else {"model": {}, "data": {}, "train": {}}
     same_method = base.get("method", method.name) == method.name
     cfg = RunConfig(
@@ -44,8 +51,40 @@ def cmd_train(args: argparse.Namespace, method: Method) -> int:
         train=build_dataclass(TrainConfig, {**base["train"], **given(args, TrainConfig)}, "train"),
     )
     require_weights(cfg.model)
-    train(cfg, args.out, args.seeds, overwrite=args.overwrite)
+    return cfg
+
+
+def cmd_tune(args: argparse.Namespace, method: Method) -> int:
+    import os
+
+    from ..tune import tune
+
+    heartbeat = int(os.environ.get("FPTPLUS_TUNE_HEARTBEAT", "30"))  # tests shorten it
+    r = tune(config_from_args(args, method), args.out, args.trials, args.timeout, args.study_seed, heartbeat)
+    print(f"best validation AUC {100 * r.best_value:.2f} with {r.best_params}; config: {r.best_config}")
     return 0
+
+
+def add_tune_parser(sub, method: Method) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="hyper-parameter search over one feature store (Optuna, resumable)",
+        description="Searches the fields that leave the feature store unchanged (learning rate, weight decay; "
+        "FPT/FPT+: fusion dropout, number of prompts) with Optuna's TPE sampler and median pruning on each epoch's "
+        "validation AUC. Every trial trains from one store. Rerun the same command to continue the study (a killed "
+        "trial is run again; finished ones never). Writes OUT/trials.csv, OUT/best/config.yaml, OUT/history.png. "
+        "Other settings are taken as for `fptplus train` (defaults < --config < flags).",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("--out", required=True, help="study folder (created, or continued)")
+    p.add_argument("--trials", type=int, default=30, help="finished + pruned trials to reach (over all runs)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    p.add_argument("--study-seed", type=int, default=0, help="seed of the TPE sampler")
+    p.add_argument("--config", help="YAML with method/model/data/train sections (e.g. a run's config.yaml)")
+    add_dataclass_flags(p, DataConfig, "data")
+    add_dataclass_flags(p, TrainConfig, "training")
+    add_model_flags(p, method)
+    p.set_defaults(func=cmd_tune)
 
 
 def add_train_parser(sub, method: Method) -> None:

@@ -1,0 +1,253 @@
+"""`fptplus tune`: a hyper-parameter search over one feature store (Optuna: TPE sampler, median pruning on the
+validation AUC of every epoch).
+
+Only fields that leave the store unchanged are searched (learning rate, weight decay, and for FPT/FPT+ the fusion
+dropout and the number of prompts), so every trial trains from the same store, built once. The study lives in
+OUT/study.db (SQLite): rerunning the same command continues it; trials of a killed process are noticed by their
+missing heartbeat and run again; finished and pruned trials are never repeated; several processes may share one
+OUT folder (parallel trials). Outputs:
+
+    OUT/trials/trial-N/      each trial's run folder (its config.yaml, log, metrics, checkpoints)
+    OUT/trials.csv           number, state, validation AUC, parameters, seconds
+    OUT/best/config.yaml     the best trial's configuration (`fptplus train --config OUT/best/config.yaml`)
+    OUT/history.png          validation AUC per trial and the best so far
+
+Needs the optional package optuna (`pip install 'fptplus[tune]'`).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+from .errors import ConfigError
+from .logs import get_logger, info_of
+from .trainer.callbacks import Callback, RunInfo
+
+_log = get_logger("tune")
+
+STUDY_FILE = "study.db"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched field: `section` is "model" or "train"; kind "log" / "float" (low, high) or "choice"."""
+
+    section: str
+    name: str
+    kind: str
+    low: float = 0.0
+    high: float = 0.0
+    choices: tuple[Any, ...] = ()
+
+    def suggest(self, trial) -> Any:
+        if self.kind == "log":
+            return trial.suggest_float(self.name, self.low, self.high, log=True)
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high)
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+
+def search_space(cfg: RunConfig) -> list[Param]:
+    """The fields searched for this method (those the feature store does not depend on)."""
+    space = [Param("train", "lr", "log", 1e-4, 1e-2), Param("train", "weight_decay", "log", 1e-3, 0.3)]
+    model_fields = {f.name for f in fields(cfg.model)}
+    if "fusion_dropout" in model_fields:
+        space.append(Param("model", "fusion_dropout", "float", 0.0, 0.6))
+    if "num_prompts" in model_fields:
+        space.append(Param("model", "num_prompts", "choice", choices=(8, 16, 32)))
+    return space
+
+
+def trial_config(base: RunConfig, space: list[Param], values: dict[str, Any]) -> RunConfig:
+    cfg = copy.deepcopy(base)
+    for p in space:
+        setattr(getattr(cfg, p.section), p.name, values[p.name])
+    return cfg
+
+
+class _Pruning(Callback):
+    """Reports each epoch's validation AUC to the trial; raises optuna's TrialPruned when the pruner says so."""
+
+    def __init__(self, trial, optuna) -> None:
+        self.trial, self.optuna = trial, optuna
+
+    def on_epoch_end(self, run: RunInfo, row: dict[str, Any]) -> None:
+        auc = row.get("val_auc")
+        if auc is None:
+            return
+        self.trial.report(float(auc), step=int(row["epoch"]))
+        if self.trial.should_prune():
+            raise self.optuna.TrialPruned(f"validation AUC {100 * auc:.2f} at epoch {row['epoch']}")
+
+
+def _optuna():
+    try:
+        import optuna
+    except ImportError as err:
+        raise ConfigError(f"fptplus tune needs optuna ({err}); install it with `pip install 'fptplus[tune]'`") from err
+    return optuna
+
+
+@dataclass
+class TuneResult:
+    best_value: float
+    best_params: dict[str, Any]
+    best_config: Path
+    finished: int
+    pruned: int
+
+
+def tune(
+    cfg: RunConfig,
+    out: str | Path,
+    trials: int,
+    timeout: float | None = None,
+    seed: int = 0,
+    heartbeat_s: int = 30,
+    log: Callable[[str], None] | None = None,
+) -> TuneResult:
+    """Runs trials until `trials` have finished or been pruned (counting those of earlier runs of the same OUT), or
+    `timeout` seconds have passed; then writes trials.csv, best/config.yaml and history.png.
+
+    Args:
+        cfg: the base configuration (dataset, method, every fixed field); its searched fields are overridden.
+        out: the study folder (created, or continued when it holds a study of the same method and dataset).
+        heartbeat_s: a running trial writes a heartbeat this often; one silent for 2× this is taken as killed.
+    """
+    optuna = _optuna()
+    from .trainer.run import train
+
+    log = info_of(_log, log)
+    if trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {trials}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base = copy.deepcopy(cfg)
+    if not base.data.store:
+        base.data.store = str((out / "store").resolve())  # one store for every trial
+    space = search_space(base)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():  # heartbeats are marked experimental in optuna; they are what resumes a kill
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{(out / STUDY_FILE).resolve()}",
+            heartbeat_interval=heartbeat_s,
+            grace_period=2 * heartbeat_s,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    study = optuna.create_study(
+        study_name="fptplus",
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
+    )
+    identity = {"method": base.method, "data": str(base.data.data), "space": [p.name for p in space]}
+    known = study.user_attrs.get("identity")
+    if known is None:
+        study.set_user_attr("identity", identity)
+    elif known != identity:
+        raise ConfigError(
+            f"{out} holds a study of {known['method']} on {known['data']}; this one is {identity['method']} on "
+            f"{identity['data']}: use another --out"
+        )
+    states = optuna.trial.TrialState
+
+    def done() -> int:
+        return sum(t.state in (states.COMPLETE, states.PRUNED) for t in study.get_trials(deepcopy=False))
+
+    def objective(trial) -> float:
+        values = {p.name: p.suggest(trial) for p in space}
+        run_cfg = trial_config(base, space, values)
+        folder = out / "trials" / f"trial-{trial.number}"
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+        log(f"trial {trial.number}: {shown}")
+        train(run_cfg, folder, overwrite=True, callbacks=[_Pruning(trial, optuna)])  # its lines: trial-N/log.txt
+        auc = _val_auc(folder)
+        log(f"trial {trial.number}: validation AUC {100 * auc:.2f}")
+        return auc
+
+    def stop_when_done(study, trial) -> None:
+        if done() >= trials:
+            study.stop()
+
+    remaining = trials - done()
+    if remaining > 0:
+        log(f"study {out / STUDY_FILE}: {done()} trials done, running up to {remaining} more")
+        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop_when_done],
+                       catch=(), gc_after_trial=True)  # fmt: skip
+    return _write_outputs(study, base, space, out, optuna, log)
+
+
+def _val_auc(folder: Path) -> float:
+    from .files import read_json
+
+    res = read_json(folder / "results.json", ConfigError)
+    auc = res["val"].get("auc")
+    if auc is None:
+        raise ConfigError(f"{folder}: validation AUC undefined ({res['val'].get('auc_note')}); tune needs both classes")
+    return float(auc)
+
+
+def _write_outputs(study, base: RunConfig, space: list[Param], out: Path, optuna, log) -> TuneResult:
+    states = optuna.trial.TrialState
+    all_trials = study.get_trials(deepcopy=False)
+    with open(out / "trials.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["number", "state", "val_auc", *(p.name for p in space), "seconds"])
+        for t in all_trials:
+            secs = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else ""
+            w.writerow([t.number, t.state.name, "" if t.value is None else f"{t.value:.6f}",
+                        *(t.params.get(p.name, "") for p in space), secs])  # fmt: skip
+    complete = [t for t in all_trials if t.state == states.COMPLETE]
+    if not complete:
+        raise ConfigError(f"no trial of {out} finished (all pruned or failed); see {out / 'trials.csv'}")
+    best = study.best_trial
+    best_cfg = trial_config(base, space, best.params)
+    (out / "best").mkdir(exist_ok=True)
+    best_cfg.save(out / "best" / "config.yaml")
+    _plot_history(all_trials, states, out / "history.png")
+    pruned = sum(t.state == states.PRUNED for t in all_trials)
+    log(
+        f"best: trial {best.number}, validation AUC {100 * best.value:.2f} ({best.params}); {len(complete)} "
+        f"finished, {pruned} pruned. Train it: fptplus train --config {out / 'best' / 'config.yaml'} --out RUN"
+    )
+    return TuneResult(best.value, dict(best.params), out / "best" / "config.yaml", len(complete), pruned)
+
+
+def _plot_history(trials, states, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [t for t in trials if t.state == states.COMPLETE]
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    xs = [t.number for t in done]
+    ys = [100 * t.value for t in done]
+    ax.scatter(xs, ys, color="C0", label="finished trial")
+    best, running = [], -math.inf
+    for y in ys:
+        running = max(running, y)
+        best.append(running)
+    ax.step(xs, best, where="post", color="C1", label="best so far")
+    pruned = [t for t in trials if t.state == states.PRUNED and t.intermediate_values]
+    if pruned:
+        ax.scatter([t.number for t in pruned], [100 * max(t.intermediate_values.values()) for t in pruned],
+                   marker="x", color="0.5", label="pruned (best epoch reached)")  # fmt: skip
+    ax.set_xlabel("trial")
+    ax.set_ylabel("validation AUC (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

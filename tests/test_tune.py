@@ -1,0 +1,106 @@
+"""fptplus tune: trials from one store, outputs, resume without repeating trials, a killed trial run again."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import save_file
+
+from fptplus.cli import main
+from fptplus.config import RunConfig
+from imagegen import class_folders
+
+from conftest import TINY, build_tiny, tiny_config
+
+optuna = pytest.importorskip("optuna")
+
+FLAGS = ["--img-size", "64", "--side-img-size", "32", "--backbone-kwargs", repr(TINY), "--side-depth", "2",
+         "--reduction", "2", "--epochs", "2", "--batch-size", "4", "--num-workers", "0",
+         "--bootstrap", "0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    weights = root / "tiny.safetensors"
+    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), weights)
+    data = class_folders(root / "data", {"neg": 12, "pos": 12}, size=(48, 48))
+    return data, weights
+
+
+def tune_args(data, weights, out, trials, *extra):
+    return ["tune", "--data", str(data), "--weights", str(weights), "--out", str(out), "--trials", str(trials),
+            *FLAGS, *extra]  # fmt: skip
+
+
+def rows(out):
+    with open(out / "trials.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tune_writes_trials_and_a_trainable_best_config_and_resumes(setup, tmp_path):
+    data, weights = setup
+    out = tmp_path / "study"
+    assert main(tune_args(data, weights, out, 3)) == 0
+    first = rows(out)
+    assert len(first) == 3 and {r["state"] for r in first} <= {"COMPLETE", "PRUNED"}
+    assert len({r["lr"] for r in first}) == 3  # three different points of the space
+    assert (out / "store" / "manifest.json").exists() and not (out / "trials" / "trial-0" / "store").exists()
+    best = RunConfig.load(out / "best" / "config.yaml")
+    done = [r for r in first if r["state"] == "COMPLETE"]
+    top = max(done, key=lambda r: float(r["val_auc"]))
+    assert best.train.lr == pytest.approx(float(top["lr"])) and best.model.num_prompts == int(top["num_prompts"])
+    assert (out / "history.png").exists()
+    assert main(tune_args(data, weights, out, 3)) == 0  # the study is complete: nothing runs again
+    assert rows(out) == first
+    assert main(tune_args(data, weights, out, 4)) == 0  # one more trial, the others kept
+    assert len(rows(out)) == 4 and rows(out)[:3] == first
+    assert main(["train", "--config", str(out / "best" / "config.yaml"), "--out", str(tmp_path / "final")]) == 0
+
+
+def test_a_killed_trial_is_run_again_and_finished_ones_are_not(setup, tmp_path):
+    data, weights = setup
+    out = tmp_path / "study"
+    env = {**os.environ, "FPTPLUS_TUNE_HEARTBEAT": "1"}
+    assert main(tune_args(data, weights, out, 1)) == 0  # trial 0 finishes
+    finished = rows(out)
+    cmd = [sys.executable, "-m", "fptplus.cli", *tune_args(data, weights, out, 2)]
+    proc = subprocess.run(cmd, env={**env, "FPTPLUS_TEST_CRASH": "train-step:3"}, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode != 0  # SIGKILL inside trial 1
+    import time
+
+    time.sleep(2.5)  # the killed trial's heartbeat is older than its grace period (2 s)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    states = [r["state"] for r in rows(out)]
+    assert states.count("FAIL") == 1 and states.count("COMPLETE") + states.count("PRUNED") == 2
+    assert rows(out)[0] == finished[0]  # trial 0 was not run again
+    study = optuna.load_study(study_name="fptplus", storage=f"sqlite:///{out / 'study.db'}")
+    failed = next(t for t in study.trials if t.state.name == "FAIL")
+    retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == failed.number]
+    assert len(retried) == 1 and retried[0].params == failed.params  # the killed point, run again
+
+
+def test_tune_refuses_another_study_in_the_same_folder(setup, tmp_path):
+    data, weights = setup
+    out = tmp_path / "study"
+    assert main(tune_args(data, weights, out, 1)) == 0
+    other = class_folders(tmp_path / "other", {"neg": 12, "pos": 12}, size=(48, 48))
+    assert main(tune_args(other, weights, out, 2)) == 2
+
+
+def test_pruned_trials_stop_early_and_are_recorded(setup, tmp_path, monkeypatch):
+    """A pruner that stops every trial after its first epoch: the trainer lets optuna's signal through, each trial
+    ends after one epoch, and a study without a finished trial is an error naming trials.csv."""
+    data, weights = setup
+    monkeypatch.setattr(optuna.pruners, "MedianPruner", lambda **_: optuna.pruners.ThresholdPruner(lower=2.0))
+    out = tmp_path / "study"
+    assert main(tune_args(data, weights, out, 2)) == 2
+    assert [r["state"] for r in rows(out)] == ["PRUNED", "PRUNED"]
+    log = (out / "trials" / "trial-0" / "log.txt").read_text()
+    assert "epoch 1/2  train loss" in log and "epoch 2/2" not in log  # stopped after its first epoch
