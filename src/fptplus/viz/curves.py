@@ -64,7 +64,7 @@ def plot_confusion(labels: np.ndarray, probs: np.ndarray, classes: list[str], pa
     plt.close(fig)
 
 
-def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, title: str = "", bins: int = 10) -> None:
+def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, title: str = "", bins: int = 15) -> None:
     """Accuracy vs mean confidence per confidence bin (bar width = bin, marker size ~ count), with the ECE."""
     points = reliability_curve(labels, probs, bins)
     fig, ax = plt.subplots(figsize=(4.2, 4), dpi=120)
