@@ -114,3 +114,17 @@ def test_a_failing_run_is_reported_and_the_others_still_run(tmp_path):
     failed = execute(plan, tmp_path / "runs", log=lambda *_: None)
     assert len(failed) == 1 and failed[0].startswith("bad-33: ") and "not a multiple of the patch size" in failed[0]
     assert (tmp_path / "runs" / "bitfit-32" / "results.json").exists()
+
+
+def test_variant_rows_stay_out_of_the_paper_table(tmp_path):
+    """A row named otherwise than its method (an ablation, an int8 store) at the same resolution as the method's own
+    row is listed in table.md by its name and never replaces the method's row in table1.md."""
+    plan = Plan.load(write_plan(tmp_path))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    execute(plan, runs, only=["bitfit"], log=lambda *_: None)
+    records = collect(plan, runs, results)
+    variant = {**records[0], "name": "bitfit_int8", "folder": "bitfit_int8-32", "auc": [0.123]}
+    render(plan, [*records, variant], results, log=lambda *_: None)
+    assert "| bitfit_int8 | 32 |" in (results / "table.md").read_text()
+    table1 = (results / "table1.md").read_text()
+    assert "12.30" not in table1 and f"{100 * records[0]['auc'][0]:.2f}" in table1
