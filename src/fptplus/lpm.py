@@ -16,6 +16,7 @@ checked once against the chunked kernel (a mismatch is an error, never a silent 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -151,6 +152,7 @@ class FrozenLPM(nn.Module):
         self.chunk_size = chunk_size
         self.importance_kernel = importance_kernel
         self._pending: tuple[int, Tensor, Tensor, Tensor] | None = None  # a layer waiting for its SDPA call
+        self._fused = False  # this forward selects with the fused kernel
         self.vit.requires_grad_(False)
         self.vit.eval()
         self._capturing = False
@@ -182,24 +184,26 @@ class FrozenLPM(nn.Module):
             stash[what] = tensor  # (B, H, N, d); q and k after any q/k normalisation
             if len(stash) == 3:
                 qkv = self._stash.pop(layer)
-                if self._uses_fused(qkv["k"]):
+                if self._fused:
                     self._pending = (layer, qkv["q"], qkv["k"], qkv["v"])  # selected when its SDPA call comes
                 else:
                     self._select(layer, qkv["q"], qkv["k"], qkv["v"])
 
         return sink
 
-    def _uses_fused(self, k: Tensor) -> bool:
-        if self.importance != "mean" or self.num_selected == k.shape[2] or self.importance_kernel == "chunked":
+    def _uses_fused(self, device: torch.device) -> bool:
+        """Whether this forward selects with the fused kernel (decided once per forward, from the input's device)."""
+        no_selection = self.num_selected == self.spec.num_tokens
+        if self.importance != "mean" or no_selection or self.importance_kernel == "chunked":
             return False
         if torch.compiler.is_compiling():  # traced (torch.compile, ONNX export): no data pointers to match
             return False
-        available = fused_kernel_available(k.device)
+        available = fused_kernel_available(device)
         if self.importance_kernel == "fused" and not available:
             raise ConfigError(
-                f"importance_kernel='fused' has no fused attention kernel on {k.device.type}; use 'auto' or 'chunked'"
+                f"importance_kernel='fused' has no fused attention kernel on {device.type}; use 'auto' or 'chunked'"
             )
-        return available and (self.importance_kernel == "fused" or k.device.type == "cuda")
+        return available and (self.importance_kernel == "fused" or device.type == "cuda")
 
     def _flush_pending(self, unless: int | None = None) -> None:
         """A pending layer whose SDPA call never came (eager attention, a mask) is selected by the chunked kernel."""
@@ -265,10 +269,11 @@ class FrozenLPM(nn.Module):
         self._stash.clear()
         self._selected.clear()
         self._pending = None
+        self._fused = self._uses_fused(x.device)
         self._capturing = True
         last = provides_cls(self.spec, self.layers)
         try:
-            with _SharedAttention(self):
+            with _SharedAttention(self) if self._fused else contextlib.nullcontext():  # SDPA calls reach the LPM
                 cls = self.family.forward_to(self.vit, x, self.layers[-1], with_cls=last)  # (B, D) or None
             self._flush_pending()
         finally:

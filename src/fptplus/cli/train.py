@@ -80,10 +80,7 @@ def add_tune_parser(sub, method: Method) -> None:
     p.add_argument("--trials", type=int, default=30, help="finished + pruned trials to reach (over all runs)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
     p.add_argument("--study-seed", type=int, default=0, help="seed of the TPE sampler")
-    p.add_argument("--config", help="YAML with method/model/data/train sections (e.g. a run's config.yaml)")
-    add_dataclass_flags(p, DataConfig, "data")
-    add_dataclass_flags(p, TrainConfig, "training")
-    add_model_flags(p, method)
+    add_run_config_flags(p, method)
     p.set_defaults(func=cmd_tune)
 
 
@@ -101,14 +98,19 @@ def add_train_parser(sub, method: Method) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an --out that holds a run (its run files are removed; its store is kept and "
                    "reused only if it matches) or other files (kept, unless a run file has the same name)")  # fmt: skip
-    p.add_argument("--config", help="YAML with method/model/data/train sections (e.g. a run's config.yaml)")
     p.add_argument(
         "--seeds", type=parse_seeds, default=None, help="repeat for these seeds (e.g. 0,1,2,3,4): mean ± std"
     )
+    add_run_config_flags(p, method)
+    p.set_defaults(func=cmd_train)
+
+
+def add_run_config_flags(p: argparse.ArgumentParser, method: Method) -> None:
+    """--config and every data, training and model flag (what `config_from_args` reads), for train and tune."""
+    p.add_argument("--config", help="YAML with method/model/data/train sections (e.g. a run's config.yaml)")
     add_dataclass_flags(p, DataConfig, "data")
     add_dataclass_flags(p, TrainConfig, "training")
     add_model_flags(p, method)
-    p.set_defaults(func=cmd_train)
 
 
 def cmd_evaluate(args: argparse.Namespace, method: Method) -> int:
