@@ -88,3 +88,32 @@ def test_pair_auc_is_the_binary_auc_on_the_two_classes(seed):
     assert pair_auc(labels, probs, 1, 2) == pytest.approx(skm.roc_auc_score(labels[keep] == 2, score), abs=1e-12)
     assert pair_auc(labels, probs, 2, 1) == pytest.approx(pair_auc(labels, probs, 1, 2), abs=1e-12)  # symmetric
     assert pair_auc(labels[labels != 2], probs[labels != 2], 1, 2) is None
+
+
+def test_multilabel_metrics_match_sklearn():
+    from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+
+    from fptplus.metrics import compute_metrics
+
+    rng = np.random.default_rng(5)
+    y = (rng.random((200, 4)) < [0.5, 0.2, 0.1, 0.7]).astype(int)
+    p = np.clip(y * 0.3 + rng.random((200, 4)) * 0.7, 0, 1)
+    p[:20, 1] = 0.5  # ties
+    m = compute_metrics(y, p, 0.1, ci=True, ci_samples=50)
+    per = [roc_auc_score(y[:, j], p[:, j]) for j in range(4)]
+    assert m.extra["per_label_auc"] == pytest.approx(per)
+    assert m.auc == pytest.approx(np.mean(per))
+    pred = (p >= 0.5).astype(int)
+    assert m.macro_f1 == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    assert m.balanced_accuracy == pytest.approx(
+        np.mean([balanced_accuracy_score(y[:, j], pred[:, j]) for j in range(4)])
+    )
+    assert m.kappa == pytest.approx(np.mean([cohen_kappa_score(y[:, j], pred[:, j]) for j in range(4)]))
+    assert m.accuracy == pytest.approx((pred == y).mean())
+    assert m.extra["subset_accuracy"] == pytest.approx((pred == y).all(1).mean())
+    lo, hi = m.auc_ci
+    assert lo < m.auc < hi
+    y[:, 2] = 0  # a constant label: skipped from the mean, said in the note
+    m = compute_metrics(y, p, 0.1)
+    assert m.extra["per_label_auc"][2] is None and m.auc == pytest.approx(np.mean([per[0], per[1], per[3]]))
+    assert "3 labels" in m.auc_note

@@ -43,6 +43,14 @@ class DataConfig:
             (default: unweighted Cohen's kappa, for nominal classes).
         resize: how an image reaches the model's input size: "squash" (resize, aspect ratio not kept: the paper's
             choice) or "pad" (fit the longer side, pad with black: aspect ratio kept; for non-square images).
+        folds: k-fold cross-validation (`train --folds 5`): the test split stays, train+val are dealt into k
+            patient-grouped, class-stratified folds (seeded by split_seed), one run per fold (RUN/fold-F), one
+            feature store for all; 0 = the single train/val split.
+        label_columns: multi-label classification: the CSV manifest's 0/1 columns, one per label (e.g.
+            Atelectasis,Effusion,Nodule); trains with a sigmoid per label and binary cross-entropy, reports per-label
+            and mean AUC; empty = one class per image from the 'label' column.
+        fold: the fold whose images validate this run (set by `--folds` in each RUN/fold-F; pass it with --folds to
+            train one fold only, e.g. one fold per GPU).
     """
 
     data: str = ""
@@ -56,23 +64,36 @@ class DataConfig:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     ordinal: bool = False
     resize: Literal["squash", "pad"] = "squash"
+    folds: int = 0
+    fold: int | None = None
+    label_columns: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if not all(isinstance(c, str) and c.strip() for c in self.label_columns):
+            raise ConfigError(f"label_columns must be column names, got {self.label_columns!r}")
         if self.max_image_pixels < 0:
             raise ConfigError(f"max_image_pixels must be >= 0 (0: no limit), got {self.max_image_pixels}")
+        if self.folds < 0 or self.folds == 1:
+            raise ConfigError(f"folds must be 0 (one train/val split) or >= 2, got {self.folds}")
+        if self.fold is not None and not 0 <= self.fold < (self.folds or -1):
+            which = f"in 0..{self.folds - 1}" if self.folds else "given with --folds K"
+            raise ConfigError(f"fold must be {which}, got {self.fold}")
 
     def load_index(self, data: str | Path | None = None):
         """The dataset these settings describe (`data` overrides the path, e.g. a run's splits.csv)."""
+        from .data.folds import apply_fold
         from .data.sources import load_index
 
-        return load_index(
+        index = load_index(
             data or self.data,
             seed=self.split_seed,
             allow_missing_classes=self.allow_missing_classes,
             allow_duplicates=self.allow_duplicates,
             include_masks=self.include_masks,
             max_pixels=self.max_image_pixels or None,
+            label_columns=self.label_columns,
         )
+        return apply_fold(index, self.folds, self.fold, self.split_seed) if self.fold is not None else index
 
 
 @dataclass
@@ -346,6 +367,8 @@ def _parse(text: str, hint: Any) -> Any:
                 raise argparse.ArgumentTypeError(f"expected {simple.__name__}, got {text!r}") from None
     if hint is str or (origin in (typing.Union, types.UnionType) and args == [str]):
         return text
+    if origin is list and args == [str] and not text.lstrip().startswith("["):  # A,B,C
+        return [t.strip() for t in text.split(",") if t.strip()]
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

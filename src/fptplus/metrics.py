@@ -1,8 +1,10 @@
 """Classification metrics (numpy only; the tests check every one against scikit-learn) and PPE/PME.
 
 AUC: binary → ROC AUC of the positive-class probability; multi-class → macro one-vs-rest AUC of the softmax
-probabilities. AUC is undefined when the labels hold a single class: the metric is then `None` with a reason,
-never NaN, and model selection falls back to the validation loss (see `fptplus.trainer`).
+probabilities; multi-label (labels (n, L) of 0/1, sigmoid probabilities (n, L)) → the mean of the per-label AUCs,
+and the thresholded metrics at 0.5 averaged over labels (see `multilabel_metrics`). AUC is undefined when the
+labels hold a single class: the metric is then `None` with a reason, never NaN, and model selection falls back
+to the validation loss (see `fptplus.trainer`).
 """
 
 from __future__ import annotations
@@ -37,8 +39,16 @@ def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def auc(labels: np.ndarray, probs: np.ndarray) -> tuple[float | None, str | None]:
-    """(AUC, reason-if-undefined) for labels (n,) and class probabilities (n, C)."""
+    """(AUC, reason-if-undefined) for labels (n,) and class probabilities (n, C), or multi-label (n, L) 0/1
+    labels and per-label probabilities (n, L): the mean over the labels whose AUC is defined."""
     labels, probs = np.asarray(labels), np.asarray(probs)
+    if labels.ndim == 2:
+        per_label = [binary_auc(labels[:, j] == 1, probs[:, j]) for j in range(labels.shape[1])]
+        defined = [a for a in per_label if a is not None]
+        if not defined:
+            return None, "AUC undefined: no label has both positive and negative images"
+        note = None if len(defined) == len(per_label) else f"mean AUC over the {len(defined)} labels with both values"
+        return float(np.mean(defined)), note
     present = np.unique(labels)
     if len(present) < 2:
         return None, f"AUC undefined: the labels hold a single class ({present.tolist()})"
@@ -164,6 +174,8 @@ def compute_metrics(
 ) -> Metrics:
     """Every metric from labels (n,) and softmax probabilities (n, C); `ordinal`: kappa with quadratic weights."""
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    if labels.ndim == 2:
+        return multilabel_metrics(labels, probs, loss, ci, ci_samples, seed)
     preds = probs.argmax(axis=1)
     cm = confusion_matrix(labels, preds, probs.shape[1])
     value, note = auc(labels, probs)
@@ -180,6 +192,46 @@ def compute_metrics(
         auc_note=note,
         auc_ci=bootstrap_auc_ci(labels, probs, ci_samples, seed) if ci else None,
     )
+
+
+def multilabel_metrics(labels: np.ndarray, probs: np.ndarray, loss: float, ci: bool = False, ci_samples: int = 1000,
+                       seed: int = 0, threshold: float = 0.5) -> Metrics:  # fmt: skip
+    """Multi-label metrics of (n, L) 0/1 labels and (n, L) probabilities.
+
+    `auc`: mean of the per-label ROC AUCs (`extra["per_label_auc"]`, None where a label is constant); at the
+    threshold, per label: accuracy, balanced accuracy, F1 and Cohen's kappa, each averaged over the labels;
+    `extra["subset_accuracy"]`: images with every label right; `extra["per_label_confusion"]`: [[TN, FP], [FN, TP]].
+    """
+    n, num = labels.shape
+    value, note = auc(labels, probs)
+    per_auc = [binary_auc(labels[:, j] == 1, probs[:, j]) for j in range(num)]
+    preds = (probs >= threshold).astype(np.int64)
+    cms = [confusion_matrix(labels[:, j].astype(np.int64), preds[:, j], 2) for j in range(num)]
+    mean = lambda values: float(np.mean(values)) if n else 0.0  # noqa: E731
+    return Metrics(
+        n=n,
+        loss=float(loss),
+        auc=value,
+        accuracy=mean([np.trace(cm) / n for cm in cms]),
+        balanced_accuracy=mean([balanced_accuracy(cm) for cm in cms]),
+        macro_f1=mean([_f1_positive(cm) for cm in cms]),
+        kappa=mean([cohen_kappa(cm) for cm in cms]),
+        confusion=[],
+        auc_note=note,
+        auc_ci=bootstrap_auc_ci(labels, probs, ci_samples, seed) if ci else None,
+        extra={
+            "per_label_auc": per_auc,
+            "subset_accuracy": float((preds == labels).all(1).mean()) if n else 0.0,
+            "per_label_confusion": [cm.tolist() for cm in cms],
+            "threshold": threshold,
+        },
+    )
+
+
+def _f1_positive(cm: np.ndarray) -> float:
+    """F1 of the positive class of a 2 × 2 confusion matrix (0 when it is never predicted nor present)."""
+    tp, fp, fn = cm[1, 1], cm[0, 1], cm[1, 0]
+    return float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn else 0.0
 
 
 def ppe(score: float, param_ratio: float) -> float:

@@ -13,11 +13,9 @@ import pydicom
 import pytest
 import torch
 from PIL import Image
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from fptplus.data.decode import DecodeError, decode_bytes, load_image_file
-from imagegen import rgb, save
+from imagegen import make_dicom, rgb, save
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -81,24 +79,6 @@ def test_dicom_mr_window(tmp_path):
     expected = np.clip((x - (c - 0.5)) / (w - 1) + 0.5, 0, 1)
     img = load_image_file(PYDICOM_FILES / "MR_small.dcm").image
     torch.testing.assert_close(img[1].double(), torch.from_numpy(expected), atol=1e-6, rtol=0)
-
-
-def make_dicom(path: Path, pixels: np.ndarray, photometric="MONOCHROME2", **attrs) -> Path:
-    meta = FileMetaDataset()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for k, v in attrs.items():
-        setattr(ds, k, v)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
 
 
 def test_dicom_monochrome1_inverted_with_rescale_and_window(tmp_path):

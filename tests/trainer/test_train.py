@@ -14,17 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fptplus._testing import CRASH_ENV
 from fptplus.cli import main
 from fptplus.errors import ConfigError
 from fptplus.methods import get_method
 from fptplus.trainer.checkpoint import CheckpointError, load_checkpoint
 from imagegen import class_folders, split_folders
+from runhelp import run_cli, train_args
 
 from conftest import TINY, build_tiny, tiny_config
-
-MODEL_FLAGS = ["--img-size", "64", "--side-img-size", "32", "--backbone-kwargs", repr(TINY), "--side-depth", "2",
-               "--reduction", "2", "--num-prompts", "4"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +34,6 @@ def weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return class_folders(tmp_path_factory.mktemp("d") / "data", {"neg": 12, "pos": 12}, size=(48, 48))
-
-
-def train_args(data, out, weights, *extra):
-    return ["train", "--data", str(data), "--out", str(out), "--weights", str(weights), "--epochs", "3",
-            "--batch-size", "4", "--num-workers", "0", "--bootstrap", "100", *MODEL_FLAGS, *extra]  # fmt: skip
 
 
 def test_cli_preload_train_evaluate_predict(data, weights, tmp_path, capsys):
@@ -58,6 +50,7 @@ def test_cli_preload_train_evaluate_predict(data, weights, tmp_path, capsys):
     assert "| fpt_plus | 0 | " in summary and f"fptplus evaluate {run}" in summary and "fptplus explain" in summary
     out_text = capsys.readouterr().out
     assert "next:" in out_text and f"fptplus predict {run}" in out_text and "KiB (trainable tensors only)" in out_text
+    assert f"fptplus audit --data {data} --run {run}" in out_text
     preds = (run / "predictions_test.csv").read_text().splitlines()
     assert preds[0] == "path,label,p_neg,p_pos" and len(preds) == 1 + 4
     assert all(row.split(",")[0].startswith(("neg/", "pos/")) for row in preds[1:])
@@ -166,12 +159,6 @@ def test_refusals(data, weights, tmp_path, capsys):
     assert "lr must be > 0" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
-
-
-def run_cli(args, crash=None):
-    env = {**os.environ, **({CRASH_ENV: crash} if crash else {})}
-    return subprocess.run([sys.executable, "-m", "fptplus.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=300)  # fmt: skip
 
 
 def test_resume_after_kill_equals_uninterrupted(data, weights, tmp_path):

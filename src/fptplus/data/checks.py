@@ -126,7 +126,7 @@ class FolderScan:
 
 def _where(index: DataIndex, i: int) -> str:
     s = index.samples[i]
-    return f"{display(s.path)} ({index.classes[s.label]}, {s.split})"
+    return f"{display(s.path)} ({index.label_text(s.label) or 'no label'}, {s.split})"
 
 
 def check_files(index: DataIndex, allow_duplicates: bool = False, limit: int = 5) -> None:

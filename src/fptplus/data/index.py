@@ -1,4 +1,9 @@
-"""The dataset index: `Sample(path, label, split, group)`s with class names, and the seeded stratified split."""
+"""The dataset index: `Sample(path, label, split, group)`s with class names, and the seeded stratified split.
+
+Multi-label datasets (`DataIndex.multilabel`, from a CSV with one 0/1 column per label) keep the same `Sample`:
+its `label` is the bitmask of the positive labels (bit j set: `classes[j]` present), so every check that compares
+labels (duplicates, stores, split records) works unchanged; `label_bits` turns masks into 0/1 targets.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import DataError
 from ..files import display
@@ -26,6 +33,13 @@ SPLIT_ALIASES = {
     "test": "test",
 }
 DEFAULT_FRACTIONS = (0.7, 0.1, 0.2)
+MAX_LABELS = 62  # multi-label masks are int64
+
+
+def label_bits(masks, num: int) -> np.ndarray:
+    """(n,) label bitmasks -> (n, num) 0/1 int64 targets."""
+    masks = np.asarray(masks, dtype=np.int64).reshape(-1, 1)
+    return (masks >> np.arange(num, dtype=np.int64)) & 1
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,7 @@ class DataIndex:
         warnings: what the user should know (byte-identical files, ...), printed by the commands.
         max_pixels: images announcing more pixels are refused from their header (None: no limit).
         reader: where the samples' bytes come from (default: files under `root`; see `readers`).
+        multilabel: `classes` are labels that co-occur; each sample's `label` is their bitmask.
     """
 
     root: Path
@@ -63,6 +78,7 @@ class DataIndex:
     warnings: list[str] = field(default_factory=list)
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     reader: Reader | None = None
+    multilabel: bool = False
 
     def __post_init__(self) -> None:
         if self.reader is None:
@@ -92,31 +108,65 @@ class DataIndex:
         return [s for s in self.samples if s.split == name]
 
     def counts(self) -> dict[str, list[int]]:
-        """Images per class in each split."""
+        """Images per class in each split (multi-label: images where each label is present)."""
         out = {name: [0] * len(self.classes) for name in SPLITS}
         for s in self.samples:
-            out[s.split][s.label] += 1
+            if self.multilabel:
+                for j in range(len(self.classes)):
+                    out[s.split][j] += (s.label >> j) & 1
+            else:
+                out[s.split][s.label] += 1
         return out
+
+    def label_text(self, label: int) -> str:
+        """A label as records show it: the class name, or (multi-label) the present labels joined by ';'."""
+        if not self.multilabel:
+            return self.classes[label]
+        return ";".join(c for j, c in enumerate(self.classes) if (label >> j) & 1)
+
+    def strata(self) -> list[int]:
+        """What splits and folds stratify on, per sample: the class, or (multi-label) see `multilabel_strata`."""
+        labels = [s.label for s in self.samples]
+        return multilabel_strata(labels, len(self.classes)) if self.multilabel else labels
 
     def describe(self) -> str:
         counts = self.counts()
-        lines = [f"{len(self.samples)} images, {len(self.classes)} classes ({self.source}: {display(self.root)})"]
+        kind = "labels (multi-label)" if self.multilabel else "classes"
+        lines = [f"{len(self.samples)} images, {len(self.classes)} {kind} ({self.source}: {display(self.root)})"]
         for name in SPLITS:
-            per = ", ".join(f"{c}={n}" for c, n in zip(self.classes, counts[name], strict=True))
-            lines.append(f"  {name:5s} {sum(counts[name]):6d}  ({per})")
+            n = sum(s.split == name for s in self.samples)
+            per = ", ".join(f"{c}={k}" for c, k in zip(self.classes, counts[name], strict=True))
+            lines.append(f"  {name:5s} {n:6d}  ({per})")
         return "\n".join(lines)
 
     def write_csv(self, path: str | Path) -> None:
-        """Writes `path,label,split,group` with absolute paths: a manifest reloadable with `load_index`."""
+        """Writes `path,label,split,group` with absolute paths: a manifest reloadable with `load_index`
+        (multi-label: one 0/1 column per label instead of `label`, reloadable with the same label columns)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["path", "label", "split", "group"])
+            w.writerow(["path", *(self.classes if self.multilabel else ["label"]), "split", "group"])
             for s in self.samples:
-                w.writerow([self.reader.locate(s.path), self.classes[s.label], s.split, s.group or ""])
+                if self.multilabel:
+                    labels = label_bits([s.label], len(self.classes))[0].tolist()
+                else:
+                    labels = [self.classes[s.label]]
+                w.writerow([self.reader.locate(s.path), *labels, s.split, s.group or ""])
         os.replace(tmp, path)
+
+
+def multilabel_strata(masks: Sequence[int], num: int) -> list[int]:
+    """Per sample: its rarest present label (ties: the first), or `num` for an image with no label present."""
+    bits = label_bits(masks, num)
+    freq = bits.sum(0)
+    order = np.argsort(freq, kind="stable")  # rarest label first
+    rank = np.empty(num, dtype=np.int64)
+    rank[order] = np.arange(num)
+    ranked = np.where(bits == 1, rank, num)  # (n, num)
+    best = ranked.min(1)
+    return [int(order[r]) if r < num else num for r in best]
 
 
 def sort_classes(names: set[str]) -> list[str]:

@@ -31,12 +31,14 @@ from .checks import RENAME_HINT, FolderScan, check_files, not_utf8
 from .decode import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS
 from .index import (
     DEFAULT_FRACTIONS,
+    MAX_LABELS,
     SPLIT_ALIASES,
     SPLITS,
     DataIndex,
     Sample,
     assign_splits,
     check_classes,
+    multilabel_strata,
     sort_classes,
 )
 from .zipsource import from_zip
@@ -64,6 +66,7 @@ def load_index(
     allow_duplicates: bool = False,
     include_masks: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    label_columns: Sequence[str] = (),
 ) -> DataIndex:
     """Builds the index from a CSV file, a split-folder root or a class-folder root, and checks it.
 
@@ -76,10 +79,14 @@ def load_index(
         allow_duplicates: accept byte-identical files with different labels (reported as a warning).
         include_masks: keep files that look like segmentation masks (`x_mask.png` next to `x.png`).
         max_pixels: pixel budget of the decoders (see `decode.DEFAULT_MAX_PIXELS`).
+        label_columns: a multi-label CSV's 0/1 columns, one per label (the index's classes, in this order).
     """
     data = Path(data)
     if not_utf8(str(data)):
         raise DataError(f"the dataset path {display(data)} is not valid UTF-8; {RENAME_HINT}")
+    if label_columns and not (data.is_file() and data.suffix.lower() == ".csv"):
+        raise DataError(f"multi-label data (--label-columns) comes from a CSV manifest with one 0/1 column per "
+                        f"label; {display(data)} is not a .csv file")  # fmt: skip
     scan = FolderScan(include_masks)
     if data.is_file() and data.suffix.lower() == ".zip":
         index, masks = from_zip(data, seed, fractions, classes, include_masks)
@@ -88,7 +95,7 @@ def load_index(
         if data.suffix.lower() != ".csv":
             raise DataError(f"{data} is a file but neither a .csv manifest nor a .zip; pass a dataset folder, a CSV "
                             "manifest or a zip of class folders")  # fmt: skip
-        index = _from_csv(data, seed, fractions, classes, scan)
+        index = _from_csv(data, seed, fractions, classes, scan, label_columns)
     elif data.is_dir():
         scan.enter(data, ".")  # a link back to the root is a loop too
         sub = {p.name.lower(): p for p in data.iterdir() if p.is_dir()}
@@ -184,8 +191,10 @@ def _from_class_folders(
     return DataIndex(root, names, samples, f"class folders, automatic split (seed {seed})", ignored)
 
 
-def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header (lower-cased) and rows of a CSV manifest; encoding and syntax problems name the file and the fix."""
+def read_csv_rows(path: Path, label_columns: Sequence[str] = ()) -> tuple[list[str], list[dict[str, str]]]:
+    """Header (lower-cased) and rows of a CSV manifest; encoding and syntax problems name the file and the fix.
+
+    `label_columns`: a multi-label manifest's 0/1 columns (then no 'label' column is needed)."""
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -201,7 +210,12 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         columns = [c.strip().lower() for c in reader.fieldnames or []]
-        if "path" not in columns or "label" not in columns:
+        if label_columns:
+            absent = [c for c in label_columns if c.strip().lower() not in columns]
+            if "path" not in columns or absent:
+                raise DataError(f"{display(path)}: the header must contain 'path' and the label columns; missing "
+                                f"{(['path'] if 'path' not in columns else []) + absent}, found {columns}")  # fmt: skip
+        elif "path" not in columns or "label" not in columns:
             raise DataError(f"{display(path)}: the header must contain 'path' and 'label' columns, found {columns}")
         rows = [{k.strip().lower(): (v or "").strip() for k, v in row.items() if k} for row in reader]
     except csv.Error as err:
@@ -210,12 +224,19 @@ def read_csv_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
 
 
 def _from_csv(
-    path: Path, seed: int, fractions: Sequence[float], classes: Sequence[str] | None, scan: FolderScan
+    path: Path,
+    seed: int,
+    fractions: Sequence[float],
+    classes: Sequence[str] | None,
+    scan: FolderScan,
+    label_columns: Sequence[str] = (),
 ) -> DataIndex:
     root = path.parent
-    columns, rows = read_csv_rows(path)
+    columns, rows = read_csv_rows(path, label_columns)
     if not rows:
         raise DataError(f"{path}: no rows")
+    if label_columns:
+        rows = _multilabel_rows(path, rows, label_columns)
     problems, seen, missing, kept = [], {}, [], []
     for i, row in enumerate(rows, start=2):
         if not row["path"] or not row["label"]:
@@ -241,24 +262,66 @@ def _from_csv(
         more = f" (+{len(problems) - 10} more)" if len(problems) > 10 else ""
         raise DataError(f"{path}: " + "; ".join(problems[:10]) + more)
     rows = kept
-    names = check_classes({r["label"] for r in rows}, classes, str(path))
-    labels = [names.index(r["label"]) for r in rows]
+    if label_columns:
+        names = [c.strip() for c in label_columns]
+        labels = [int(r["label"]) for r in rows]  # bitmasks (`_multilabel_rows`)
+        strata = multilabel_strata(labels, len(names))
+    else:
+        names = check_classes({r["label"] for r in rows}, classes, str(path))
+        labels = strata = [names.index(r["label"]) for r in rows]
     groups = [r.get("group") or None for r in rows]
     rel = [Path(r["path"]).as_posix() for r in rows]
     if "split" in columns:
         splits = [SPLIT_ALIASES[r["split"].lower()] for r in rows]
         source = "CSV manifest, official split"
     else:
-        splits = assign_splits(labels, groups, seed, fractions, names)
+        strata_names = [*names, "(no label)"] if label_columns else names
+        splits = assign_splits(strata, groups, seed, fractions, strata_names)
         grouped = " grouped by 'group'" if any(groups) else ""
-        source = f"CSV manifest, automatic split{grouped} (seed {seed})"
+        stratified = ", stratified by the rarest present label" if label_columns else ""
+        source = f"CSV manifest, automatic split{grouped}{stratified} (seed {seed})"
     samples = [Sample(p, y, s, g) for p, y, s, g in zip(rel, labels, splits, groups, strict=True)]
-    return DataIndex(root, names, samples, source)
+    return DataIndex(root, names, samples, source, multilabel=bool(label_columns))
+
+
+TRUE, FALSE = {"1", "1.0", "true", "yes", "y", "t"}, {"0", "0.0", "false", "no", "n", "f", ""}
+
+
+def _multilabel_rows(path: Path, rows: list[dict[str, str]], label_columns: Sequence[str]) -> list[dict[str, str]]:
+    """Rows with `label` = the bitmask (as text) of the label columns that hold 1/true (0/false/empty: absent)."""
+    keys = [c.strip().lower() for c in label_columns]
+    if len(set(keys)) != len(keys):
+        raise DataError(f"--label-columns lists a column twice: {list(label_columns)}")
+    if len(keys) > MAX_LABELS:
+        raise DataError(f"--label-columns lists {len(keys)} columns; at most {MAX_LABELS} labels are supported")
+    if len(keys) < 2:
+        raise DataError("a multi-label dataset needs at least 2 --label-columns (one 0/1 label: use a 'label' column)")
+    out, bad = [], []
+    for i, row in enumerate(rows, start=2):
+        mask = 0
+        for j, k in enumerate(keys):
+            value = row.get(k, "").lower()
+            if value in TRUE:
+                mask |= 1 << j
+            elif value not in FALSE:
+                bad.append(f"line {i}, column {k!r}: {row.get(k)!r}")
+        out.append({**row, "label": str(mask) if row["path"] else ""})
+    if bad:
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise DataError(f"{display(path)}: label columns must hold 0/1 (or true/false; empty = 0): "
+                        f"{'; '.join(bad[:5])}{more}")  # fmt: skip
+    return out
 
 
 def validate(index: DataIndex, allow_missing_classes: bool = False) -> None:
-    """Refuses classes with no training images (and, unless allowed, classes absent from val/test)."""
+    """Refuses classes with no training images (and, unless allowed, classes absent from val/test).
+
+    Multi-label: a label needs positive training images, and (unless allowed) both positive and negative images
+    in val and test (its AUC is undefined otherwise)."""
     counts = index.counts()
+    if index.multilabel:
+        _validate_multilabel(index, counts, allow_missing_classes)
+        return
     for c, name in enumerate(index.classes):
         if counts["train"][c] == 0:
             raise DataError(f"class {name!r} has no training images (val {counts['val'][c]}, test {counts['test'][c]})")
@@ -270,3 +333,18 @@ def validate(index: DataIndex, allow_missing_classes: bool = False) -> None:
             )
     if len(index.classes) < 2:
         raise DataError(f"{index.root}: need at least 2 classes, found {index.classes}")
+
+
+def _validate_multilabel(index: DataIndex, counts: dict[str, list[int]], allow_missing: bool) -> None:
+    sizes = {s: sum(x.split == s for x in index.samples) for s in SPLITS}
+    for j, name in enumerate(index.classes):
+        if counts["train"][j] == 0:
+            raise DataError(f"label {name!r} is present in no training image (val {counts['val'][j]}, test "
+                            f"{counts['test'][j]})")  # fmt: skip
+        constant = [s for s in ("val", "test") if counts[s][j] in (0, sizes[s])]
+        if constant and not allow_missing:
+            raise DataError(
+                f"label {name!r} is {'absent from' if counts[constant[0]][j] == 0 else 'present in'} every image of "
+                f"{' and '.join(constant)}: its AUC would be undefined there. Add images, or pass "
+                "--allow-missing-classes to accept it (the mean AUC then skips it there)."
+            )

@@ -103,8 +103,12 @@ def fingerprint_diff(have: dict[str, Any], want: dict[str, Any], ignore: tuple[s
 
 
 def samples_diff(have: list[dict[str, Any]], want: list[dict[str, Any]], limit: int = 5) -> list[str]:
-    """Differences between two sample lists (by path, then label/split)."""
-    key = lambda r: (r["path"], r["label"], r["split"])  # noqa: E731
+    """Differences between two sample lists (paths, labels, order).
+
+    The split is not compared: features do not depend on it, so one store serves every split seed and every fold
+    of a cross-validation (a run reads its split from its own index; the store's splits.csv is the builder's).
+    """
+    key = lambda r: (r["path"], r["label"])  # noqa: E731
     have_set, want_set = {key(r) for r in have}, {key(r) for r in want}
     out = []
     missing, extra = sorted(want_set - have_set), sorted(have_set - want_set)

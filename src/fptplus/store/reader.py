@@ -168,7 +168,7 @@ class FeatureStore:
 
         Args:
             fingerprint: what training expects (see `format.make_fingerprint`); the K/V dtype may differ.
-            index: the dataset training will use; paths, labels, splits, classes and image files must match
+            index: the dataset training will use; paths, labels, classes and image files must match (any split)
                 (size, and the content of every file whose modification time changed).
             subset_layers: accept a store holding more fused layers than asked (the needed ones are read).
         """

@@ -28,6 +28,7 @@ from .callbacks import Callback, RunInfo
 from .checkpoint import load_checkpoint, read_calibration, read_meta
 from .inputs import eval_loader, make_inputs, view_config
 from .loop import predict_probs
+from .objective import Objective
 from .runfolder import check_split_record, read_classes, read_run_info, store_location
 
 _log = get_logger("evaluate")
@@ -41,6 +42,12 @@ def resolve_run(run: str | Path, seed: int | None = None) -> tuple[Path, Path]:
         return root, path
     if not (path / "run.json").exists():
         raise RunError(f"{path} is not a run folder (no run.json / checkpoints); pass the --out of `fptplus train`")
+    from .folds import fold_count
+
+    folds = fold_count(path)
+    if folds:
+        raise RunError(f"{path} is a {folds}-fold cross-validation: pass one fold's run, {path / 'fold-0'} .. "
+                       f"{path / f'fold-{folds - 1}'} (its summary is {path / 'summary.md'})")  # fmt: skip
     seeds = read_run_info(path)["seeds"]
     if seed is None:
         seed = seeds[0]
@@ -100,7 +107,9 @@ def evaluate_run(
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     model = accelerator.prepare(model)
     dataset = getattr(inputs, split)
-    probs, labels, loss = predict_probs(model, eval_loader(dataset, 2 * cfg.train.batch_size, 0), accelerator)
+    objective = Objective(len(index.classes) if index.multilabel else None)
+    probs, labels, loss = predict_probs(model, eval_loader(dataset, 2 * cfg.train.batch_size, 0), accelerator,
+                                        objective)  # fmt: skip
     metrics = compute_metrics(
         labels, probs, loss, ci=split == "test", ci_samples=cfg.train.bootstrap, seed=0, ordinal=cfg.data.ordinal
     )
@@ -189,6 +198,8 @@ def predict(
 ) -> Predictions:
     """Class probabilities for new images of any size/format the data layer reads (LPM run online).
 
+    Multi-label runs: one sigmoid probability per label, and `prediction` lists the labels at >= 0.5 (';').
+
     `num_workers` processes decode and resize the next batches while the model runs on the current one (0:
     decode in this process). Undecodable images raise one error listing all of them, or with `skip_bad` are
     returned in `skipped`. Rows keep the order of `images`.
@@ -205,6 +216,10 @@ def predict(
     if batch_size < 1 or num_workers < 0:
         raise ConfigError(f"predict needs batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
     cfg, model, classes = load_trained(run_dir, checkpoint, "online")
+    multilabel = bool(cfg.data.label_columns)
+    if multilabel and (calibrated or decision != "argmax"):
+        raise ConfigError(f"{run_dir} is multi-label: --calibrated and --decision threshold are for one class per "
+                          "image (each label is present when its probability reaches 0.5)")  # fmt: skip
     calibration = read_calibration(run_dir, checkpoint) if calibrated or decision == "threshold" else None
     threshold = None
     if decision == "threshold":
@@ -227,10 +242,16 @@ def predict(
             continue
         items = [b["item"] for b in good]
         args, kwargs = model.batch_args({k: torch.stack([it[k] for it in items]) for k in items[0]})
-        raw = model(*args, **kwargs).float().softmax(-1).double().numpy()  # (B, C)
+        logits = model(*args, **kwargs).float()
+        raw = (logits.sigmoid() if multilabel else logits.softmax(-1)).double().numpy()  # (B, C)
         shown = apply_temperature(raw, calibration["temperature"]) if calibrated else raw
         for b, p, r in zip(good, shown, raw, strict=True):
-            label = classes[int(r[1] >= threshold)] if threshold is not None else classes[int(np.argmax(p))]
+            if multilabel:  # every label at >= 0.5, joined by ';' (empty: none)
+                label = ";".join(c for c, v in zip(classes, p, strict=True) if v >= 0.5)
+            elif threshold is not None:
+                label = classes[int(r[1] >= threshold)]
+            else:
+                label = classes[int(np.argmax(p))]
             row = {"path": b["path"], "prediction": label, **{f"prob_{c}": float(v) for c, v in zip(classes, p,
                    strict=True)}}  # fmt: skip
             if threshold is not None:

@@ -157,6 +157,10 @@ def _sidecar(cfg, model, classes, names, run_dir: Path, checkpoint: str, report:
             }
             for n in names
         },
-        "output": {"name": "logits", "shape": ["batch", len(classes or [])], "probabilities": "softmax(logits)"},
+        "output": {
+            "name": "logits",
+            "shape": ["batch", len(classes or [])],
+            "probabilities": "sigmoid(logits), one per label" if cfg.data.label_columns else "softmax(logits)",
+        },
         "parity": asdict(report),
     }

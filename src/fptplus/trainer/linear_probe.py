@@ -32,6 +32,9 @@ def stored_features(store: FeatureStore, split: str) -> tuple[torch.Tensor, torc
         raise ConfigError(f"{store.path} holds no pooled features (its top fused layer is not the ViT's last block)")
     x = torch.stack([store.features(i)["cls"].float() for i in ids])  # (n, D), decoded by the store's codec
     y = torch.tensor([store.samples[i]["label"] for i in ids])
+    if len(y) and int(y.max()) >= len(store.classes):
+        raise ConfigError(f"{store.path} was preloaded for a multi-label dataset: the stored-feature linear probe is "
+                          "single-label; train `--method linear --label-columns ...` instead")  # fmt: skip
     return x, y
 
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -44,6 +43,7 @@ from .checkpoint import (
     write_calibration,
 )
 from .inputs import Inputs, epoch_loader, eval_loader, make_inputs
+from .objective import Objective, make_objective
 from .outputs import RunPaths, write_history
 
 _log = get_logger("train")
@@ -67,19 +67,6 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def class_weight_tensor(spec: Any, labels: list[int], num_classes: int) -> torch.Tensor | None:
-    if spec is None:
-        return None
-    if spec == "balanced":
-        counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-        return torch.tensor(len(labels) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
-    if len(spec) != num_classes:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"class_weights has {len(spec)} values for {num_classes} classes")
-    return torch.tensor(spec, dtype=torch.float32)
-
-
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
@@ -90,8 +77,12 @@ def selection_key(m: Metrics) -> tuple[str, float]:
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, loader: DataLoader, accelerator) -> tuple[np.ndarray, np.ndarray, float]:
-    """Softmax probabilities, labels and mean cross-entropy over a loader."""
+def predict_probs(
+    model: nn.Module, loader: DataLoader, accelerator, objective: Objective | None = None
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Probabilities, labels and the mean loss over a loader: softmax and cross-entropy, or (multi-label
+    `objective`) sigmoids, (n, L) 0/1 labels and binary cross-entropy."""
+    objective = objective or Objective()
     model.eval()
     core = accelerator.unwrap_model(model)
     if accelerator.num_processes > 1:  # each process takes a shard; gather_for_metrics drops the padding
@@ -104,10 +95,10 @@ def predict_probs(model: nn.Module, loader: DataLoader, accelerator) -> tuple[np
             logits = model(*args, **kwargs).float()
         y = torch.as_tensor(batch["label"], device=logits.device)
         logits, y = accelerator.gather_for_metrics((logits, y))
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        loss_sum += Objective(objective.num_labels).loss(logits, y, reduction="sum").item()  # unweighted
         n += len(y)
-        probs.append(logits.softmax(-1).cpu().numpy())
-        labels.append(y.cpu().numpy())
+        probs.append(objective.probs(logits).cpu().numpy())
+        labels.append(objective.targets(y).cpu().numpy())
     if n == 0:
         return np.zeros((0, 0)), np.zeros(0, dtype=np.int64), float("nan")
     return np.concatenate(probs), np.concatenate(labels), loss_sum / n
@@ -161,7 +152,7 @@ def fit(
     optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas))
     scheduler = cosine_schedule(optimizer, steps_per_epoch * tc.epochs, round(tc.warmup_epochs * steps_per_epoch))
     train_labels = [index.samples[i].label for i in inputs.train.indices]
-    weights = class_weight_tensor(tc.class_weights, train_labels, cfg.model.num_classes)
+    objective = make_objective(tc.class_weights, train_labels, cfg.model.num_classes, index.multilabel)
     model, optimizer = accelerator.prepare(model, optimizer)
     core = accelerator.unwrap_model(model)
     meta = {"method": cfg.method, "backbone": cfg.model.backbone, "num_classes": cfg.model.num_classes,
@@ -202,8 +193,7 @@ def fit(
                 args, kwargs = core.batch_args(batch)
                 with accelerator.autocast():
                     logits = model(*args, **kwargs)
-                w = weights.to(logits.device) if weights is not None else None
-                loss = F.cross_entropy(logits.float(), y, weight=w)
+                loss = objective.loss(logits.float(), y)
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     if tc.grad_clip is not None:
@@ -220,7 +210,7 @@ def fit(
             bar.update(i + 1, f"loss {loss_sum / seen:.4f} lr {scheduler.get_last_lr()[0]:.2e}")
         bar.close()
         train_seconds = time.perf_counter() - t0
-        probs, labels, val_loss = predict_probs(model, val_loader, accelerator)
+        probs, labels, val_loss = predict_probs(model, val_loader, accelerator, objective)
         val = compute_metrics(labels, probs, val_loss, ordinal=cfg.data.ordinal)
         key = selection_key(val)
         improved = best is None or key[1] > best[1]
@@ -250,7 +240,8 @@ def fit(
             save_checkpoint(paths.last, core, ckpt_meta, state)
             write_history(root, history)
         accelerator.wait_for_everyone()
-    results = _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log, events, run)
+    results = _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log, events, run,
+                            objective)  # fmt: skip
     events.on_fit_end(run, results)
     return FitResult(results, history)
 
@@ -265,13 +256,13 @@ def write_split_predictions(path: Path, ds, labels: np.ndarray, probs: np.ndarra
 
 
 def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log, events,
-                  run) -> dict[str, Any]:  # fmt: skip
+                  run, objective) -> dict[str, Any]:  # fmt: skip
     tc = cfg.train
     load_checkpoint(paths.best, core, meta)
     eval_bs = tc.eval_batch_size or 2 * tc.batch_size
     out, split_probs = {}, {}
     for split, ds in (("val", inputs.val), ("test", inputs.test)):
-        probs, labels, loss = predict_probs(model, eval_loader(ds, eval_bs, tc.num_workers), accelerator)
+        probs, labels, loss = predict_probs(model, eval_loader(ds, eval_bs, tc.num_workers), accelerator, objective)
         split_probs[split] = labels, probs
         m = compute_metrics(labels, probs, loss, ci=split == "test" and tc.bootstrap > 0, ci_samples=tc.bootstrap,
                             seed=tc.seed, ordinal=cfg.data.ordinal)  # fmt: skip
@@ -293,7 +284,7 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
         "epoch_seconds": float(np.mean([h["epoch_seconds"] for h in history])),
         "val": out["val"],
         "test": out["test"],
-        "calibration": _calibration(split_probs, tc, log),
+        "calibration": _calibration(split_probs, tc, log) if not objective.multilabel else None,
         "peak_memory_mb": _peak_memory_mb(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class RunPaths:
@@ -50,9 +52,11 @@ def write_history(root: Path, history: list[dict[str, Any]]) -> None:
 
 
 def write_prediction_rows(path: Path, names: list[str], labels, probs, classes: list[str]) -> None:
-    """predictions_SPLIT.csv: path, true class, one probability column per class."""
+    """predictions_SPLIT.csv: path, true class, one probability column per class (multi-label: `labels` (n, L) of
+    0/1, the label column lists the present labels joined by ';')."""
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["path", "label", *(f"p_{c}" for c in classes)])
         for name, y, p in zip(names, labels, probs, strict=True):
-            w.writerow([name, classes[int(y)], *(f"{v:.6g}" for v in p)])
+            text = ";".join(c for c, b in zip(classes, y, strict=True) if b) if np.ndim(y) else classes[int(y)]
+            w.writerow([name, text, *(f"{v:.6g}" for v in p)])

@@ -7,6 +7,9 @@ RUN/classes.json     class names in label order
 RUN/store/           the feature store (FPT/FPT+, unless --store points elsewhere)
 RUN/[seed-S/]        per seed: log.txt, metrics.csv/jsonl, tensorboard/, checkpoints/{best,last}, results.json
 RUN/summary.json     mean ± std over seeds (several seeds only)
+
+With `--folds K` (see `folds`): RUN/fold-F/ is one such run per fold, RUN/summary.json the mean ± std over folds
+and seeds, RUN/oof_predictions.csv the out-of-fold predictions.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ def load_data(cfg: RunConfig, log: Callable[[str], None]) -> DataIndex:
     if not cfg.data.data:
         raise ConfigError("no dataset given: pass --data FOLDER_OR_CSV")
     index = cfg.data.load_index()
+    if index.multilabel and cfg.data.ordinal:
+        raise ConfigError("--ordinal (graded classes) and --label-columns (multi-label) exclude each other")
     log(index.describe())
     for warning in index.warnings:
         log(f"warning: {warning}")
@@ -143,6 +148,10 @@ def train(
 
 def _train(cfg, root, seeds, resume, log, callbacks, state) -> dict[str, Any]:
     """`train` once the folder is checked and its log file is open."""
+    if cfg.data.folds and cfg.data.fold is None:
+        from .folds import train_folds
+
+        return train_folds(cfg, root, seeds, resume, log, callbacks, state)
     index = load_data(cfg, log)
     if resume and (root / "splits.csv").exists():
         check_split_record(root, index, cfg.data.data)

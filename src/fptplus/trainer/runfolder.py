@@ -27,8 +27,9 @@ DAMAGED = "the run folder is damaged: restore the file from a backup, or train a
 # What a run writes at its top level and in each seed folder (`--overwrite` removes exactly these).
 RUN_FILES = ("config.yaml", "run.json", "splits.csv", "classes.json", "summary.json", "summary.md", "log.txt",
              "metrics.csv", "metrics.jsonl", "results.json", "skipped.csv", "curves.png", "predictions_*.csv",
-             "eval-*.json", "roc_*.png", "confusion_*.png")  # fmt: skip
-RUN_DIRS = ("checkpoints", "tensorboard", "explain", "seed-*")
+             "eval-*.json", "roc_*.png", "confusion_*.png", "calibration.json", "reliability_*.png",
+             "oof_predictions.csv")  # fmt: skip
+RUN_DIRS = ("checkpoints", "tensorboard", "explain", "seed-*", "fold-*")
 
 
 def is_run(root: Path) -> bool:
@@ -142,11 +143,17 @@ def store_location(info: dict[str, Any], root: Path) -> Path | None:
 
 def check_split_record(root: Path, index: DataIndex, data: str | Path) -> None:
     """Refuses a dataset that no longer matches the split the run recorded (RUN/splits.csv)."""
+    from ..data.index import label_bits
     from ..data.sources import read_csv_rows
 
-    _, rows = read_csv_rows(root / "splits.csv")
-    now = [(index.reader.locate(s.path), index.classes[s.label], s.split) for s in index.samples]
-    then = [(r.get("path"), r.get("label"), r.get("split")) for r in rows]
+    _, rows = read_csv_rows(root / "splits.csv", index.classes if index.multilabel else ())
+    if index.multilabel:
+        now = [(index.reader.locate(s.path), [str(b) for b in label_bits([s.label], len(index.classes))[0]], s.split)
+               for s in index.samples]  # fmt: skip
+        then = [(r.get("path"), [r.get(c.lower()) for c in index.classes], r.get("split")) for r in rows]
+    else:
+        now = [(index.reader.locate(s.path), index.classes[s.label], s.split) for s in index.samples]
+        then = [(r.get("path"), r.get("label"), r.get("split")) for r in rows]
     if now != then:
         raise RunError(
             f"the dataset {display(data)} no longer matches {display(root / 'splits.csv')} (images added, removed or "

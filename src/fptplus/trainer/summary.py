@@ -41,6 +41,10 @@ def next_steps(cfg: RunConfig, root: Path, seeds: list[int]) -> list[str]:
         config = shlex.quote(str(root / "config.yaml"))
         steps.append((f"fptplus train --config {config} --seeds 0,1,2,3,4 --out {run}-seeds", "mean ± std over seeds"))
     steps.append((f"fptplus report {run} OTHER_RUNS... --out report/", "Table 1 / Fig. 1 against other methods"))
+    if cfg.data.data:
+        data, out = shlex.quote(str(cfg.data.data)), shlex.quote(str(root / "audit"))
+        audit = f"fptplus audit --data {data} --run {run} --out {out}"
+        steps.append((audit, "shortcuts, copies and leaks in the data, against this AUC"))
     width = min(max(len(cmd) for cmd, _ in steps), 72)  # long paths: no padding to align on
     return [f"{cmd:<{width}}  # {what}" for cmd, what in steps]
 

@@ -21,4 +21,6 @@ class RunPlots(Callback):
                 write_run_plots(run.root, history, split, labels, probs, run.classes)
             return
         plot_roc(labels, probs, run.classes, run.root / f"roc_{split}.png", f"ROC ({split})")
+        if np.ndim(labels) == 2:  # multi-label: no confusion matrix
+            return
         plot_confusion(labels, probs, run.classes, run.root / f"confusion_{split}.png", split)

@@ -28,11 +28,13 @@ def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def plot_roc(labels: np.ndarray, probs: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
-    """Binary: the positive class's curve; multi-class: one one-vs-rest curve per class present."""
+    """Binary: the positive class's curve; multi-class: one one-vs-rest curve per class present; multi-label
+    (labels (n, L) of 0/1): one curve per label that has both values."""
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
-    targets = [1] if probs.shape[1] == 2 else range(probs.shape[1])
+    multilabel = np.ndim(labels) == 2
+    targets = range(probs.shape[1]) if multilabel or probs.shape[1] != 2 else [1]
     for c in targets:
-        pos = labels == c
+        pos = labels[:, c] == 1 if multilabel else labels == c
         a = binary_auc(pos, probs[:, c])
         if a is None:
             continue
@@ -112,6 +114,13 @@ def write_run_plots(root: Path, history: list[dict[str, Any]], split: str, label
                     classes: list[str]) -> list[Path]:  # fmt: skip
     """roc_SPLIT.png, confusion_SPLIT.png, reliability_SPLIT.png and (with a history) curves.png in a run folder."""
     written = [root / f"roc_{split}.png", root / f"confusion_{split}.png", root / f"reliability_{split}.png"]
+    if np.ndim(labels) == 2:  # multi-label: per-label ROC (confusion and reliability are per-label tables)
+        written = written[:1]
+        plot_roc(labels, probs, classes, written[0], f"ROC per label ({split})")
+        if history:
+            written.append(root / "curves.png")
+            plot_history(history, written[-1])
+        return written
     plot_roc(labels, probs, classes, written[0], f"ROC ({split})")
     plot_confusion(labels, probs, classes, written[1], f"confusion matrix ({split})")
     plot_reliability(labels, probs, written[2], f"reliability ({split})")

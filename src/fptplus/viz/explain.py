@@ -85,7 +85,9 @@ def explain_image(
     j = plan.lpm_layers.index(layer)
     indices = out["features"].indices[0, j].numpy()  # (H, k)
     attn = out["fusion"].attn[0, j].float().numpy()  # (H, P, k)
-    probs = out["logits"][0].float().softmax(-1).numpy()
+    multilabel = bool(cfg.data.label_columns)
+    logits = out["logits"][0].float()
+    probs = (logits.sigmoid() if multilabel else logits.softmax(-1)).numpy()
     base = _to_uint8_rgb(hr)
     n, grid, prefix = spec.num_tokens, spec.grid_size, spec.num_prefix_tokens
     if head is None:
@@ -108,7 +110,11 @@ def explain_image(
         "layer": layer,
         "head": head,
         "prompt": prompt,
-        "prediction": classes[int(probs.argmax())],
+        "prediction": (
+            ";".join(c for c, p in zip(classes, probs, strict=True) if p >= 0.5)
+            if multilabel
+            else classes[int(probs.argmax())]
+        ),
         "probabilities": dict(zip(classes, map(float, probs), strict=True)),
         "selected_per_head": int(indices.shape[1]),
         "prefix_tokens_selected": int(counts.prefix),

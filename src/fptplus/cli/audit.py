@@ -1,0 +1,68 @@
+"""`fptplus audit`: shortcuts, copies and leaks of a dataset (see `fptplus.audit`)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from ..config import DataConfig, add_dataclass_flags, build_dataclass, given
+from ..errors import ConfigError
+from ..methods import Method
+from .common import FORMATTER
+
+# what decides the index and its split; the rest of DataConfig (stores, resize, folds) does not concern an audit
+DATA_FIELDS = ("data", "split_seed", "include_masks", "max_image_pixels", "label_columns")
+
+
+def cmd_audit(args: argparse.Namespace, method: Method) -> int:
+    import importlib.util
+
+    from ..audit import AuditOptions, run_audit
+    from ..trainer.runfolder import check_new_run_folder
+
+    if importlib.util.find_spec("sklearn") is None:
+        raise ConfigError("fptplus audit needs scikit-learn: pip install 'fptplus[audit]'")
+    data = build_dataclass(DataConfig, given(args, DataConfig), "data")
+    if not data.data:
+        raise ConfigError("pass --data FOLDER_OR_CSV (the dataset to audit)")
+    if not (0.5 < args.threshold <= 1) or args.max_distance < 0 or args.min_per_split < 0 or args.bootstrap < 0:
+        raise ConfigError("--threshold must be in (0.5, 1], --max-distance, --min-per-split and --bootstrap >= 0")
+    out = Path(args.out or f"audit-{Path(data.data).stem}")
+    check_new_run_folder(out, data.data, overwrite=True, remove=False)  # never inside the dataset
+    # an audit reports what training would refuse (copies under two labels, classes missing from a split)
+    index = dataclasses.replace(data, allow_duplicates=True, allow_missing_classes=True).load_index()
+    print(index.describe())
+    options = AuditOptions(args.threshold, args.max_distance, args.min_per_split, args.bootstrap, args.num_workers)
+    record = run_audit(index, out, options, args.run, log=print)
+    warnings = record["warnings"]
+    print(f"\naudit of {data.data}: {len(warnings)} warning(s)" + (":" if warnings else " — nothing found"))
+    for w in warnings:
+        print(f"  ! {w}")
+    print(f"report: {out / 'audit.md'} (and audit.json, pictures)")
+    return 0
+
+
+def add_audit_parser(sub) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="find shortcuts, duplicates and leaks in a dataset before training",
+        description="Trivial-feature baselines (colour/intensity, layout, size, format, acquisition metadata: a "
+        "cross-validated logistic regression per family, AUC with a bootstrap CI), byte-identical, pixel-identical "
+        "and near-duplicate images across splits/labels/groups, patient groups in two splits, class balance per "
+        "split, undecodable images. Writes OUT/audit.md, OUT/audit.json and pictures; thumbnails and hashes are "
+        "cached in OUT/cache, so a rerun reads only new or changed files. The split is the one `fptplus train` "
+        "would use with the same data flags.",
+        formatter_class=FORMATTER,
+    )
+    p.add_argument("--out", help="report folder (default: ./audit-DATANAME; never inside the dataset)")
+    p.add_argument("--run", help="a trained run folder whose test AUC the report compares with")
+    p.add_argument("--threshold", type=float, default=0.75, help="family AUC that raises a shortcut warning")
+    p.add_argument("--max-distance", type=int, default=4,
+                   help="near-duplicates: largest Hamming distance of the 64-bit perceptual hashes")  # fmt: skip
+    p.add_argument("--min-per-split", type=int, default=10, help="warn about classes with fewer images in a split")
+    p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples of each AUC's CI (0: none)")
+    p.add_argument("--num-workers", type=int, default=2, help="processes decoding images")
+    skip = tuple(f.name for f in dataclasses.fields(DataConfig) if f.name not in DATA_FIELDS)
+    add_dataclass_flags(p, DataConfig, "data", skip=skip)
+    p.set_defaults(func=cmd_audit)

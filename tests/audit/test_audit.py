@@ -1,0 +1,127 @@
+"""`fptplus audit` on synthetic data: planted shortcuts, copies and a leaked group are found; a clean set is clean."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fptplus.audit.duplicates import hamming_pairs
+from fptplus.audit.features import phash
+from fptplus.cli import main
+from imagegen import make_dicom, save, write_csv
+
+SPLITS = ["train"] * 14 + ["val"] * 3 + ["test"] * 3  # per class
+
+
+def noise(seed: int, shift: int = 0, size: int = 48) -> np.ndarray:
+    img = np.random.default_rng(seed).integers(0, 200, (size, size, 3)).astype(np.int64) + shift
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def dataset(root, shift: int = 0):
+    """20 images per class, explicit split, one group per image; class 'pos' brighter by `shift`."""
+    rows = []
+    for c, name in enumerate(("neg", "pos")):
+        for i, split in enumerate(SPLITS):
+            save(root / name / f"{i}.png", noise(100 * c + i, shift if c else 0))
+            rows.append({"path": f"{name}/{i}.png", "label": name, "split": split, "group": f"{name}-{i}"})
+    return rows
+
+
+def audit(data, out, *extra):
+    return main(["audit", "--data", str(data), "--out", str(out), "--min-per-split", "2", "--bootstrap", "50",
+                 "--num-workers", "0", *extra])  # fmt: skip
+
+
+def test_planted_shortcut_copy_and_leaked_group_are_found(tmp_path, capsys):
+    rows = dataset(tmp_path / "d", shift=45)
+    shutil.copy(tmp_path / "d" / "neg" / "0.png", tmp_path / "d" / "pos" / "copy.png")  # train neg -> test pos
+    rows.append({"path": "pos/copy.png", "label": "pos", "split": "test", "group": "pos-copy"})
+    near = np.asarray(Image.open(tmp_path / "d" / "neg" / "1.png")).copy()
+    near[0, 0] ^= 1  # pixel-different, perceptually the same
+    save(tmp_path / "d" / "neg" / "near.png", near)
+    rows.append({"path": "neg/near.png", "label": "neg", "split": "val", "group": "neg-near"})
+    rows[2]["group"] = rows[16]["group"] = "patient-7"  # one patient in train and in val
+    csv_path = write_csv(tmp_path / "d" / "labels.csv", rows, ["path", "label", "split", "group"])
+    assert audit(csv_path, tmp_path / "out") == 0
+    printed = capsys.readouterr().out
+    record = json.loads((tmp_path / "out" / "audit.json").read_text())
+    warnings = "\n".join(record["warnings"])
+    assert "shortcut: intensity features alone separate the labels" in warnings
+    intensity = next(f for f in record["baselines"]["classes"] if f["family"] == "intensity")
+    assert intensity["auc"] > 0.9 and intensity["auc_ci"][0] > 0.75
+    assert "byte-identical images across split and label and group: neg/0.png, pos/copy.png" in warnings
+    kinds = {(g["kind"], tuple(sorted(x["path"] for x in g["images"]))) for g in record["duplicates"]}
+    assert ("near-duplicate", ("neg/1.png", "neg/near.png")) in kinds
+    assert record["leaked_groups"] == {"patient-7": ["train", "val"]}
+    assert "1 group(s) in more than one split: patient-7 (train/val)" in warnings
+    assert "audit of" in printed and "! shortcut" in printed
+    for picture in ("class_means.png", "shortcut_classes_intensity.png"):
+        assert (tmp_path / "out" / picture).stat().st_size > 1000
+    md = (tmp_path / "out" / "audit.md").read_text()
+    assert "## Verdict" in md and "patient-7" in md
+
+
+def test_a_clean_dataset_gives_no_warning_and_the_cache_is_reused(tmp_path, capsys):
+    rows = dataset(tmp_path / "d")
+    csv_path = write_csv(tmp_path / "d" / "labels.csv", rows, ["path", "label", "split", "group"])
+    assert audit(csv_path, tmp_path / "out") == 0
+    record = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert record["warnings"] == [] and record["duplicates"] == []
+    assert "nothing found" in capsys.readouterr().out
+    save(tmp_path / "d" / "pos" / "3.png", noise(999))  # one file rewritten
+    assert audit(csv_path, tmp_path / "out") == 0
+    assert "reading 1 image(s) (39 from the cache)" in capsys.readouterr().out
+    again = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert again["balance"] == record["balance"]
+
+
+def test_dicom_metadata_shortcut_and_undecodable_files(tmp_path):
+    rows = []
+    (tmp_path / "d").mkdir()
+    for c, (name, maker) in enumerate((("neg", "ACME"), ("pos", "Globex"))):
+        for i, split in enumerate(SPLITS):
+            pixels = np.random.default_rng(10 * c + i).integers(0, 4096, (32, 32))
+            make_dicom(tmp_path / "d" / f"{name}{i}.dcm", pixels, Manufacturer=maker)
+            rows.append({"path": f"{name}{i}.dcm", "label": name, "split": split})
+    (tmp_path / "d" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    rows.append({"path": "broken.png", "label": "neg", "split": "train"})
+    csv_path = write_csv(tmp_path / "d" / "labels.csv", rows, ["path", "label", "split"])
+    assert audit(csv_path, tmp_path / "out") == 0
+    record = json.loads((tmp_path / "out" / "audit.json").read_text())
+    metadata = next(f for f in record["baselines"]["classes"] if f["family"] == "metadata")
+    assert metadata["auc"] == pytest.approx(1.0)
+    assert any("metadata features alone" in w for w in record["warnings"])
+    assert len(record["undecodable"]) == 1 and "broken.png" in record["undecodable"][0]
+
+
+def test_phash_and_hamming_pairs():
+    img = Image.fromarray(noise(1, size=96))
+    h = phash(img)
+    assert h == phash(img.resize((120, 120)))  # scale-invariant enough: same hash
+    other = phash(Image.fromarray(noise(2, size=96)))
+    assert bin(h ^ other).count("1") > 10
+    pairs = hamming_pairs([h, other, h ^ 0b111, None], max_distance=4)
+    assert pairs == [(0, 2, 3)]
+    imagehash = pytest.importorskip("imagehash")
+    for seed in range(3):
+        im = Image.fromarray(noise(seed, size=80))
+        assert f"{phash(im):016x}" == str(imagehash.phash(im))  # the same algorithm as imagehash
+
+
+def test_multilabel_data_is_audited_per_label(tmp_path):
+    from imagegen import multilabel_csv
+
+    data = multilabel_csv(tmp_path / "d", repeats=(3, 2, 2))
+    assert audit(data, tmp_path / "out", "--label-columns", "A,B,C") == 0
+    record = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert sorted(record["baselines"]) == ["A", "B", "C"] and record["data"]["multilabel"]
+    layout = {
+        task: next(f for f in fams if f["family"] == "layout")["auc"] for task, fams in record["baselines"].items()
+    }
+    assert min(layout.values()) > 0.9  # each label is a bright corner: the 8 x 8 layout sees it
+    assert record["balance"]["test"] == {"A": 8, "B": 8, "C": 8}
