@@ -78,6 +78,18 @@ def test_a_clean_dataset_gives_no_warning_and_the_cache_is_reused(tmp_path, caps
     assert "reading 1 image(s) (39 from the cache)" in capsys.readouterr().out
     again = json.loads((tmp_path / "out" / "audit.json").read_text())
     assert again["balance"] == record["balance"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(
+        json.dumps({"test": {"auc": {"mean": 0.83, "std": 0.01, "values": [0.82, 0.84]}}})
+    )
+    assert audit(csv_path, tmp_path / "out", "--run", str(run)) == 0
+    assert "the run's test AUC 83.0" in capsys.readouterr().out
+    assert "Trained run" in (tmp_path / "out" / "audit.md").read_text()
+    assert audit(csv_path, tmp_path / "out", "--run", str(tmp_path / "d")) == 2
+    assert "no summary.json or results.json" in capsys.readouterr().err
+    assert audit(csv_path, tmp_path / "d") == 2  # never into the dataset folder
+    assert "is the dataset folder" in capsys.readouterr().err
 
 
 def test_dicom_metadata_shortcut_and_undecodable_files(tmp_path):

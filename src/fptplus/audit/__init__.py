@@ -31,15 +31,17 @@ from .features import collect
 
 @dataclass
 class AuditOptions:
-    """threshold: family AUC that raises a warning; max_distance: perceptual-hash Hamming distance of
-    near-duplicates (of 64 bits); min_per_split: smallest class size per split without a warning; bootstrap: CI
-    resamples; workers: decoding processes."""
+    """threshold: family AUC that raises a warning; max_distance, min_correlation: near-duplicates are within
+    max_distance bits of 64 (perceptual hash) and their grey thumbnails correlate >= min_correlation;
+    min_per_split: smallest class size per split without a warning; bootstrap: CI resamples; workers: decoding
+    processes."""
 
     threshold: float = 0.75
     max_distance: int = 4
     min_per_split: int = 10
     bootstrap: int = 500
     workers: int = 2
+    min_correlation: float = 0.97
 
 
 @dataclass
@@ -78,7 +80,7 @@ def run_audit(index: DataIndex, out: str | Path, options: AuditOptions | None = 
         log(f"audit: trivial-feature baselines for {task.name} ({len(usable)} images, group-aware 5-fold CV)")
         results[task.name] = run_baselines([facts[i] for i in usable], thumbs[usable], task.labels, groups,
                                            task.classes, log, options.bootstrap)  # fmt: skip
-    copies = find_duplicates(index, facts, options.max_distance)
+    copies = find_duplicates(index, facts, thumbs, options.max_distance, options.min_correlation)
     record = _record(index, facts, results, copies, options, run)
     render(out, index, facts, thumbs, usable, tasks_of(index, usable), results, record)
     write_json_atomic(out / "audit.json", record)
@@ -113,11 +115,14 @@ def _record(index, facts, results, copies: list[DuplicateGroup], options: AuditO
                 shown = ", ".join(f"{what} {100 * v:.1f}" for what, v in strong)
                 warnings.append(f"shortcut{where}: {r.family} features alone separate the labels (AUC {shown}; "
                                 f"warning at {100 * options.threshold:.0f})")  # fmt: skip
+    notes: list[str] = []
     for g in copies:
+        names = ", ".join(display(index.samples[i].path) for i in g.members[:4])
+        more = f" (+{len(g.members) - 4})" if len(g.members) > 4 else ""
         if g.crosses:
-            names = ", ".join(display(index.samples[i].path) for i in g.members[:4])
-            more = f" (+{len(g.members) - 4})" if len(g.members) > 4 else ""
             warnings.append(f"{g.kind} images across {' and '.join(g.crosses)}: {names}{more}")
+        else:
+            notes.append(f"{g.kind} images in one split, label and group (counted twice, no leak): {names}{more}")
     leaks = leaked_groups(index)
     if leaks:
         shown = ", ".join(f"{g} ({'/'.join(s)})" for g, s in list(leaks.items())[:5])
@@ -138,6 +143,7 @@ def _record(index, facts, results, copies: list[DuplicateGroup], options: AuditO
         },
         "options": options.__dict__,
         "warnings": warnings,
+        "notes": notes,
         "baselines": {task: [r.to_dict() for r in fams] for task, fams in results.items()},
         "duplicates": [g.to_dict(index) for g in copies],
         "leaked_groups": leaks,

@@ -60,12 +60,12 @@ def shortcut_picture(path: Path, r: FamilyResult, labels: np.ndarray, classes: l
                 continue
             i = ids[k]
             ax.imshow(thumbs[i])
-            hit = labels[i] == c
+            hit = (labels[i] == c) == (row == 0)  # green: where the baseline is right to put it
             ax.set_title(f"{classes[labels[i]]}\np={r.probs[i, c]:.2f}", fontsize=7, color="green" if hit else "red")
         axes[row][0].text(-0.15, 0.5, f"{what}\n{classes[c]}", transform=axes[row][0].transAxes, ha="right",
                           va="center", fontsize=8)  # fmt: skip
     fig.suptitle(f"{r.family} features alone (AUC {_pct(r.auc)}): the images they find most / least like "
-                 f"{classes[c]} (title: true class)", fontsize=9)  # fmt: skip
+                 f"{classes[c]} (title: true class; green where right)", fontsize=9)  # fmt: skip
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -100,6 +100,7 @@ def markdown(index: DataIndex, record: dict[str, Any], threshold: float) -> str:
              f" ({d['source']}).", "", "## Verdict", ""]  # fmt: skip
     clean = "- no warning: no trivial feature family separates the labels, no copy crosses a split, label or group"
     lines += [f"- ⚠ {w}" for w in record["warnings"]] or [clean]
+    lines += [f"- note: {n}" for n in record["notes"]]
     lines += ["", "## Trivial-feature baselines", "",
               f"Logistic regression on each feature family alone, 5-fold cross-validated (folds never split a group),"
               f" AUC of the out-of-fold probabilities with a bootstrap 95 % CI. 50 = no information; a warning at "
@@ -124,8 +125,10 @@ def markdown(index: DataIndex, record: dict[str, Any], threshold: float) -> str:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["Families: " + "; ".join(f"**{k}**: {v}" for k, v in FAMILIES.items()) + ".", ""]
+    o = record["options"]
     lines += ["## Copies", "", f"Byte-identical files, pixel-identical images, and near-duplicates (64-bit DCT "
-              f"perceptual hash within {record['options']['max_distance']} bits).", ""]  # fmt: skip
+              f"perceptual hashes within {o['max_distance']} bits and grey 64 px thumbnails correlating ≥ "
+              f"{o['min_correlation']}).", ""]  # fmt: skip
     if record["duplicates"]:
         lines += ["| kind | crosses | images (label, split, group) |", "|---|---|---|"]
         for g in record["duplicates"]:

@@ -28,17 +28,25 @@ def cmd_audit(args: argparse.Namespace, method: Method) -> int:
         raise ConfigError("pass --data FOLDER_OR_CSV (the dataset to audit)")
     if not (0.5 < args.threshold <= 1) or args.max_distance < 0 or args.min_per_split < 0 or args.bootstrap < 0:
         raise ConfigError("--threshold must be in (0.5, 1], --max-distance, --min-per-split and --bootstrap >= 0")
+    if not -1 <= args.min_correlation <= 1:
+        raise ConfigError(f"--min-correlation must be in [-1, 1], got {args.min_correlation}")
     out = Path(args.out or f"audit-{Path(data.data).stem}")
     check_new_run_folder(out, data.data, overwrite=True, remove=False)  # never inside the dataset
     # an audit reports what training would refuse (copies under two labels, classes missing from a split)
     index = dataclasses.replace(data, allow_duplicates=True, allow_missing_classes=True).load_index()
     print(index.describe())
-    options = AuditOptions(args.threshold, args.max_distance, args.min_per_split, args.bootstrap, args.num_workers)
+    options = AuditOptions(args.threshold, args.max_distance, args.min_per_split, args.bootstrap, args.num_workers,
+                           args.min_correlation)  # fmt: skip
     record = run_audit(index, out, options, args.run, log=print)
     warnings = record["warnings"]
     print(f"\naudit of {data.data}: {len(warnings)} warning(s)" + (":" if warnings else " — nothing found"))
     for w in warnings:
         print(f"  ! {w}")
+    for n in record["notes"]:
+        print(f"  note: {n}")
+    if record["run"]:
+        best = max((f["auc"] or 0 for fams in record["baselines"].values() for f in fams), default=0)
+        print(f"  the run's test AUC {100 * record['run']['test_auc']:.1f}; the best trivial family {100 * best:.1f}")
     print(f"report: {out / 'audit.md'} (and audit.json, pictures)")
     return 0
 
@@ -60,6 +68,8 @@ def add_audit_parser(sub) -> None:
     p.add_argument("--threshold", type=float, default=0.75, help="family AUC that raises a shortcut warning")
     p.add_argument("--max-distance", type=int, default=4,
                    help="near-duplicates: largest Hamming distance of the 64-bit perceptual hashes")  # fmt: skip
+    p.add_argument("--min-correlation", type=float, default=0.97,
+                   help="near-duplicates: smallest correlation of their grey 64 px thumbnails")  # fmt: skip
     p.add_argument("--min-per-split", type=int, default=10, help="warn about classes with fewer images in a split")
     p.add_argument("--bootstrap", type=int, default=500, help="bootstrap resamples of each AUC's CI (0: none)")
     p.add_argument("--num-workers", type=int, default=2, help="processes decoding images")
