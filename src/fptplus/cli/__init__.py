@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from ..errors import FPTPlusError
 from ..logs import cli_output
 from ..methods import Method, get_method
+from .app import add_app_parser
 from .audit import add_audit_parser
 from .bench import add_bench_parsers
 from .common import FORMATTER, method_of
@@ -42,6 +43,7 @@ def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
     add_explain_parser(sub)
     add_demo_parser(sub)
     add_audit_parser(sub)
+    add_app_parser(sub)
     return parser
 
 

@@ -5,6 +5,7 @@ side network relies on the fused prompts per layer (Fig. 5).
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,107 @@ def _to_uint8_rgb(hr: torch.Tensor) -> np.ndarray:
     return img.permute(1, 2, 0).numpy()  # (H, W, 3)
 
 
+@dataclass
+class Details:
+    """One image's forward pass, kept so that other layers / heads / prompts render without another pass."""
+
+    base: np.ndarray  # (H, W, 3) uint8: the LPM's high-resolution view
+    probs: np.ndarray  # (C,)
+    indices: np.ndarray | None  # (L, H_heads, k) selected token indices per fused layer (FPT/FPT+), else None
+    attn: np.ndarray | None  # (L, H_heads, P, k) prompt attention over them
+
+
+@dataclass
+class Rendering:
+    info: dict[str, Any]
+    outlined: np.ndarray  # (H, W, 3) uint8: the selected tokens outlined
+    heat: np.ndarray  # (H, W, 3) uint8: the prompts' attention over the image
+    heat_grid: np.ndarray  # (gh, gw) attention share per patch
+    most_heads: int
+
+
+class Explainer:
+    """A trained run loaded once: its probabilities for any image and, for FPT/FPT+ runs with fused layers, the
+    selected tokens and the prompts' attention at any fused layer, head and prompt (`fptplus explain`, the app)."""
+
+    def __init__(self, run: str | Path, checkpoint: str = "best", seed: int | None = None, require_fpt: bool = True):
+        from ..config import RunConfig
+
+        self.root, self.run_dir = fpt_run_dirs(run, seed) if require_fpt else resolve_run(run, seed)
+        self.cfg, self.model, self.classes = load_trained(self.run_dir, checkpoint, "online")
+        saved = RunConfig.load(self.run_dir / "config.yaml")
+        self.method = get_method(self.cfg.method)
+        self.fpt = self.method.uses_store(saved.model)
+        self.multilabel = bool(self.cfg.data.label_columns)
+        self.views = Views(view_config(self.method, self.cfg.model, self.model.spec, None, self.cfg.data.resize))
+
+    @property
+    def layers(self) -> list[int]:
+        return list(self.model.plan.lpm_layers) if self.fpt else []
+
+    def check(self, layer: int | None, head: int | None, prompt: int | None) -> int:
+        """The layer to show (default: the top fused one); bad selectors are refused by name."""
+        spec = self.model.spec
+        layer = self.layers[-1] if layer is None else layer
+        if layer not in self.layers:
+            raise ConfigError(f"LPM block {layer} is not fused in this run; fused blocks (0-based): {self.layers}")
+        if head is not None and not 0 <= head < spec.num_heads:
+            raise ConfigError(f"head must be in 0..{spec.num_heads - 1}, got {head}")
+        if prompt is not None and not 0 <= prompt < self.cfg.model.num_prompts:
+            raise ConfigError(f"prompt must be in 0..{self.cfg.model.num_prompts - 1}, got {prompt}")
+        return layer
+
+    @torch.no_grad()
+    def forward(self, image: torch.Tensor) -> Details:
+        """One decoded image (3, H, W) -> its probabilities and (FPT/FPT+) selections and attention."""
+        hr = self.views.high_res(image)
+        if self.fpt:
+            out = self.model.forward_details(self.views.side_view(self.views.side_source(hr), train=False)[None],
+                                             lpm_x=self.views.lpm_view(hr)[None], return_attn=True)  # fmt: skip
+            logits = out["logits"][0].float()
+            indices = out["features"].indices[0].numpy()  # (L, H, k)
+            attn = out["fusion"].attn[0].float().numpy()  # (L, H, P, k)
+        else:
+            item = self.method.inputs.eval_item(self.views, hr)
+            args, kwargs = self.model.batch_args({k: v[None] for k, v in item.items()})
+            logits, indices, attn = self.model(*args, **kwargs)[0].float(), None, None
+        probs = (logits.sigmoid() if self.multilabel else logits.softmax(-1)).numpy()
+        return Details(_to_uint8_rgb(hr), probs, indices, attn)
+
+    def prediction(self, probs: np.ndarray) -> str:
+        if self.multilabel:
+            return ";".join(c for c, p in zip(self.classes, probs, strict=True) if p >= 0.5)
+        return self.classes[int(probs.argmax())]
+
+    def render(self, d: Details, layer: int | None = None, head: int | None = None,
+               prompt: int | None = None) -> Rendering:  # fmt: skip
+        """The outlines and heat map of one fused layer, one head (None: all) and one prompt (None: their mean)."""
+        layer = self.check(layer, head, prompt)
+        spec = self.model.spec
+        j = self.layers.index(layer)
+        indices, attn = d.indices[j], d.attn[j]  # (H, k), (H, P, k)
+        n, grid, prefix = spec.num_tokens, spec.grid_size, spec.num_prefix_tokens
+        if head is None:
+            counts = selection_counts(indices, n, grid, prefix)
+            outlined = outline_counts(d.base, counts.grid, spec.patch_size)
+        else:
+            counts = selection_counts(indices[head : head + 1], n, grid, prefix)
+            outlined = outline_tokens(d.base, counts.grid > 0, spec.patch_size)
+        heat = prompt_attention_map(attn, indices, n, grid, prefix, head, prompt)
+        info = {
+            "layer": layer,
+            "head": head,
+            "prompt": prompt,
+            "prediction": self.prediction(d.probs),
+            "probabilities": dict(zip(self.classes, map(float, d.probs), strict=True)),
+            "selected_per_head": int(indices.shape[1]),
+            "prefix_tokens_selected": int(counts.prefix),
+            "prompt_attention_on_prefix": heat.prefix,
+        }
+        most = int(counts.grid.max()) if head is None else 0
+        return Rendering(info, outlined, heat_overlay(d.base, heat.grid), heat.grid, most)
+
+
 def explain_image(
     run: str | Path,
     image: str | Path,
@@ -67,60 +169,20 @@ def explain_image(
         prompt: one fine-grained prompt, or None for the mean over prompts.
         out_dir: where the PNGs go (default RUN/explain).
     """
-    _, run_dir, cfg, model, classes = _fpt_run(run, checkpoint, seed, "online")
-    spec, plan = model.spec, model.plan
-    layer = plan.lpm_layers[-1] if layer is None else layer
-    if layer not in plan.lpm_layers:
-        fused = list(plan.lpm_layers)
-        raise ConfigError(f"LPM block {layer} is not fused in this run; fused blocks (0-based): {fused}")
-    if head is not None and not 0 <= head < spec.num_heads:
-        raise ConfigError(f"head must be in 0..{spec.num_heads - 1}, got {head}")
-    if prompt is not None and not 0 <= prompt < cfg.model.num_prompts:
-        raise ConfigError(f"prompt must be in 0..{cfg.model.num_prompts - 1}, got {prompt}")
-    views = Views(view_config(get_method(cfg.method), cfg.model, spec, None, cfg.data.resize))
-    hr = views.high_res(load_image_file(image, cfg.data.max_image_pixels or None).image)
-    with torch.no_grad():
-        out = model.forward_details(views.side_view(views.side_source(hr), train=False)[None],
-                                    lpm_x=views.lpm_view(hr)[None], return_attn=True)  # fmt: skip
-    j = plan.lpm_layers.index(layer)
-    indices = out["features"].indices[0, j].numpy()  # (H, k)
-    attn = out["fusion"].attn[0, j].float().numpy()  # (H, P, k)
-    multilabel = bool(cfg.data.label_columns)
-    logits = out["logits"][0].float()
-    probs = (logits.sigmoid() if multilabel else logits.softmax(-1)).numpy()
-    base = _to_uint8_rgb(hr)
-    n, grid, prefix = spec.num_tokens, spec.grid_size, spec.num_prefix_tokens
-    if head is None:
-        counts = selection_counts(indices, n, grid, prefix)
-        outlined = outline_counts(base, counts.grid, spec.patch_size)
-    else:
-        counts = selection_counts(indices[head : head + 1], n, grid, prefix)
-        outlined = outline_tokens(base, counts.grid > 0, spec.patch_size)
-    heat = prompt_attention_map(attn, indices, n, grid, prefix, head, prompt)
-    out_dir = Path(out_dir) if out_dir else run_dir / "explain"
+    ex = Explainer(run, checkpoint, seed)
+    layer = ex.check(layer, head, prompt)
+    d = ex.forward(load_image_file(image, ex.cfg.data.max_image_pixels or None).image)
+    r = ex.render(d, layer, head, prompt)
+    out_dir = Path(out_dir) if out_dir else ex.run_dir / "explain"
     out_dir.mkdir(parents=True, exist_ok=True)
     tag = f"{Path(image).stem}_block{layer}_{'all-heads' if head is None else f'head{head}'}"
     tag += "" if prompt is None else f"_prompt{prompt}"
     paths = {"tokens": out_dir / f"{tag}_tokens.png", "attention": out_dir / f"{tag}_attention.png",
              "summary": out_dir / f"{tag}.png"}  # fmt: skip
-    Image.fromarray(outlined).save(paths["tokens"])
-    Image.fromarray(heat_overlay(base, heat.grid)).save(paths["attention"])
-    info = {
-        "image": str(image),
-        "layer": layer,
-        "head": head,
-        "prompt": prompt,
-        "prediction": (
-            ";".join(c for c, p in zip(classes, probs, strict=True) if p >= 0.5)
-            if multilabel
-            else classes[int(probs.argmax())]
-        ),
-        "probabilities": dict(zip(classes, map(float, probs), strict=True)),
-        "selected_per_head": int(indices.shape[1]),
-        "prefix_tokens_selected": int(counts.prefix),
-        "prompt_attention_on_prefix": heat.prefix,
-    }
-    _summary_figure(base, outlined, heat.grid, info, paths["summary"], int(counts.grid.max()) if head is None else 0)
+    Image.fromarray(r.outlined).save(paths["tokens"])
+    Image.fromarray(r.heat).save(paths["attention"])
+    info = {"image": str(image), **r.info}
+    _summary_figure(d.base, r.outlined, r.heat_grid, info, paths["summary"], r.most_heads)
     (out_dir / f"{tag}.json").write_text(json.dumps(info, indent=1))
     return {**info, "paths": {k: str(v) for k, v in paths.items()}}
 
