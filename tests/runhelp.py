@@ -26,20 +26,34 @@ def run_cli(args, crash=None):
                           timeout=300)  # fmt: skip
 
 
+def tiny_weights(folder):
+    """FOLDER/tiny.safetensors: the tiny random ViT's weights as a --weights file."""
+    from safetensors.torch import save_file
+
+    from conftest import build_tiny, tiny_config
+
+    path = folder / "tiny.safetensors"
+    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), path)
+    return path
+
+
+def tiny_data(folder):
+    """FOLDER/data: 12 + 12 random 48 px images in class folders."""
+    from imagegen import class_folders
+
+    return class_folders(folder / "data", {"neg": 12, "pos": 12}, size=(48, 48))
+
+
 def trained_tiny_run(root):
     """A tiny FPT+ run (ROOT/run) on 48 px images where 'pos' is bright and 'neg' dark (ROOT/data, a CSV with an
     explicit split), except two bright test images labelled 'neg': a model that learnt brightness makes false
     positives there, as a split browser needs."""
     import numpy as np
-    from safetensors.torch import save_file
 
     from fptplus.cli import main
     from imagegen import save, write_csv
 
-    from conftest import build_tiny, tiny_config
-
-    weights = root / "tiny.safetensors"
-    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), weights)
+    weights = tiny_weights(root)
     rng = np.random.default_rng(0)
     rows = []
     for label, bright in (("neg", False), ("pos", True)):

@@ -8,28 +8,22 @@ import signal
 
 import numpy as np
 import pytest
-from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from fptplus.cli import main
 from fptplus.data.folds import assign_folds
 from fptplus.data.sources import load_index
-from imagegen import class_folders
-from runhelp import run_cli, train_args
-
-from conftest import build_tiny, tiny_config
+from runhelp import run_cli, tiny_data, tiny_weights, train_args
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), path)
-    return path
+    return tiny_weights(tmp_path_factory.mktemp("w"))
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return class_folders(tmp_path_factory.mktemp("d") / "data", {"neg": 12, "pos": 12}, size=(48, 48))
+    return tiny_data(tmp_path_factory.mktemp("d"))
 
 
 def test_three_folds_share_one_store_and_predict_every_image_once(data, weights, tmp_path, capsys):

@@ -8,25 +8,22 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 
 from fptplus.cli import main
 from fptplus.methods import available_methods
 from fptplus.trainer.objective import bits, make_objective
 from imagegen import multilabel_csv
-from runhelp import train_args
+from runhelp import tiny_weights, train_args
 
-from conftest import TINY, build_tiny, tiny_config
+from conftest import TINY
 
 LABELS = ["A", "B", "C"]
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), path)
-    return path
+    return tiny_weights(tmp_path_factory.mktemp("w"))
 
 
 @pytest.fixture(scope="module")

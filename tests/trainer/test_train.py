@@ -12,28 +12,26 @@ import sys
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from fptplus.cli import main
 from fptplus.errors import ConfigError
 from fptplus.methods import get_method
 from fptplus.trainer.checkpoint import CheckpointError, load_checkpoint
-from imagegen import class_folders, split_folders
-from runhelp import run_cli, train_args
+from imagegen import split_folders
+from runhelp import run_cli, tiny_data, tiny_weights, train_args
 
 from conftest import TINY, build_tiny, tiny_config
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    save_file(build_tiny(tiny_config()).lpm.vit.state_dict(), path)
-    return path
+    return tiny_weights(tmp_path_factory.mktemp("w"))
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    return class_folders(tmp_path_factory.mktemp("d") / "data", {"neg": 12, "pos": 12}, size=(48, 48))
+    return tiny_data(tmp_path_factory.mktemp("d"))
 
 
 def test_cli_preload_train_evaluate_predict(data, weights, tmp_path, capsys):
