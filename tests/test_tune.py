@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from safetensors.torch import save_file
 
@@ -104,3 +106,16 @@ def test_pruned_trials_stop_early_and_are_recorded(setup, tmp_path, monkeypatch)
     assert [r["state"] for r in rows(out)] == ["PRUNED", "PRUNED"]
     log = (out / "trials" / "trial-0" / "log.txt").read_text()
     assert "epoch 1/2  train loss" in log and "epoch 2/2" not in log  # stopped after its first epoch
+
+
+def test_tune_with_folds_scores_each_trial_by_its_cross_validation(setup, tmp_path, monkeypatch):
+    """--folds K: every trial is a K-fold CV (one store for all), scored by the mean validation AUC over folds."""
+    data, weights = setup
+    monkeypatch.setattr(optuna.pruners, "MedianPruner", lambda **_: optuna.pruners.ThresholdPruner(lower=2.0))
+    out = tmp_path / "study"
+    assert main(tune_args(data, weights, out, 2, "--folds", "2")) == 0  # a pruner would stop everything: not used
+    for r in rows(out):
+        trial = out / "trials" / f"trial-{r['number']}"
+        vals = [json.loads((trial / f"fold-{f}" / "results.json").read_text())["val"]["auc"] for f in range(2)]
+        assert r["state"] == "COMPLETE" and float(r["val_auc"]) == pytest.approx(np.mean(vals), abs=1e-6)
+    assert not list(out.glob("trials/*/fold-*/store"))  # every fold of every trial read the study's one store

@@ -171,7 +171,10 @@ def tune(
         folder = out / "trials" / f"trial-{trial.number}"
         shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
         log(f"trial {trial.number}: {shown}")
-        train(run_cfg, folder, overwrite=True, callbacks=[_Pruning(trial, optuna)])  # its lines: trial-N/log.txt
+        # with --folds K a trial is a K-fold cross-validation scored by its mean validation AUC (no pruning: the
+        # folds' epochs are not one sequence)
+        pruning = [] if base.data.folds and base.data.fold is None else [_Pruning(trial, optuna)]
+        train(run_cfg, folder, overwrite=True, callbacks=pruning)  # its lines: trial-N/log.txt
         auc = _val_auc(folder)
         log(f"trial {trial.number}: validation AUC {100 * auc:.2f}")
         return auc
@@ -189,8 +192,14 @@ def tune(
 
 
 def _val_auc(folder: Path) -> float:
+    """A trial's validation AUC (a cross-validation's: the mean over folds and seeds)."""
     from .files import read_json
 
+    if (folder / "fold-0").is_dir():
+        val = read_json(folder / "summary.json", ConfigError)["val"].get("auc")
+        if val is None:
+            raise ConfigError(f"{folder}: validation AUC undefined in some fold; tune needs both classes in each")
+        return float(val["mean"])
     res = read_json(folder / "results.json", ConfigError)
     auc = res["val"].get("auc")
     if auc is None:
