@@ -66,7 +66,7 @@ def test_plan_expands_rows_and_refuses_mistakes(tmp_path):
             Plan.load(tmp_path / "bad.yaml")
 
 
-def test_run_collect_render_skip_and_render_from_records(tmp_path):
+def test_run_collect_render_skip_and_render_from_records(tmp_path, monkeypatch):
     plan = Plan.load(write_plan(tmp_path))
     runs, results, lines = tmp_path / "runs", tmp_path / "results", []
     execute(plan, runs, log=lines.append)
@@ -91,9 +91,20 @@ def test_run_collect_render_skip_and_render_from_records(tmp_path):
     execute(plan, runs, log=lines.append)  # everything finished: nothing is trained again
     assert len([line for line in lines if "finished earlier" in line]) == 4
     shutil.rmtree(runs)  # the run folders are gone (another machine): the records still render the same table
-    again = render(plan, collect(plan, runs, results), results, log=lambda *_: None)
+    memory = (results / "memory.md").read_text()
+
+    def no_measuring(*args, **kwargs):
+        raise AssertionError("memory tables recomputed although nothing they depend on changed")
+
+    with monkeypatch.context() as m:
+        m.setattr("fptplus.bench.memory.memory_table", no_measuring)
+        again = render(plan, collect(plan, runs, results), results, log=lambda *_: None)
     assert [r["auc"] for r in again] == [r["auc"] for r in rows]
     assert json.loads((results / "runs.json").read_text()) == records
+    assert (results / "memory.md").read_text() == memory and memory.startswith("<!-- memory tables sha256:")
+    plan.memory.batch_size = 8  # the memory section changed: recomputed
+    render(plan, records, results, log=lambda *_: None)
+    assert (results / "memory.md").read_text() != memory and "batch 8" in (results / "memory.md").read_text()
 
 
 def test_an_interrupted_run_is_resumed(tmp_path):

@@ -100,6 +100,30 @@ def table(plan: Plan, records: list[dict[str, Any]], chosen: set[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def memory_key(plan: Plan, num_classes: int) -> str:
+    """What memory.md depends on: the plan's memory section and backbone settings, the class count, the methods,
+    and fptplus's own code (any change to it recomputes the tables)."""
+    import dataclasses
+    import hashlib
+
+    import fptplus
+
+    h = hashlib.sha256()
+    h.update(json.dumps([dataclasses.asdict(plan.memory), plan.backbone, plan.backbone_kwargs, num_classes,
+                         available_methods()], sort_keys=True, default=str).encode())  # fmt: skip
+    for path in sorted(Path(fptplus.__file__).parent.rglob("*.py")):
+        h.update(path.read_bytes())
+    return f"memory tables sha256:{h.hexdigest()}"
+
+
+def _memory_current(path: Path, key: str) -> bool:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().strip() == f"<!-- {key} -->"
+    except OSError:
+        return False
+
+
 def memory_markdown(plan: Plan, num_classes: int) -> str:
     """Steady-state step memory of every method at every resolution, per backbone (eager / fused MB)."""
     from ..backbones import lpm_spec
@@ -194,9 +218,11 @@ def render(plan: Plan, records: list[dict[str, Any]], results: Path, log=None) -
     log(text)
     if rows:
         classes = rows[0]["model"].get("num_classes", 2)
-        memory = memory_markdown(plan, classes)
-        if memory:
-            (results / "memory.md").write_text(memory, encoding="utf-8")
+        key = memory_key(plan, classes)
+        if not _memory_current(results / "memory.md", key):  # minutes of meta accounting: only when it changed
+            memory = memory_markdown(plan, classes)
+            if memory:
+                (results / "memory.md").write_text(f"<!-- {key} -->\n{memory}", encoding="utf-8")
         figures(rows, chosen, results)
         # the paper layout has one row per method and resolution: variant rows (ablations, int8 stores) stay in
         # table.md under their own names, so they never stand in for the method's own row
