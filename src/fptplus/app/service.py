@@ -48,6 +48,7 @@ def png_data_url(array: np.ndarray, max_side: int = 768) -> str:
 class _Upload:
     name: str
     details: Any  # viz.explain.Details
+    image: str = ""  # its input view as a data: URL, encoded once for every re-rendering
 
 
 class AppService:
@@ -141,8 +142,13 @@ class AppService:
         if self.ex.fpt:
             out["explain"] = self.explain(uid)
         else:
-            out["image"] = png_data_url(details.base)
+            out["image"] = self._image(self.uploads[uid])
         return out
+
+    def _image(self, upload: _Upload) -> str:
+        if not upload.image:
+            upload.image = png_data_url(upload.details.base)
+        return upload.image
 
     def explain(self, uid: str, layer: int | None = None, head: int | None = None,
                 prompt: int | None = None) -> dict[str, Any]:  # fmt: skip
@@ -157,7 +163,7 @@ class AppService:
         except ConfigError as err:
             raise AppError(str(err)) from None
         return {**r.info, "tokens": png_data_url(r.outlined), "attention": png_data_url(r.heat),
-                "image": png_data_url(upload.details.base)}  # fmt: skip
+                "image": self._image(upload)}  # fmt: skip
 
     # -- a split's predictions -----------------------------------------------------------------------------------
     def split(self, name: str, show: str = "all") -> dict[str, Any]:

@@ -104,6 +104,7 @@ def _run_auc(run: str | Path) -> float | None:
 
 def _record(index, facts, results, copies: list[DuplicateGroup], options: AuditOptions, run) -> dict[str, Any]:
     warnings: list[str] = []
+    shortcuts: list[dict[str, str]] = []  # the (task, family) pairs warned about: the report draws each
     for task, fams in results.items():
         where = "" if task == "classes" else f" ({task})"
         for r in fams:
@@ -112,6 +113,7 @@ def _record(index, facts, results, copies: list[DuplicateGroup], options: AuditO
             hits += [(p, v) for p, v in r.pairs.items() if v is not None]
             strong = [(what, v) for what, v in hits if v >= options.threshold]
             if strong:
+                shortcuts.append({"task": task, "family": r.family})
                 shown = ", ".join(f"{what} {100 * v:.1f}" for what, v in strong)
                 warnings.append(f"shortcut{where}: {r.family} features alone separate the labels (AUC {shown}; "
                                 f"warning at {100 * options.threshold:.0f})")  # fmt: skip
@@ -143,6 +145,7 @@ def _record(index, facts, results, copies: list[DuplicateGroup], options: AuditO
         },
         "options": options.__dict__,
         "warnings": warnings,
+        "shortcuts": shortcuts,
         "notes": notes,
         "baselines": {task: [r.to_dict() for r in fams] for task, fams in results.items()},
         "duplicates": [g.to_dict(index) for g in copies],

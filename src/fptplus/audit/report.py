@@ -85,15 +85,15 @@ def render(out: Path, index: DataIndex, facts: list[ImageFacts], thumbs: np.ndar
             continue
         best = max(fams, key=lambda r: r.auc or 0.0)
         for r in fams:
-            if r is best or any("shortcut" in w and f" {r.family} " in w for w in record["warnings"]):
+            if r is best or {"task": task.name, "family": r.family} in record["shortcuts"]:
                 name = f"shortcut_{task.name}_{r.family}.png".replace(" ", "_").replace("/", "_")
                 shortcut_picture(out / name, r, task.labels, task.classes, thumbs[usable])
                 pictures[f"{task.name}/{r.family}"] = name
     record["pictures"] = pictures
-    (out / "audit.md").write_text(markdown(index, record, threshold), encoding="utf-8")
+    (out / "audit.md").write_text(markdown(record, threshold), encoding="utf-8")
 
 
-def markdown(index: DataIndex, record: dict[str, Any], threshold: float) -> str:
+def markdown(record: dict[str, Any], threshold: float) -> str:
     d = record["data"]
     lines = [f"# Dataset audit: {display(d['root'])}", "",
              f"{d['images']} images, {len(d['classes'])} {'labels (multi-label)' if d['multilabel'] else 'classes'}"

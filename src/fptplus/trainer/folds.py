@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import json
 from pathlib import Path
 from typing import Any
 
@@ -196,11 +195,9 @@ def folds_markdown(root: Path, method: str, summary: dict[str, Any]) -> str:
 
 def fold_count(root: Path) -> int | None:
     """K of a cross-validation run folder (run.json "folds"), else None."""
-    path = root / RUN_JSON
-    if not path.exists():
+    from .runfolder import read_run_info
+
+    if not (root / RUN_JSON).exists():
         return None
-    try:
-        folds = json.loads(path.read_text()).get("folds")
-    except (OSError, ValueError):
-        return None
+    folds = read_run_info(root).get("folds")
     return folds if isinstance(folds, int) else None

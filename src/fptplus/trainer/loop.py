@@ -83,6 +83,7 @@ def predict_probs(
     """Probabilities, labels and the mean loss over a loader: softmax and cross-entropy, or (multi-label
     `objective`) sigmoids, (n, L) 0/1 labels and binary cross-entropy."""
     objective = objective or Objective()
+    unweighted = Objective(objective.num_labels)  # the reported loss ignores class weights
     model.eval()
     core = accelerator.unwrap_model(model)
     if accelerator.num_processes > 1:  # each process takes a shard; gather_for_metrics drops the padding
@@ -95,7 +96,7 @@ def predict_probs(
             logits = model(*args, **kwargs).float()
         y = torch.as_tensor(batch["label"], device=logits.device)
         logits, y = accelerator.gather_for_metrics((logits, y))
-        loss_sum += Objective(objective.num_labels).loss(logits, y, reduction="sum").item()  # unweighted
+        loss_sum += unweighted.loss(logits, y, reduction="sum").item()
         n += len(y)
         probs.append(objective.probs(logits).cpu().numpy())
         labels.append(objective.targets(y).cpu().numpy())

@@ -72,13 +72,10 @@ class Explainer:
     selected tokens and the prompts' attention at any fused layer, head and prompt (`fptplus explain`, the app)."""
 
     def __init__(self, run: str | Path, checkpoint: str = "best", seed: int | None = None, require_fpt: bool = True):
-        from ..config import RunConfig
-
         self.root, self.run_dir = fpt_run_dirs(run, seed) if require_fpt else resolve_run(run, seed)
         self.cfg, self.model, self.classes = load_trained(self.run_dir, checkpoint, "online")
-        saved = RunConfig.load(self.run_dir / "config.yaml")
         self.method = get_method(self.cfg.method)
-        self.fpt = self.method.uses_store(saved.model)
+        self.fpt = self.method.uses_store(self.cfg.model)
         self.multilabel = bool(self.cfg.data.label_columns)
         self.views = Views(view_config(self.method, self.cfg.model, self.model.spec, None, self.cfg.data.resize))
 
