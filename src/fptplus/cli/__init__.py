@@ -18,6 +18,7 @@ from .app import add_app_parser
 from .audit import add_audit_parser
 from .bench import add_bench_parsers
 from .common import FORMATTER, method_of
+from .compare import add_compare_parser
 from .demo import add_demo_parser
 from .explain import add_explain_parser
 from .params import add_params_parser
@@ -39,6 +40,7 @@ def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
     add_train_parser(sub, method)
     add_tune_parser(sub, method)
     add_run_parsers(sub)
+    add_compare_parser(sub)
     add_bench_parsers(sub)
     add_explain_parser(sub)
     add_demo_parser(sub)
