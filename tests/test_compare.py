@@ -96,7 +96,7 @@ def test_a_run_against_itself_is_no_difference(tmp_path):
 
 def test_rows_are_matched_by_path(tmp_path):
     """Run B's seeds list the images in other orders (shuffled in make_runs); a single-seed B in order agrees."""
-    y, pa, pb = make_runs(tmp_path, seeds_b=1)
+    y, _, pb = make_runs(tmp_path, seeds_b=1)
     write_seed(tmp_path / "b_ordered" / "predictions_test.csv", [f"images/{i:04d}.png" for i in range(len(y))],
                [CLASSES[v] for v in y], pb[0])  # fmt: skip
     a = read_run_predictions(tmp_path / "a")
@@ -144,17 +144,17 @@ def test_refusals_name_the_problem(tmp_path):
     flipped[7] = CLASSES[1 - y[7]]
     write_seed(tmp_path / "relabelled" / "predictions_test.csv", names, flipped, pb[0])
     a = read_run_predictions(tmp_path / "a")
-    with pytest.raises(RunError, match="different images.*5 only in the first"):
+    with pytest.raises(RunError, match=r"different images.*5 only in the first"):
         compare(a, read_run_predictions(tmp_path / "fewer"))
-    with pytest.raises(RunError, match="different labels to 1 images.*images/0007.png"):
+    with pytest.raises(RunError, match=r"different labels to 1 images.*images/0007.png"):
         compare(a, read_run_predictions(tmp_path / "relabelled"))
-    with pytest.raises(RunError, match="no predictions_val.csv"):
+    with pytest.raises(RunError, match=r"no predictions_val.csv"):
         read_run_predictions(tmp_path / "a", "val")
     (tmp_path / "cv" / "fold-0").mkdir(parents=True)
     with pytest.raises(RunError, match="cross-validation: compare one fold"):
         read_run_predictions(tmp_path / "cv")
     write_seed(tmp_path / "a" / "seed-9" / "predictions_test.csv", names[:-1], text[:-1], pa[0][:-1])
-    with pytest.raises(RunError, match="seed-9.*seeds of one run must share their split"):
+    with pytest.raises(RunError, match=r"seed-9.*seeds of one run must share their split"):
         read_run_predictions(tmp_path / "a")
     with pytest.raises(RunError, match="at least 100"):
         compare(read_run_predictions(tmp_path / "b"), read_run_predictions(tmp_path / "b"), samples=10)

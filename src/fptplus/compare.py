@@ -79,7 +79,8 @@ def _read_csv(path: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise RunError(f"{display(path)} cannot be read ({err}); re-create it with `fptplus evaluate`") from err
     if not rows or "path" not in rows[0] or "label" not in rows[0]:
-        raise RunError(f"{display(path)} is empty or lacks the path/label columns; re-create it with `fptplus evaluate`")
+        raise RunError(f"{display(path)} is empty or lacks the path/label columns; re-create it with "
+                       f"`fptplus evaluate`")  # fmt: skip
     classes = [k[2:] for k in rows[0] if k.startswith("p_")]
     try:
         probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], dtype=np.float64)
@@ -107,7 +108,9 @@ def read_run_predictions(folder: str | Path, split: str = "test") -> RunPredicti
     probs = [first]
     for path in files[1:]:
         other_paths, other_texts, other_classes, p = _read_csv(path)
-        if other_classes != classes or sorted(zip(other_paths, other_texts)) != sorted(zip(paths, texts)):
+        if other_classes != classes or set(zip(other_paths, other_texts, strict=True)) != set(
+            zip(paths, texts, strict=True)
+        ):
             raise RunError(f"{display(path)} predicts other images, labels or classes than {display(files[0])}: the "
                            f"seeds of one run must share their split")  # fmt: skip
         order = {q: i for i, q in enumerate(other_paths)}
@@ -123,9 +126,9 @@ def align(a: RunPredictions, b: RunPredictions) -> RunPredictions:
                        f"task can be compared")  # fmt: skip
     missing, extra = sorted(set(a.paths) - set(b.paths)), sorted(set(b.paths) - set(a.paths))
     if missing or extra:
-        raise RunError(f"{a.folder} and {b.folder} predicted different images ({len(missing)} only in the first, e.g. "
-                       f"{(missing or extra)[:3]}; {len(extra)} only in the second): compare runs evaluated on the same "
-                       f"split of the same data (same --split-seed, fractions and split column)")  # fmt: skip
+        raise RunError(f"{a.folder} and {b.folder} predicted different images ({len(missing)} only in the first, "
+                       f"e.g. {(missing or extra)[:3]}; {len(extra)} only in the second): compare runs evaluated on "
+                       f"the same split of the same data (same --split-seed, fractions and split column)")  # fmt: skip
     order = {p: i for i, p in enumerate(b.paths)}
     idx = np.array([order[p] for p in a.paths])
     labels = b.labels[idx]
@@ -193,7 +196,8 @@ def compare(a: RunPredictions, b: RunPredictions, split: str = "test", samples: 
             level: float = 0.95) -> Comparison:  # fmt: skip
     """Paired bootstrap of mean-over-seeds AUC(a) − AUC(b); `b` is aligned to `a` first."""
     if samples < 100:
-        raise RunError(f"--samples {samples} is too few for a {100 * level:g} % interval; use at least 100 (2000 default)")
+        raise RunError(f"--samples {samples} is too few for a {100 * level:g} % interval; use at least 100 "
+                       f"(2000 default)")  # fmt: skip
     if not 0 < level < 1:
         raise RunError(f"--level must be between 0 and 1 (e.g. 0.95), got {level}")
     b = align(a, b)
