@@ -11,6 +11,7 @@ import yaml
 from fptplus.bench.driver import collect, execute
 from fptplus.bench.plan import Plan
 from fptplus.bench.plan_report import render
+from fptplus.compare import compare, read_run_predictions
 from fptplus.errors import ConfigError
 from imagegen import class_folders
 
@@ -57,6 +58,9 @@ def test_plan_expands_rows_and_refuses_mistakes(tmp_path):
         ({"rows": [{"name": "l", "method": "linear", "img_size": 64, "epochs": 1, "features": "fpt_plus"}]},
          "reads the store of row 'fpt_plus' at 64 px: no such row"),
         ({"colour": "blue"}, "unknown keys ['colour']"),
+        ({"compare": [["fpt_plus@64", "lora@64"]]}, "compare[0]: no row 'lora' at 64 px"),
+        ({"compare": [["fpt_plus-64", "linear@64"]]}, "compare[0]: 'fpt_plus-64' should be ROW@SIZE"),
+        ({"compare": [["fpt_plus@64"]]}, "compare[0]: expected a pair"),
     ]  # fmt: skip
     for extra, message in bad_rows:
         (tmp_path / "bad.yaml").write_text(yaml.safe_dump(plan_dict(**extra)))
@@ -67,7 +71,7 @@ def test_plan_expands_rows_and_refuses_mistakes(tmp_path):
 
 
 def test_run_collect_render_skip_and_render_from_records(tmp_path, monkeypatch):
-    plan = Plan.load(write_plan(tmp_path))
+    plan = Plan.load(write_plan(tmp_path, compare=[["fpt_plus@64", "linear@64"], ["bitfit@32", "fpt_plus@64"]]))
     runs, results, lines = tmp_path / "runs", tmp_path / "results", []
     execute(plan, runs, log=lines.append)
     assert sorted(p.name for p in runs.iterdir()) == [
@@ -81,8 +85,15 @@ def test_run_collect_render_skip_and_render_from_records(tmp_path, monkeypatch):
     assert [r["folder"] for r in records] == [r.folder for r in plan.runs]
     fpt = records[0]
     assert len(fpt["auc"]) == 2 and len(fpt["pair_auc"]) == 2 and fpt["lr"] == 1e-3 and fpt["model"]["side_depth"] == 2
-    rows = render(plan, records, results, log=lines.append)
+    rows = render(plan, records, results, log=lines.append, runs=runs)
     assert sum(r["selected"] for r in rows if r["name"] == "fpt_plus") == 1  # validation keeps one lr
+    kept = next(r["folder"] for r in rows if r["name"] == "fpt_plus" and r["selected"])
+    pairs = json.loads((results / "compare.json").read_text())
+    assert [(c["a"], c["folder_a"], c["folder_b"]) for c in pairs] == [
+        ("fpt_plus@64", kept, "linear-64"), ("bitfit@32", "bitfit-32", kept)]  # fmt: skip
+    direct = compare(read_run_predictions(runs / kept), read_run_predictions(runs / "linear-64")).to_dict()
+    assert pairs[0]["difference"] == direct["difference"] and pairs[0]["ci"] == list(direct["ci"])
+    assert "| fpt_plus@64 (`" in (results / "compare.md").read_text()
     table = (results / "table.md").read_text()
     assert "| linear (stored features) | 64 |" in table and "| bitfit | 32 |" in table and "neg vs pos AUC" in table
     for name in ("memory.md", "fig_auc_memory.png", "fig_auc_resolution.png", "table1.md", "runs.json"):
@@ -98,8 +109,9 @@ def test_run_collect_render_skip_and_render_from_records(tmp_path, monkeypatch):
 
     with monkeypatch.context() as m:
         m.setattr("fptplus.bench.memory.memory_table", no_measuring)
-        again = render(plan, collect(plan, runs, results), results, log=lambda *_: None)
+        again = render(plan, collect(plan, runs, results), results, log=lambda *_: None, runs=runs)
     assert [r["auc"] for r in again] == [r["auc"] for r in rows]
+    assert json.loads((results / "compare.json").read_text()) == pairs  # the committed comparisons are kept
     assert json.loads((results / "runs.json").read_text()) == records
     assert (results / "memory.md").read_text() == memory and memory.startswith("<!-- memory tables sha256:")
     plan.memory.batch_size = 8  # the memory section changed: recomputed

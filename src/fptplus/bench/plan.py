@@ -15,13 +15,16 @@ A plan is a YAML file (see `benchmarks/plans/`):
       - {name: bf16, method: bitfit, img_size: 448, epochs: 3, train: {mixed_precision: bf16}, data: {resize: pad}}
     memory: {backbones: [vit_small_patch14_dinov2, vit_base_patch16_224], img_sizes: [224, 448], batch_size: 16}
                                              # optional `overrides: {side_depth: 2}`: model fields for every method
+    compare: [[fpt_plus@448, fpt_plus@224], [fpt_plus@224, bitfit@32]]
+                                             # optional: paired bootstrap of A − B test AUC (`fptplus compare`)
 
 Every row expands to one run per (resolution, learning rate); when a row lists several learning rates, the one
 with the best mean validation AUC is kept per (row, resolution) and the others are shown in parentheses.
 `features: ROW` trains a linear head on the pooled CLS feature stored by ROW's feature store at the same
 resolution (no second pass over the images). FPT/FPT+ runs of one method and resolution share one feature store
 (store-<method>-<size>); a row whose settings change what is stored (e.g. side_img_size, token_ratio) names its
-own with `store: NAME` (a store made for other settings is refused, never reused).
+own with `store: NAME` (a store made for other settings is refused, never reused). `compare` names pairs of
+`ROW@SIZE` (the run validation kept for that row and resolution) whose test-AUC difference is bootstrapped.
 """
 
 from __future__ import annotations
@@ -50,7 +53,9 @@ ROW_KEYS = {
     "store",
     "note",
 }
-PLAN_KEYS = {"name", "data", "weights", "backbone", "backbone_kwargs", "pair", "defaults", "rows", "memory", "note"}
+PLAN_KEYS = {
+    "name", "data", "weights", "backbone", "backbone_kwargs", "pair", "defaults", "rows", "memory", "compare", "note",
+}  # fmt: skip
 
 
 @dataclass
@@ -106,6 +111,7 @@ class Plan:
     memory: MemorySpec = field(default_factory=MemorySpec)
     path: Path | None = None
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)  # e.g. a tiny ViT in tests
+    compare: list[tuple[tuple[str, int], tuple[str, int]]] = field(default_factory=list)  # (row, size) pairs A, B
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
@@ -160,7 +166,29 @@ class Plan:
             ),
             path=path,
             backbone_kwargs=dict(raw.get("backbone_kwargs") or {}),
+            compare=_comparisons(raw.get("compare") or [], {r.group for r in runs}),
         )
+
+
+def _comparisons(raw: Any, groups: set[tuple[str, int]]) -> list[tuple[tuple[str, int], tuple[str, int]]]:
+    """`compare: [[ROW@SIZE, ROW@SIZE], ...]` -> ((row, size), (row, size)) pairs, each naming a row of the plan."""
+
+    def group(text: Any, i: int) -> tuple[str, int]:
+        name, _, size = str(text).rpartition("@")
+        if not name or not size.isdigit():
+            raise ConfigError(f"compare[{i}]: {text!r} should be ROW@SIZE, e.g. fpt_plus@448")
+        if (name, int(size)) not in groups:
+            raise ConfigError(f"compare[{i}]: no row {name!r} at {size} px in this plan")
+        return name, int(size)
+
+    if not isinstance(raw, list):
+        raise ConfigError("compare must be a list of [ROW@SIZE, ROW@SIZE] pairs")
+    pairs = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, (list, tuple)) or len(item) != 2:
+            raise ConfigError(f"compare[{i}]: expected a pair [A, B] of ROW@SIZE, got {item!r}")
+        pairs.append((group(item[0], i), group(item[1], i)))
+    return pairs
 
 
 def _as_list(value: Any) -> list[Any]:

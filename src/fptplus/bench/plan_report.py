@@ -7,6 +7,8 @@ RESULTS/memory.md       step memory of every method at every resolution for the 
 RESULTS/fig_auc_memory.png      test AUC vs training memory, one point per method × resolution
 RESULTS/fig_auc_resolution.png  test AUC vs resolution per method
 RESULTS/table1.md, fig1.png, ...  `fptplus report`'s paper layout for the runs kept by validation
+RESULTS/compare.md|json the plan's `compare` pairs: paired bootstrap of A − B test AUC over the same images (from the
+                        run folders; without them, the committed entry for the same two folders is kept)
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..config import RunConfig, TrainConfig, build_dataclass
+from ..errors import ConfigError
 from ..logs import get_logger, info_of
 from ..methods import available_methods, get_method
 from ..metrics import pme, ppe
@@ -204,7 +207,60 @@ def summary(plan: Plan, r: dict[str, Any]) -> RunSummary:
                       config=config)  # fmt: skip
 
 
-def render(plan: Plan, records: list[dict[str, Any]], results: Path, log=None) -> list[dict[str, Any]]:
+COMPARE_JSON = "compare.json"
+
+
+def comparisons(plan: Plan, rows: list[dict[str, Any]], chosen: set[int], runs: Path | None, results: Path,
+                log) -> list[dict[str, Any]]:  # fmt: skip
+    """The plan's `compare` pairs between the runs validation kept: fresh from the run folders, else committed."""
+    from ..compare import compare, read_run_predictions
+    from ..errors import RunError
+    from ..files import read_json
+
+    kept = {(rows[i]["name"], rows[i]["img_size"]): rows[i]["folder"] for i in chosen}
+    old = read_json(results / COMPARE_JSON, ConfigError) if (results / COMPARE_JSON).exists() else []
+    committed = {(c["folder_a"], c["folder_b"]): c for c in old}
+    out = []
+    for a, b in plan.compare:
+        if a not in kept or b not in kept:
+            log(f"compare {a[0]}@{a[1]} vs {b[0]}@{b[1]}: not both recorded yet")
+            continue
+        fa, fb = kept[a], kept[b]
+        try:
+            if runs is None:
+                raise RunError("no run folders")
+            result = compare(read_run_predictions(runs / fa), read_run_predictions(runs / fb)).to_dict()
+        except RunError as err:
+            if (fa, fb) not in committed:
+                log(f"compare {fa} vs {fb}: {err}; left out")
+                continue
+            result = committed[(fa, fb)]
+        out.append(result | {"a": f"{a[0]}@{a[1]}", "b": f"{b[0]}@{b[1]}", "folder_a": fa, "folder_b": fb})
+    return out
+
+
+def compare_markdown(entries: list[dict[str, Any]]) -> str:
+    lines = [
+        "| A | B | test images | A: AUC (95 % CI) | B: AUC (95 % CI) | A − B (95 % CI) | p |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in entries:
+        seeds = f"{c['seeds_a']} / {c['seeds_b']} seeds"
+        lines.append(
+            f"| {c['a']} (`{c['folder_a']}`) | {c['b']} (`{c['folder_b']}`) | {c['n']} ({seeds}) | "
+            f"{c['auc_a']:.2f} ({c['ci_a'][0]:.1f}–{c['ci_a'][1]:.1f}) | "
+            f"{c['auc_b']:.2f} ({c['ci_b'][0]:.1f}–{c['ci_b'][1]:.1f}) | "
+            f"{c['difference']:+.2f} ({c['ci'][0]:+.1f} to {c['ci'][1]:+.1f}) | {c['p_value']:.3f} |"
+        )
+    return "\n".join(lines) + (
+        "\n\nAUC = mean over a run's seeds; intervals: paired percentile bootstrap over the test images "
+        f"({entries[0]['samples'] if entries else 2000} resamples, every seed of both runs scored on each); p: "
+        "two-sided bootstrap p-value of A − B = 0 (`fptplus compare A B`).\n"
+    )
+
+
+def render(plan: Plan, records: list[dict[str, Any]], results: Path, log=None,
+           runs: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Writes every table and figure of the plan; returns the records with their computed columns."""
     log = info_of(_log, log)
     results.mkdir(parents=True, exist_ok=True)
@@ -228,4 +284,8 @@ def render(plan: Plan, records: list[dict[str, Any]], results: Path, log=None) -
         # table.md under their own names, so they never stand in for the method's own row
         main = [i for i in sorted(chosen) if rows[i]["name"] == rows[i]["method"]]
         write_report_summaries([summary(plan, rows[i]) for i in main], results)
+    if plan.compare:
+        entries = comparisons(plan, rows, chosen, runs, results, log)
+        (results / COMPARE_JSON).write_text(json.dumps(entries, indent=1), encoding="utf-8")
+        (results / "compare.md").write_text(compare_markdown(entries), encoding="utf-8")
     return rows

@@ -100,7 +100,7 @@ def cmd_bench_plan(args: argparse.Namespace, method: Method) -> int:
     results = Path(args.results) if args.results else Path(args.plan).resolve().parent.parent / plan.name / "results"
     failed = [] if args.tables_only else execute(plan, runs, args.only, args.budget_s)
     records = collect(plan, runs, results)
-    render(plan, records, results)
+    render(plan, records, results, runs=runs)
     print(f"{len(records)} of {len(plan.runs)} runs recorded; tables and figures in {results}")
     for message in failed:
         print(f"failed: {message}")
