@@ -103,9 +103,13 @@ def table(plan: Plan, records: list[dict[str, Any]], chosen: set[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# fptplus code that never runs in a training step (a change there does not recompute memory.md)
+MEMORY_IRRELEVANT = {"app", "audit", "cli", "viz", "demo", "compare.py", "tune.py", "calibration.py"}
+
+
 def memory_key(plan: Plan, num_classes: int) -> str:
     """What memory.md depends on: the plan's memory section and backbone settings, the class count, the methods,
-    and fptplus's own code (any change to it recomputes the tables)."""
+    and fptplus's own code (any change to it recomputes the tables) but for the parts no training step runs."""
     import dataclasses
     import hashlib
 
@@ -114,8 +118,11 @@ def memory_key(plan: Plan, num_classes: int) -> str:
     h = hashlib.sha256()
     h.update(json.dumps([dataclasses.asdict(plan.memory), plan.backbone, plan.backbone_kwargs, num_classes,
                          available_methods()], sort_keys=True, default=str).encode())  # fmt: skip
-    for path in sorted(Path(fptplus.__file__).parent.rglob("*.py")):
-        h.update(path.read_bytes())
+    root = Path(fptplus.__file__).parent
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] not in MEMORY_IRRELEVANT:
+            h.update(path.read_bytes())
     return f"memory tables sha256:{h.hexdigest()}"
 
 
