@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 
@@ -130,14 +131,29 @@ def test_resolve_layers():
             resolve_layers(bad, 12)
 
 
-def test_cls_feature_is_the_vits_pooled_output_when_the_last_block_is_fused():
+def test_pooled_features_are_the_vits_own_when_the_last_block_is_fused():
     vit = tiny_vit()
     x = images(2, 64)
     top = FrozenLPM(vit, "vit_base_patch16_224", layers=1, token_ratio=0.5)(x)
     with torch.no_grad():
         torch.testing.assert_close(top.cls, vit(x))  # timm's own pooled, normed CLS feature
+        tokens = vit.forward_features(x)  # (B, 1 + 16, D): every token after the final norm
+        torch.testing.assert_close(top.patch_mean, tokens[:, vit.num_prefix_tokens :].mean(1))
     lower = FrozenLPM(tiny_vit(), "vit_base_patch16_224", layers=[0, 1], token_ratio=0.5)(x)
-    assert lower.cls is None
+    assert lower.cls is None and lower.patch_mean is None
+
+
+def test_patch_mean_leaves_out_register_tokens():
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_small_patch14_reg4_dinov2", num_classes=0, img_size=56, depth=2, embed_dim=32,
+                            num_heads=4).eval()  # fmt: skip
+    x = images(2, 56)
+    out = FrozenLPM(vit, "vit_small_patch14_reg4_dinov2", layers=1, token_ratio=0.5)(x)
+    with torch.no_grad():
+        tokens = vit.forward_features(x)  # (B, 1 + 4 + 16, D)
+    assert vit.num_prefix_tokens == 5
+    torch.testing.assert_close(out.cls, tokens[:, 0])
+    torch.testing.assert_close(out.patch_mean, tokens[:, 5:].mean(1))
 
 
 class Spy:

@@ -53,8 +53,9 @@ class LPMFeatures:
         values: (B, L, H, k, d) values of the same tokens.
         indices: (B, L, H, k) int64 token positions in the LPM sequence (0..N-1; the first
             `num_prefix_tokens` are CLS/register tokens), best first, or in natural order when no selection.
-        cls: (B, D) the LPM's final normed CLS feature when the top fused layer is the LPM's last block
-            (it costs one LayerNorm then; linear probing can train on it), else None.
+        cls: (B, D) the LPM's final-normed CLS token when the top fused layer is the LPM's last block (it costs
+            one LayerNorm then; the frozen-feature probes read it), else None.
+        patch_mean: (B, D) the mean of its final-normed patch tokens, with `cls` (else None).
         key_scale, value_scale: (B, L, H, k) per-row scales when keys/values are int8 codes (an int8 store;
             decoded layer by layer in the prompt attention), else None.
     """
@@ -65,6 +66,7 @@ class LPMFeatures:
     cls: Tensor | None = None
     key_scale: Tensor | None = None
     value_scale: Tensor | None = None
+    patch_mean: Tensor | None = None
 
     def to(self, *args, **kwargs) -> LPMFeatures:
         """Like Tensor.to for float K/V and cls; int8 codes and their scales only change device."""
@@ -76,7 +78,7 @@ class LPMFeatures:
 
         return LPMFeatures(
             move(self.keys, coded), move(self.values, coded), move(self.indices, True), move(self.cls, False),
-            move(self.key_scale, True), move(self.value_scale, True),
+            move(self.key_scale, True), move(self.value_scale, True), move(self.patch_mean, False),
         )  # fmt: skip
 
 
@@ -105,9 +107,10 @@ def resolve_layers(layers: int | Sequence[int] | str, depth: int) -> tuple[int, 
     return tuple(sorted(out))
 
 
-def provides_cls(spec: LPMSpec, layers: Sequence[int]) -> bool:
-    """Whether the forward up to the top fused layer yields the ViT's pooled feature (its normed CLS token):
-    true when that layer is the last block and the ViT pools by its class token. It then costs one LayerNorm."""
+def provides_pooled(spec: LPMSpec, layers: Sequence[int]) -> bool:
+    """Whether the forward up to the top fused layer yields the ViT's pooled features (its final-normed CLS token
+    and mean patch token): true when that layer is the last block and the ViT has a class token. It then costs one
+    LayerNorm and a mean."""
     return layers[-1] == spec.depth - 1 and spec.pooled_cls
 
 
@@ -271,10 +274,10 @@ class FrozenLPM(nn.Module):
         self._pending = None
         self._fused = self._uses_fused(x.device)
         self._capturing = True
-        last = provides_cls(self.spec, self.layers)
+        last = provides_pooled(self.spec, self.layers)
         try:
             with _SharedAttention(self) if self._fused else contextlib.nullcontext():  # SDPA calls reach the LPM
-                cls = self.family.forward_to(self.vit, x, self.layers[-1], with_cls=last)  # (B, D) or None
+                pooled = self.family.forward_to(self.vit, x, self.layers[-1], pooled=last)  # (B, D) x2 or None
             self._flush_pending()
         finally:
             self._capturing = False
@@ -284,7 +287,9 @@ class FrozenLPM(nn.Module):
         keys = torch.stack([s[0] for s in selected], dim=1)  # (B, L, H, k, d)
         values = torch.stack([s[1] for s in selected], dim=1)  # (B, L, H, k, d)
         indices = torch.stack([s[2] for s in selected], dim=1)  # (B, L, H, k)
-        return LPMFeatures(keys, values, indices, cls)
+        if pooled is None:
+            return LPMFeatures(keys, values, indices)
+        return LPMFeatures(keys, values, indices, pooled.cls, patch_mean=pooled.patch_mean)
 
 
 def _same_view(a: Tensor, b: Tensor) -> bool:

@@ -91,6 +91,7 @@ def test_same_weights_give_the_same_features_indices_and_kv(pair, scale):
     torch.testing.assert_close(b.keys, a.keys, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(b.values, a.values, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(b.cls, a.cls, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(b.patch_mean, a.patch_mean, atol=2e-5, rtol=1e-5)
     spec_t, spec_h = lpm_spec(name, size, kwargs), lpm_spec(f"hf:{folder}", size)
     for field in ("img_size", "patch_size", "grid_size", "num_prefix_tokens", "depth", "embed_dim", "num_heads"):
         assert getattr(spec_t, field) == getattr(spec_h, field), field
@@ -111,6 +112,7 @@ def test_real_dinov2_weights_agree_across_families(tmp_path):
     assert (a.indices == b.indices).float().mean() > 0.999  # fp32 sums in another order may swap a near-tie
     torch.testing.assert_close(b.keys, a.keys, atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(b.cls, a.cls, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(b.patch_mean, a.patch_mean, atol=1e-3, rtol=1e-4)
 
 
 def test_eager_and_fused_attention_agree():

@@ -61,6 +61,23 @@ def test_round_trip_matches_the_lpm(dataset, tmp_path):
     assert (tmp_path / "store" / "splits.csv").exists() and not (tmp_path / "store" / "progress").exists()
 
 
+@pytest.mark.parametrize("dtype,atol", [("float32", 1e-5), ("float16", 2e-3), ("int8", 2e-3)])
+def test_stored_pooled_features_are_the_final_tokens_of_an_online_forward(dataset, tmp_path, dtype, atol):
+    """cls and patch_mean: the final-normed CLS and mean patch token of timm's own forward (float16 rounding)."""
+    build(dataset, tmp_path / "store", dtype=dtype, batch_size=3)
+    store = FeatureStore(tmp_path / "store")
+    assert store.fingerprint["format_version"] == 3 and {"cls", "patch_mean"} <= set(store.fields)
+    vit = build_tiny(store_cfg()).lpm.vit
+    views = Views(store_spec(store_cfg()).views)
+    for i in (0, 5, 13):
+        hr = views.high_res(load_image_file(dataset.abspath(dataset.samples[i])).image)
+        with torch.no_grad():
+            tokens = vit.forward_features(views.lpm_view(hr)[None])[0]  # (1 + 16, D), final norm applied
+        rec = store.features(i)
+        torch.testing.assert_close(rec["cls"].float(), tokens[0], atol=atol, rtol=atol)
+        torch.testing.assert_close(rec["patch_mean"].float(), tokens[1:].mean(0), atol=atol, rtol=atol)
+
+
 @pytest.mark.parametrize("dtype,atol", [("float32", 0.0), ("float16", 5e-3)])
 def test_store_and_online_inputs_give_the_same_outputs(dataset, tmp_path, dtype, atol):
     build(dataset, tmp_path / "store", dtype=dtype, batch_size=1)

@@ -22,7 +22,7 @@ from torch import nn
 from .._utils import Size, to_hw
 from ..errors import ConfigError, WeightsError
 from ..weights import HUB, NONE, RANDOM_INIT_SEED, SOURCES, file_sha256, folder_identity, is_random
-from .base import AttentionMode, BackboneFamily, LPMSpec, QKVSink
+from .base import AttentionMode, BackboneFamily, LPMSpec, Pooled, QKVSink
 
 _FAMILIES: list[BackboneFamily] = []
 
@@ -133,6 +133,7 @@ __all__ = [
     "AttentionMode",
     "BackboneFamily",
     "LPMSpec",
+    "Pooled",
     "QKVSink",
     "check_weights_source",
     "create_backbone",

@@ -7,7 +7,7 @@ outside `fptplus.backbones` reaches a ViT's internals only through these methods
     spec(name, model)                         LPMSpec: tokens, heads, head dim, prefix tokens, patch, mean/std
     blocks(model), mlp(block)                 the transformer blocks (block(x) -> x, x: (B, N, D)) and MLP branch
     capture_qkv(model, layer, sink)           hooks that hand the per-head q, k, v of a block to `sink`
-    forward_to(model, x, layer, with_cls)     the frozen forward up to a block (the pooled CLS when asked)
+    forward_to(model, x, layer, pooled)       the frozen forward up to a block (the pooled features when asked)
     projections(model)                        module names of the q/k/v projections (for peft's LoRA)
     is_attention_param(name)                  which parameters are "the attention" (attention tuning)
     set_attention(model, mode)                explicit softmax ("eager") or fused SDPA, for the memory tables
@@ -30,6 +30,20 @@ from .._utils import Size
 AttentionMode = Literal["eager", "fused"]
 # sink(what, tensor): what is "q", "k" or "v"; tensor (B, H, N, d), after any q/k normalisation.
 QKVSink = Callable[[str, Tensor], None]
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """The pooled features of a ViT's last block, after its final norm (what frozen-feature probes read).
+
+    Attributes:
+        cls: (B, D) the class token.
+        patch_mean: (B, D) the mean of the patch tokens (register tokens excluded): with `cls`, DINOv2's linear
+            evaluation feature.
+    """
+
+    cls: Tensor
+    patch_mean: Tensor
 
 
 @dataclass(frozen=True)
@@ -131,9 +145,10 @@ class BackboneFamily(ABC):
         """The softmax scale of block `layer`'s attention (usually head_dim ** -0.5)."""
 
     @abstractmethod
-    def forward_to(self, model: nn.Module, x: Tensor, layer: int, with_cls: bool) -> Tensor | None:
-        """Runs x (B, 3, H, W) through the blocks up to `layer` (0-based) and stops; returns the (B, D) pooled
-        CLS feature (final norm applied) when `with_cls` (then `layer` is the last block), else None."""
+    def forward_to(self, model: nn.Module, x: Tensor, layer: int, pooled: bool) -> Pooled | None:
+        """Runs x (B, 3, H, W) through the blocks up to `layer` (0-based) and stops; returns the final-normed CLS
+        token and mean patch token (`Pooled`, each (B, D)) when `pooled` (then `layer` is the last block), else
+        None."""
 
     @abstractmethod
     def projections(self, model: nn.Module) -> dict[str, str]:

@@ -30,7 +30,7 @@ from .._utils import check_multiple_of_patch, to_hw
 from ..errors import ConfigError, WeightsError
 from ..logs import get_logger
 from ..weights import HUB, RANDOM_INIT_SEED, folder_identity, is_random, read_state_dict
-from .base import AttentionMode, BackboneFamily, LPMSpec, QKVSink
+from .base import AttentionMode, BackboneFamily, LPMSpec, Pooled, QKVSink
 
 _log = get_logger("backbones.hf")
 
@@ -301,11 +301,14 @@ class HFFamily(BackboneFamily):
     def attention_scale(self, model: nn.Module, layer: int) -> float:
         return float(model.layers[layer].attention.scaling)
 
-    def forward_to(self, model: nn.Module, x: Tensor, layer: int, with_cls: bool) -> Tensor | None:
+    def forward_to(self, model: nn.Module, x: Tensor, layer: int, pooled: bool) -> Pooled | None:
         h = model.embed(x)  # (B, N, D)
         for block in model.layers[: layer + 1]:
             h = block(h)
-        return model.model.layernorm(h[:, 0]) if with_cls else None  # (B, D)
+        if not pooled:
+            return None
+        h = model.model.layernorm(h)  # (B, N, D): one CLS token, then the patches
+        return Pooled(h[:, 0], h[:, 1:].mean(dim=1))  # (B, D) x2
 
     def projections(self, model: nn.Module) -> dict[str, str]:
         return {"q": "q_proj", "k": "k_proj", "v": "v_proj"}

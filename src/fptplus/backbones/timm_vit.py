@@ -22,7 +22,7 @@ from torch.utils.hooks import RemovableHandle
 from .._utils import Size, check_multiple_of_patch, to_hw
 from ..errors import ConfigError, WeightsError
 from ..weights import HUB, RANDOM_INIT_SEED, is_random, read_state_dict
-from .base import AttentionMode, BackboneFamily, LPMSpec, QKVSink
+from .base import AttentionMode, BackboneFamily, LPMSpec, Pooled, QKVSink
 
 
 def check_model_name(name: str) -> None:
@@ -235,17 +235,20 @@ class TimmFamily(BackboneFamily):
     def attention_scale(self, model: nn.Module, layer: int) -> float:
         return float(model.blocks[layer].attn.scale)
 
-    def forward_to(self, model: nn.Module, x: Tensor, layer: int, with_cls: bool) -> Tensor | None:
+    def forward_to(self, model: nn.Module, x: Tensor, layer: int, pooled: bool) -> Pooled | None:
         out = model.forward_intermediates(
             x,
             indices=[layer],
             stop_early=True,
             intermediates_only=True,
             output_fmt="NLC",
-            norm=with_cls,
-            return_prefix_tokens=with_cls,
+            norm=pooled,
+            return_prefix_tokens=pooled,
         )
-        return out[0][1][:, 0] if with_cls else None  # (B, D): the final norm's CLS token
+        if not pooled:
+            return None
+        patches, prefix = out[0]  # (B, N - P, D) patch tokens, (B, P, D) CLS (+ registers), final norm applied
+        return Pooled(prefix[:, 0], patches.mean(dim=1))  # (B, D) x2
 
     def projections(self, model: nn.Module) -> dict[str, str]:
         for block in model.blocks:

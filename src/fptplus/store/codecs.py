@@ -1,4 +1,4 @@
-"""How a store keeps its K/V (and pooled CLS) on disk: one codec per store, named in its fingerprint.
+"""How a store keeps its K/V (and pooled features) on disk: one codec per store, named in its fingerprint.
 
 A codec turns the LPM's float tensors of one batch into the arrays written to the shards (`encode_batch`) and a
 sample's stored arrays into the tensors training reads (`decode`). Float codecs hand out floats; the int8 codec hands
@@ -22,14 +22,16 @@ from torch import Tensor
 
 from .format import FieldSpec, StoreError
 
-FLOAT_FIELDS = ("keys", "values", "cls")
+POOLED_FIELDS = ("cls", "patch_mean")  # (D,) each: the final-normed CLS token and mean patch token
+FLOAT_FIELDS = ("keys", "values", *POOLED_FIELDS)
 SCALE_FIELDS = ("keys_scale", "values_scale")
 INT8_MAX = 127
 
 
 @dataclass(frozen=True)
 class FloatCodec:
-    """K/V and CLS as plain float16 or float32 arrays (float16: half the bytes, ~1e-3 relative rounding)."""
+    """K/V and pooled features as plain float16 or float32 arrays (float16: half the bytes, ~1e-3 relative
+    rounding)."""
 
     name: str
 
@@ -37,11 +39,11 @@ class FloatCodec:
     def dtype(self) -> str:
         return self.name
 
-    def fields(self, kv_shape: tuple[int, ...], cls_dim: int | None) -> dict[str, FieldSpec]:
-        """Per-sample arrays for K/V of shape (L, H, k, d) and, when given, the (D,) pooled feature."""
+    def fields(self, kv_shape: tuple[int, ...], pooled_dim: int | None) -> dict[str, FieldSpec]:
+        """Per-sample arrays for K/V of shape (L, H, k, d) and, when given, the (D,) pooled features."""
         out = {"keys": FieldSpec(self.dtype, kv_shape), "values": FieldSpec(self.dtype, kv_shape)}
-        if cls_dim is not None:
-            out["cls"] = FieldSpec(self.dtype, (cls_dim,))
+        if pooled_dim is not None:
+            out |= {name: FieldSpec(self.dtype, (pooled_dim,)) for name in POOLED_FIELDS}
         return out
 
     def encode(self, name: str, batch: Tensor) -> np.ndarray:
@@ -78,7 +80,7 @@ def dequantize_int8(codes: Tensor, scale: Tensor, dtype: torch.dtype = torch.flo
 
 @dataclass(frozen=True)
 class Int8Codec:
-    """K/V as int8 codes with one fp16 scale per (layer, head, token) row; the pooled CLS stays float16."""
+    """K/V as int8 codes with one fp16 scale per (layer, head, token) row; the pooled features stay float16."""
 
     name: str = "int8"
 
@@ -86,22 +88,22 @@ class Int8Codec:
     def dtype(self) -> str:
         return self.name
 
-    def fields(self, kv_shape: tuple[int, ...], cls_dim: int | None) -> dict[str, FieldSpec]:
-        """int8 K/V (L, H, k, d), fp16 scales (L, H, k) and, when given, the fp16 (D,) pooled feature."""
+    def fields(self, kv_shape: tuple[int, ...], pooled_dim: int | None) -> dict[str, FieldSpec]:
+        """int8 K/V (L, H, k, d), fp16 scales (L, H, k) and, when given, the fp16 (D,) pooled features."""
         out = {
             "keys": FieldSpec("int8", kv_shape),
             "keys_scale": FieldSpec("float16", kv_shape[:-1]),
             "values": FieldSpec("int8", kv_shape),
             "values_scale": FieldSpec("float16", kv_shape[:-1]),
         }
-        if cls_dim is not None:
-            out["cls"] = FieldSpec("float16", (cls_dim,))
+        if pooled_dim is not None:
+            out |= {name: FieldSpec("float16", (pooled_dim,)) for name in POOLED_FIELDS}
         return out
 
     def encode_batch(self, tensors: dict[str, Tensor]) -> dict[str, np.ndarray]:
         out = {}
         for name, t in tensors.items():
-            if name == "cls":
+            if name in POOLED_FIELDS:
                 out[name] = t.to(torch.float16).cpu().numpy()
                 continue
             codes, scale = quantize_int8(t)  # (B, L, H, k, d), (B, L, H, k)

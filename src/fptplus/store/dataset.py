@@ -14,7 +14,7 @@ from .reader import FeatureStore
 
 class StoreDataset(EpochSeeded):
     """Items {side (3, h, w), keys/values (L, H, k, d), label, index} read from a feature store (int8 stores add
-    keys_scale/values_scale (L, H, k); a stored pooled feature adds cls (D,)).
+    keys_scale/values_scale (L, H, k)). The pooled features a store may hold are read by the probes, not here.
 
     Args:
         store: a complete feature store.
@@ -49,6 +49,4 @@ class StoreDataset(EpochSeeded):
         for f in ("keys", "values", "keys_scale", "values_scale"):  # (L, H, k, d) / (L, H, k)
             if f in rec:
                 item[f] = rec[f] if self.positions is None else rec[f][self.positions]
-        if "cls" in rec:
-            item["cls"] = rec["cls"]  # (D,): the LPM's pooled feature
         return item

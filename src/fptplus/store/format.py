@@ -7,7 +7,8 @@ A store is a folder:
     shard-00000.values.npy    (n, L, H, k, d) values
     shard-00000.indices.npy   (n, L, H, k)    int16/int32 token positions (0 = CLS)
     shard-00000.side.npy      (n, 3, s, s)    uint8 side source image (the side view is cut from it)
-    shard-00000.cls.npy       (n, D)          the LPM's pooled CLS feature (when the top fused layer is the last)
+    shard-00000.cls.npy       (n, D)          the LPM's final-normed CLS token   } when the top fused layer is the
+    shard-00000.patch_mean.npy (n, D)         the mean of its final-normed patches } last block (format 3 on)
     progress/shard-00000.json rows done so far (only while building)
     splits.csv                the sample list (path,label,split,group), reloadable as a CSV manifest
     skipped.csv               files that could not be decoded and were skipped (only with --skip-bad)
@@ -37,7 +38,8 @@ from ..files import (
     write_json_atomic,  # noqa: F401  (re-exported for the store modules)
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: + patch_mean (the frozen-feature probes' CLS ⊕ mean patch token); 2: fields as 3 otherwise
+COMPATIBLE_VERSIONS = (2, 3)  # K/V, indices, side and cls are identical: a format-2 store serves FPT/FPT+ training
 PLAN = "plan.json"
 MANIFEST = "manifest.json"
 PROGRESS = "progress"
@@ -97,8 +99,11 @@ def sample_records(samples: list[Sample]) -> list[dict[str, Any]]:
 
 
 def fingerprint_diff(have: dict[str, Any], want: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
-    """Human-readable differences 'key: store X, expected Y'."""
+    """Human-readable differences 'key: store X, expected Y' (format versions that store the same K/V agree; what a
+    store lacks, e.g. a format-2 store's patch_mean, is refused by whoever needs it)."""
     keys = sorted((set(have) | set(want)) - set(ignore))
+    if {have.get("format_version"), want.get("format_version")} <= set(COMPATIBLE_VERSIONS):
+        keys = [k for k in keys if k != "format_version"]
     return [f"{k}: store has {have.get(k)!r}, expected {want.get(k)!r}" for k in keys if have.get(k) != want.get(k)]
 
 

@@ -18,7 +18,7 @@ from ..data.views import ViewConfig
 from ..errors import ConfigError
 from ..files import display, human_bytes
 from ..importance import num_selected_tokens
-from ..lpm import provides_cls
+from ..lpm import provides_pooled
 from ..model import FPTConfig, FusionPlan
 from .codecs import CODECS
 from .format import (
@@ -89,17 +89,18 @@ class StoreSpec:
 
 
 def store_fields(
-    spec: LPMSpec, layers: tuple[int, ...], k: int, views: ViewConfig, codec: str, with_cls: bool = False
+    spec: LPMSpec, layers: tuple[int, ...], k: int, views: ViewConfig, codec: str, pooled: bool = False
 ) -> dict[str, FieldSpec]:
-    """Per-sample arrays: the codec's K/V (and pooled CLS, when the forward yields it), indices, side source."""
+    """Per-sample arrays: the codec's K/V (and the pooled CLS / mean patch token, when the forward yields them),
+    indices, side source."""
     if codec not in CODECS:
         raise StoreError(f"store dtype/codec must be one of {sorted(CODECS)}, got {codec!r}")
     L, H, d = len(layers), spec.num_heads, spec.head_dim
     index_dtype = "int16" if spec.num_tokens <= np.iinfo(np.int16).max else "int32"
-    fields = CODECS[codec].fields((L, H, k, d), spec.embed_dim if with_cls else None)
+    fields = CODECS[codec].fields((L, H, k, d), spec.embed_dim if pooled else None)
     fields["indices"] = FieldSpec(index_dtype, (L, H, k))
     fields["side"] = FieldSpec("uint8", (3, *views.source_hw))
-    order = ("keys", "keys_scale", "values", "values_scale", "indices", "side", "cls")
+    order = ("keys", "keys_scale", "values", "values_scale", "indices", "side", "cls", "patch_mean")
     return {name: fields[name] for name in order if name in fields}
 
 
@@ -111,7 +112,7 @@ def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16", re
     if not fusion.lpm_layers:
         raise ConfigError("nothing to preload: fused_layers=0 trains the side network alone (train it online)")
     k = num_selected_tokens(spec.num_tokens, cfg.token_ratio)
-    fields = store_fields(spec, fusion.lpm_layers, k, views, dtype, provides_cls(spec, fusion.lpm_layers))
+    fields = store_fields(spec, fusion.lpm_layers, k, views, dtype, provides_pooled(spec, fusion.lpm_layers))
     fingerprint = make_fingerprint(
         spec,
         cfg.backbone_kwargs,

@@ -14,7 +14,7 @@ from ..errors import FPTPlusError
 from ..files import display
 from ..logs import get_logger, info_of
 from ..weights import file_sha256
-from .codecs import FLOAT_FIELDS, codec_of
+from .codecs import FLOAT_FIELDS, SCALE_FIELDS, codec_of
 from .format import (
     DAMAGED_FIX,
     MANIFEST,
@@ -147,7 +147,7 @@ class FeatureStore:
 
     def features(self, i: int) -> dict[str, torch.Tensor]:
         """Sample i as training reads it: keys/values (L, H, k, d) (float, or int8 codes with keys_scale/values_scale
-        (L, H, k) for an int8 store), cls (D,) when stored, int indices (L, H, k), uint8 side."""
+        (L, H, k) for an int8 store), cls and patch_mean (D,) when stored, int indices (L, H, k), uint8 side."""
         rec = self[i]
         return {f: self.codec.decode(f, a) if f in FLOAT_FIELDS else torch.from_numpy(a) for f, a in rec.items()}
 
@@ -215,7 +215,7 @@ class FeatureStore:
                 except StoreError as err:
                     problems.append(str(err))
                     continue
-                if f in ("keys", "values", "cls", "keys_scale", "values_scale") and not np.isfinite(arr).all():
+                if f in (*FLOAT_FIELDS, *SCALE_FIELDS) and not np.isfinite(arr).all():
                     problems.append(f"{path}: contains NaN/inf")
             log(f"verify: shard {s + 1}/{len(self.manifest['shards'])} checked")
         if index is not None:

@@ -175,7 +175,7 @@ class _ShardWriter:
         self.progress = {"done": 0, "records": [None] * self.count, "complete": False}
 
     def write(self, row: int, item: dict[str, Any], arrays: dict[str, np.ndarray] | None) -> None:
-        """One sample: the LPM's arrays (keys, values, indices[, cls]) and the decoded side source."""
+        """One sample: the LPM's arrays (keys, values, indices[, cls, patch_mean]) and the decoded side source."""
         r = row - self.start
         if arrays is None:
             for m in self.maps.values():
@@ -226,11 +226,13 @@ def _batches(writer: _ShardWriter, batch_size: int) -> list[list[int]]:
     return [list(range(b, min(b + batch_size, end))) for b in range(aligned, end, batch_size)]
 
 
-def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, codec, with_cls: bool):
-    """Batch arrays of the LPM's outputs, as stored (K/V and CLS encoded by the store's codec)."""
+def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, codec, fields: dict[str, Any]):
+    """Batch arrays of the LPM's outputs that the store's plan lists (K/V and pooled features encoded by the
+    store's codec; a resumed store of an older format keeps its own fields)."""
     x = torch.stack([it["lpm"] for it in items]).to(device)
     feats = lpm(x)
-    tensors = {"keys": feats.keys, "values": feats.values} | ({"cls": feats.cls} if with_cls else {})
+    tensors = {"keys": feats.keys, "values": feats.values, "cls": feats.cls, "patch_mean": feats.patch_mean}
+    tensors = {name: t for name, t in tensors.items() if name in fields}
     return {**codec.encode_batch(tensors), "indices": feats.indices.cpu().numpy()}
 
 
@@ -349,8 +351,7 @@ def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
     for n, (writer, items) in enumerate(zip(owners, loader, strict=True), start=1):
         writer.open()
         good = [it for it in items if "error" not in it]
-        with_cls = "cls" in plan["fields"]
-        arrays = _forward(lpm, good, dist.device, codec_of(plan["fingerprint"]), with_cls) if good else {}
+        arrays = _forward(lpm, good, dist.device, codec_of(plan["fingerprint"]), plan["fields"]) if good else {}
         for j, item in enumerate(good):
             writer.write(item["i"], item, {name: a[j] for name, a in arrays.items()})
         for item in items:
