@@ -98,9 +98,10 @@ def test_demo_smoke_run_with_a_tiny_random_vit(tmp_path, monkeypatch, caplog):
         result = run_demo(cfg)  # no `log`: the fptplus.demo logger, as `fptplus demo` runs it
     lines = [r.getMessage() for r in caplog.records]
     assert any(line.startswith("[1/6] weights: random init") for line in lines)
-    assert set(result["rows"]) == {"FPT+", "side network alone", "linear probing"}
+    assert set(result["rows"]) == {"FPT+", "side network alone", "linear probing", "kNN probe"}
     table = (tmp_path / "demo" / "summary.md").read_text()
     assert "| FPT+ |" in table and "| side network alone |" in table and "| linear probing |" in table
+    assert "| kNN probe |" in table
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     fpt, alone = summary["rows"]["FPT+"], summary["rows"]["side network alone"]
     assert fpt["memory_mb"] > 0
@@ -111,6 +112,9 @@ def test_demo_smoke_run_with_a_tiny_random_vit(tmp_path, monkeypatch, caplog):
     assert alone["params_percent"] == pytest.approx(100 * r_side["trainable"] / (lpm + r_side["trainable"]))
     assert 0 < alone["params_percent"] < fpt["params_percent"]
     assert result["picture"] is not None and result["picture"].exists()
-    for name in ("fpt_plus/roc_test.png", "fpt_plus/results.json", "linear_probe/results.json", "store/manifest.json"):
+    probe = json.loads((tmp_path / "demo" / "linear_probe" / "results.json").read_text())
+    assert probe["source"] == "store" and probe["probe"]["features"] == "cls+patch_mean"  # FPT+'s store, no 2nd pass
+    for name in ("fpt_plus/roc_test.png", "fpt_plus/results.json", "linear_probe/results.json",
+                 "knn_probe/results.json", "store/manifest.json"):  # fmt: skip
         assert (tmp_path / "demo" / name).exists(), name
     assert any("next, on your own images" in line for line in lines)

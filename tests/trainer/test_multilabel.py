@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from fptplus.cli import main
-from fptplus.methods import available_methods
+from fptplus.methods import available_methods, get_method
 from fptplus.trainer.objective import bits, make_objective
 from imagegen import multilabel_csv
 from runhelp import tiny_weights, train_args
@@ -105,14 +105,17 @@ def test_every_method_trains_multilabel(method, data, weights, tmp_path):
     run = tmp_path / method
     args = ["train", "--method", method, "--data", str(data), "--out", str(run), "--weights", str(weights),
             "--epochs", "1", "--batch-size", "8", "--num-workers", "0", "--bootstrap", "0", "--img-size", "64",
-            "--backbone-kwargs", repr(TINY), "--label-columns", "A,B,C", "--class-weights", "balanced"]  # fmt: skip
+            "--backbone-kwargs", repr(TINY), "--label-columns", "A,B,C"]  # fmt: skip
+    if get_method(method).fitter is None:  # the probes weigh every image equally (they refuse class weights)
+        args += ["--class-weights", "balanced"]
     if method == "fpt":
         args += ["--side-img-size", "32", "--side-depth", "2", "--reduction", "2"]
     assert main(args) == 0
     results = json.loads((run / "results.json").read_text())
     y, p = targets_and_probs(read_rows(run / "predictions_test.csv"))
     assert results["test"]["auc"] == pytest.approx(np.mean([roc_auc_score(y[:, j], p[:, j]) for j in range(3)]))
-    assert results["test"]["loss"] == pytest.approx(bce(y, p), abs=1e-4)
+    # kNN's vote shares reach 1 − 1e-6, which the CSV's 6 significant digits round to 0.999999 (1 − p off by 1 %)
+    assert results["test"]["loss"] == pytest.approx(bce(y, p), abs=1e-4 if method != "knn" else 0.05)
 
 
 def test_objective_bce_with_balanced_positive_weights():

@@ -184,7 +184,7 @@ def test_resume_after_kill_equals_uninterrupted(data, weights, tmp_path):
     ]
 
 
-@pytest.mark.parametrize("method", ["linear", "adalora"])
+@pytest.mark.parametrize("method", ["linear_adamw", "adalora"])
 def test_baselines_train_evaluate_predict(method, data, weights, tmp_path, capsys):
     run = tmp_path / method
     args = ["train", "--method", method, "--data", str(data), "--out", str(run), "--weights", str(weights),

@@ -1,9 +1,9 @@
 """`fptplus bench plan`: run a benchmark plan (see `plan.py`), keep one record per run, render its tables.
 
 Each run is `fptplus train` (in this process, through `fptplus.workflow`) into RUNS/<folder>; FPT/FPT+
-runs of one method and resolution share one feature store (RUNS/store-<method>-<size>); linear probing with
-`features:` reads the pooled CLS feature of another row's store. Finished runs (a results.json per seed) are
-skipped, interrupted ones continue with `--resume`.
+runs of one method and resolution share one feature store (RUNS/store-<method>-<size>); a probe row with
+`features: ROW` reads the pooled features of ROW's store at the same resolution. Finished runs (a results.json per
+seed) are skipped, interrupted ones continue with `--resume`.
 
 The records (RESULTS/runs.json, committed) are the source of truth of the tables: one per run, with its AUCs per
 seed as measured, its resolved model config, and where and when it ran. A run folder that exists refreshes its
@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import RunConfig
 from ..errors import ConfigError
-from ..files import display, read_json, write_json_atomic
+from ..files import read_json, write_json_atomic
 from ..logs import get_logger, info_of
 from ..metrics import pair_auc
 from .plan import Plan, Run
@@ -56,7 +56,9 @@ def run_config(plan: Plan, run: Run, runs: Path) -> RunConfig:
              "img_size": run.img_size, **run.model}  # fmt: skip
     model_cfg = build_dataclass(method.config_cls, model, f"{run.folder} model", method.make_config)
     data = {"data": str(plan.data), **run.data}
-    if method.uses_store(model_cfg):  # one store per method and resolution, shared by the runs
+    if run.features:  # a probe on another row's store
+        data["store"] = str(store_dir(runs, features_source(plan, run)))
+    elif method.uses_store(model_cfg):  # one store per method and resolution, shared by the runs
         data["store"] = str(store_dir(runs, run))
     train = {"epochs": run.epochs, "batch_size": plan.batch_size, "num_workers": plan.workers, "lr": run.lr,
              **run.train}  # fmt: skip
@@ -70,7 +72,7 @@ def run_config(plan: Plan, run: Run, runs: Path) -> RunConfig:
 
 def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: float | None = None,
             log: Callable[[str], None] | None = None) -> list[str]:  # fmt: skip
-    """Runs what is missing, in the plan's order (features rows after the row whose store they read).
+    """Runs what is missing, in the plan's order (`features:` rows after the row whose store they read).
 
     A run that fails is reported and skipped (the others still run); returns the failed runs' messages.
     """
@@ -90,9 +92,9 @@ def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: flo
             log(f"{run.folder}: not started, the {budget_s:.0f} s budget is spent")
             continue
         try:
-            if run.features:
-                linear_on_store(plan, run, runs, log)
-                continue
+            if run.features and not (store_dir(runs, features_source(plan, run)) / "manifest.json").exists():
+                raise ConfigError(f"{run.folder} reads the store of row {run.features!r} at {run.img_size} px: run "
+                                  "that row first")  # fmt: skip
             resume = (out / "config.yaml").exists()
             log(f"{'resuming' if resume else 'training'} {run.folder}")
             cfg = RunConfig.load(out / "config.yaml") if resume else run_config(plan, run, runs)
@@ -103,32 +105,9 @@ def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: flo
     return failed
 
 
-def linear_on_store(plan: Plan, run: Run, runs: Path, log: Callable[[str], None]) -> None:
-    """A linear head on the pooled CLS feature of another row's store (un-augmented, stated in the results)."""
-    from ..config import DataConfig, TrainConfig
-    from ..methods import get_method
-    from ..trainer.linear_probe import linear_probe
-
-    source = next(o for o in plan.runs if o.name == run.features and o.img_size == run.img_size)
-    store = store_dir(runs, source)
-    if not (store / "manifest.json").exists():
-        raise ConfigError(f"{run.folder} reads {display(store)}: run row {run.features!r} first")
-    classes = len(read_json(store / "manifest.json", ConfigError)["classes"])
-    model = get_method("linear").make_config(
-        backbone=plan.backbone,
-        weights=str(plan.weights),
-        img_size=run.img_size,
-        num_classes=classes,
-        backbone_kwargs=dict(plan.backbone_kwargs),
-    )
-    out = runs / run.folder
-    out.mkdir(parents=True, exist_ok=True)
-    lr = run.lr if run.lr is not None else 1e-3
-    train = TrainConfig(epochs=run.epochs, lr=lr, batch_size=plan.batch_size)
-    RunConfig("linear", model, DataConfig(data=str(plan.data), store=str(store)), train).save(out / "config.yaml")
-    for seed, seed_out in zip(run.seeds, seed_dirs(out, run), strict=True):
-        if not (seed_out / "results.json").exists():
-            linear_probe(store, seed_out, epochs=run.epochs, batch_size=plan.batch_size, lr=lr, seed=seed, log=log)
+def features_source(plan: Plan, run: Run) -> Run:
+    """The run whose store a `features:` row reads (same row name, same resolution)."""
+    return next(o for o in plan.runs if o.name == run.features and o.img_size == run.img_size)
 
 
 # -- records ------------------------------------------------------------------------------------------------------
@@ -154,6 +133,8 @@ def record_of(plan: Plan, run: Run, run_dir: Path) -> dict[str, Any]:
             labels, probs, classes = _predictions(d / "predictions_test.csv")
             pairs.append(pair_auc(labels, probs, classes.index(plan.pair[0]), classes.index(plan.pair[1])))
     epoch_s = [r["epoch_seconds"] for r in per_seed if r.get("epoch_seconds") is not None]
+    probes = [r["probe"] for r in per_seed if r.get("probe")]  # the value each seed's cross-validation chose
+    chosen = [f"C {p['C']:g}" if "C" in p else f"k {p['k']}" for p in probes]
     return {
         "folder": run.folder, "name": run.name, "method": run.method, "img_size": run.img_size,
         "lr": cfg.train.lr if cfg.train.lr is not None else get_method(run.method).default_lr,
@@ -165,7 +146,7 @@ def record_of(plan: Plan, run: Run, run_dir: Path) -> dict[str, Any]:
         "device": per_seed[0].get("device", "cpu"),
         "measured_peak_mb": max(r.get("peak_memory_mb", 0.0) or 0.0 for r in per_seed),
         "model": cfg.to_dict()["model"], "batch_size": cfg.train.batch_size,
-        "recorded": time.strftime("%Y-%m-%d"),
+        "recorded": time.strftime("%Y-%m-%d"), **({"chosen": chosen} if chosen else {}),
     }  # fmt: skip
 
 

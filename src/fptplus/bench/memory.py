@@ -88,8 +88,18 @@ def make_batch(method_name: str, model: nn.Module, cfg: Any, batch_size: int, de
     return get_method(method_name).inputs.example_batch(model, cfg, batch_size, device, source)
 
 
-def _step(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer) -> None:
+def _optimizer(model: nn.Module) -> torch.optim.Optimizer | None:
+    """AdamW over the trainable parameters; None for a model with none (the kNN probe: its step is a forward)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1) if params else None
+
+
+def _step(model: nn.Module, batch: dict, optimizer: torch.optim.Optimizer | None) -> None:
     args, kwargs = model.batch_args(batch)
+    if optimizer is None:
+        with torch.no_grad():
+            model(*args, **kwargs)
+        return
     F.cross_entropy(model(*args, **kwargs).float(), batch["label"]).backward()
     optimizer.step()
 
@@ -117,23 +127,26 @@ def measure_step(
     model = method.build(cfg, device=device, source=source)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.1)
+    optimizer = _optimizer(model)
+    state = optimizer_tensors(optimizer) if optimizer is not None else []
     tracker = MemoryTracker()
     with attention_mode(model, attention, device):
         batch = make_batch(method_name, model, cfg, batch_size, device, source)
         _step(model, batch, optimizer)  # the first step creates AdamW's state; it is not measured
-        optimizer.zero_grad(set_to_none=True)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            state = optimizer_tensors(optimizer)
         if device == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         tracker.track_module(model)
-        for t in [*batch.values(), *optimizer_tensors(optimizer)]:
+        for t in [*batch.values(), *state]:
             tracker.track(t)
         with tracker:
             _step(model, batch, optimizer)
     grads = [p.grad for p in params if p.grad is not None]
     weights = [*model.parameters(), *model.buffers()]
-    breakdown = tracker.breakdown(weights, grads, optimizer_tensors(optimizer))
+    breakdown = tracker.breakdown(weights, grads, state)
     reserved = None
     if device == "cuda":
         torch.cuda.synchronize()
@@ -192,11 +205,12 @@ def cpu_allocator_peak(
     method = get_method(method_name)
     cfg = dataclasses.replace(cfg, weights=None)
     model = method.build(cfg, device="cpu", source=source).train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3, weight_decay=0.1)
+    optimizer = _optimizer(model)
     batch = make_batch(method_name, model, cfg, batch_size, "cpu", source)
     with attention_mode(model, attention, "cpu"):
         _step(model, batch, optimizer)
-        optimizer.zero_grad(set_to_none=True)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
         gc.collect()
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             _step(model, batch, optimizer)

@@ -10,7 +10,7 @@ A plan is a YAML file (see `benchmarks/plans/`):
     defaults: {workers: 1, batch_size: 16}   # optional
     rows:
       - {name: fpt_plus, method: fpt_plus, img_size: [224, 448], lr: [2e-3, 1e-3], epochs: 20, seeds: [0, 1, 2]}
-      - {name: linear, method: linear, img_size: [224, 448], epochs: 20, seeds: [0, 1, 2], features: fpt_plus}
+      - {name: linear, method: linear, img_size: [224, 448], epochs: 1, seeds: [0, 1, 2], features: fpt_plus}
       - {name: lora, method: lora, img_size: 224, epochs: 3, seeds: [0], model: {lora_r: 8}}
       - {name: bf16, method: bitfit, img_size: 448, epochs: 3, train: {mixed_precision: bf16}, data: {resize: pad}}
     memory: {backbones: [vit_small_patch14_dinov2, vit_base_patch16_224], img_sizes: [224, 448], batch_size: 16}
@@ -20,11 +20,12 @@ A plan is a YAML file (see `benchmarks/plans/`):
 
 Every row expands to one run per (resolution, learning rate); when a row lists several learning rates, the one
 with the best mean validation AUC is kept per (row, resolution) and the others are shown in parentheses.
-`features: ROW` trains a linear head on the pooled CLS feature stored by ROW's feature store at the same
-resolution (no second pass over the images). FPT/FPT+ runs of one method and resolution share one feature store
-(store-<method>-<size>); a row whose settings change what is stored (e.g. side_img_size, token_ratio) names its
-own with `store: NAME` (a store made for other settings is refused, never reused). `compare` names pairs of
-`ROW@SIZE` (the run validation kept for that row and resolution) whose test-AUC difference is bootstrapped.
+`features: ROW` fits a probe (`linear`, `knn`) on the pooled features stored by ROW's feature store at the same
+resolution (no second pass over the images; probes fit in closed form, their `epochs` is not used). FPT/FPT+ runs
+of one method and resolution share one feature store (store-<method>-<size>); a row whose settings change what is
+stored (e.g. side_img_size, token_ratio) names its own with `store: NAME` (a store made for other settings is
+refused, never reused). `compare` names pairs of `ROW@SIZE` (the run validation kept for that row and resolution)
+whose test-AUC difference is bootstrapped.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class Run:
     epochs: int
     seeds: tuple[int, ...]
     model: dict[str, Any] = field(default_factory=dict)
-    features: str | None = None  # linear probing on the stored CLS of this row's store
+    features: str | None = None  # a probe on the pooled features of this row's store
     lr_grid: bool = False  # the row searched several learning rates (the folder names the lr)
     store: str | None = None  # the feature store's folder name (default store-<method>-<size>)
     train: dict[str, Any] = field(default_factory=dict)
@@ -208,8 +209,9 @@ def _expand(row: Any, i: int) -> list[Run]:
     for key in ("model", "train", "data"):
         if not isinstance(row.get(key, {}), dict):
             raise ConfigError(f"rows[{i}]: {key!r} must be a mapping of config fields")
-    if row.get("features") and row["method"] != "linear":
-        raise ConfigError(f"rows[{i}]: `features` (linear probing on stored features) needs method linear")
+    if row.get("features") and not getattr(get_method(row["method"]).inputs, "reads_any_store", False):
+        raise ConfigError(f"rows[{i}]: `features` (a probe on another row's stored features) needs a probe method "
+                          "(linear, knn)")  # fmt: skip
     return [
         Run(
             str(row["name"]),

@@ -93,8 +93,10 @@ def table(plan: Plan, records: list[dict[str, Any]], chosen: set[int]) -> str:
         name = r["name"] if i in chosen else f"({r['name']})"
         source = " (stored features)" if r.get("features") else ""
         epoch = f"{r['epoch_seconds']:.1f}" if r.get("epoch_seconds") else "<1"
-        cells = [f"{name}{source}", str(r["img_size"]), f"{r['lr']:g}", f"{r['epochs']} × {len(r['seeds'])}",
-                 _mean_std(r["val_auc"]), _mean_std(r["auc"]), _ci(r["auc_ci"])]  # fmt: skip
+        lr = ", ".join(sorted(set(r["chosen"]), key=r["chosen"].index)) if r.get("chosen") else f"{r['lr']:g}"
+        runs = f"CV × {len(r['seeds'])}" if r.get("chosen") else f"{r['epochs']} × {len(r['seeds'])}"
+        cells = [f"{name}{source}", str(r["img_size"]), lr, runs, _mean_std(r["val_auc"]), _mean_std(r["auc"]),
+                 _ci(r["auc_ci"])]  # fmt: skip
         if plan.pair:
             cells.append(_mean_std(r["pair_auc"]))
         cells += [f"{r['params_percent']:.4g}", f"{r['memory_mb_eager']:,.0f} / {r['memory_mb_fused']:,.0f}", epoch,

@@ -34,6 +34,9 @@ class Method:
             evaluation items and benchmark batches.
         prepare: (config, total optimizer steps) -> config, before the model is built (AdaLoRA's budget schedule).
         after_step: (model, step) after every optimizer step (AdaLoRA's budget allocation).
+        fitter: for a model fitted in closed form from frozen features instead of by gradient steps (the probes):
+            (config, features (n, F), labels, folds, task, num_classes) -> `probe.ProbeFit`; the trainer then runs
+            `fptplus.trainer.probe` instead of its gradient loop.
     """
 
     name: str
@@ -45,6 +48,7 @@ class Method:
     inputs: Any = field(default_factory=ImageView)
     prepare: Callable[[Any, int], Any] | None = None
     after_step: Callable[[nn.Module, int], None] | None = None
+    fitter: Callable[..., Any] | None = None
 
     def build(self, config: Any, device: str | torch.device | None = None, source: str = "online") -> nn.Module:
         """The model of `config`; source "store" leaves out what stored features replace (FPT's frozen model)."""
@@ -57,12 +61,17 @@ class Method:
         return self.inputs.sources(config)
 
     def uses_store(self, config: Any) -> bool:
-        """Whether this configuration trains from the preloaded feature store (FPT/FPT+ with fused layers)."""
+        """Whether this configuration trains from a preloaded feature store (FPT/FPT+ with fused layers, probes)."""
         return "store" in self.sources(config)
+
+    def fuses_lpm(self, config: Any) -> bool:
+        """Whether the model fuses the frozen model's selected tokens (FPT/FPT+ with fused layers): what `explain`
+        and the app draw."""
+        return isinstance(self.inputs, SideViewFeatures) and self.uses_store(config)
 
     def label(self, source: str, config: Any = None) -> str:
         """The method's name in tables, with its source when it has more than one kind ("fpt_plus (store)")."""
-        return f"{self.name} ({source})" if isinstance(self.inputs, SideViewFeatures) else self.name
+        return f"{self.name} ({source})" if getattr(self.inputs, "several_sources", False) else self.name
 
     def plan_training(self, config: Any, total_steps: int) -> Any:
         return self.prepare(config, total_steps) if self.prepare is not None else config

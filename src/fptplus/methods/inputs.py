@@ -5,6 +5,10 @@ example batch of the benchmarks. A method names one of these; nothing outside `f
     SideViewFeatures   the side network's low-resolution view + the frozen model's selected K/V of its fused
                        layers, read from the feature store ("store") or computed from the high-resolution view
                        ("online") (FPT, FPT+)
+    PooledFeatures     the frozen model's pooled features, stored or online (the probes; in `probe.py`)
+
+The kinds that read a feature store also say which store they build (`store_config`) and which they accept
+(`check_store`).
 """
 
 from __future__ import annotations
@@ -53,10 +57,22 @@ class SideViewFeatures:
     """The side view plus the frozen model's fused-layer K/V: from the feature store or online."""
 
     name = "side view + frozen features"
+    several_sources = True  # tables name the source: "fpt_plus (store)"
 
     def sources(self, config: Any) -> tuple[str, ...]:
         """A model with fused layers trains from the store (or online); the side network alone only online."""
         return ("store", "online") if getattr(config, "fused_layers", None) != 0 else ("online",)
+
+    def store_config(self, config: Any) -> Any:
+        """The model config whose fused layers, resolution and token ratio the store keeps: the model's own."""
+        return config
+
+    def check_store(self, store: Any, config: Any, index: Any, resize: str) -> None:
+        """Refuses a store made by another LPM setup or for other images (a store with more layers serves)."""
+        from ..store.plan import store_spec
+
+        expected = store_spec(config, tuple(store.fingerprint["side_source_size"]), resize=resize)
+        store.check_compatible(expected.fingerprint, index)
 
     def views(self, config: Any, spec: Any, store: Any = None, resize: str = "squash") -> ViewConfig:
         source = tuple(store.fingerprint["side_source_size"]) if store is not None else None

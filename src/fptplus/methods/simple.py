@@ -1,4 +1,5 @@
-"""Baselines that only choose which existing parameters train: full FT, linear probing, attention tuning, BitFit."""
+"""Baselines that only choose which existing parameters train: full FT, the paper's linear probing (AdamW), attention
+tuning, BitFit. (The `linear` probe fitted to convergence is `probe.py`.)"""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _register(name: str, summary: str, trainable: Callable[[BackboneFamily], Tra
 
 
 _register("full_ft", "full fine-tuning: every ViT parameter trains", lambda f: lambda n, p: True, 1e-4)
-_register("linear", "linear probing: a new head on the frozen ViT's CLS feature", lambda f: lambda n, p: False, 1e-3)
+_register("linear_adamw", "the paper's linear probing: a new head on the frozen CLS, AdamW on augmented online views",
+          lambda f: lambda n, p: False, 1e-3)  # fmt: skip
 _register("attn_tune", "attention tuning: only the attention layers' weights (and the head) train",
           lambda f: lambda n, p: f.is_attention_param(n), 1e-4)  # fmt: skip
 _register("bitfit", "BitFit: only the biases (and the head) train", lambda f: lambda n, p: n.endswith(".bias"), 1e-3)

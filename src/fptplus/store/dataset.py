@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+from torch.utils.data import Dataset
+
 from ..data.datasets import EpochSeeded
 from ..data.views import Views
 from .reader import FeatureStore
@@ -50,3 +53,29 @@ class StoreDataset(EpochSeeded):
             if f in rec:
                 item[f] = rec[f] if self.positions is None else rec[f][self.positions]
         return item
+
+
+class PooledStoreDataset(Dataset):
+    """Items {pooled (F,) float32, label, index}: a store's pooled fields concatenated (e.g. cls ⊕ patch_mean), what
+    the frozen-feature probes read.
+
+    Args:
+        store: a complete feature store holding the fields.
+        indices: store sample indices to serve.
+        fields: pooled fields in order, e.g. ("cls", "patch_mean").
+    """
+
+    def __init__(self, store: FeatureStore, indices: Sequence[int], fields: Sequence[str]) -> None:
+        self.store, self.indices, self.fields = store, list(indices), tuple(fields)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def sample_name(self, j: int) -> str:
+        return str(self.store.samples[self.indices[j]].get("path", ""))
+
+    def __getitem__(self, j: int) -> dict[str, Any]:
+        i = self.indices[j]
+        rec = self.store.features(i)  # decoded by the store's codec
+        pooled = torch.cat([rec[f].float() for f in self.fields])  # (F,)
+        return {"pooled": pooled, "label": self.store.samples[i]["label"], "index": i}

@@ -64,6 +64,21 @@ class FieldSpec:
         return {"dtype": self.dtype, "shape": list(self.shape)}
 
 
+def lpm_identity(spec: LPMSpec, backbone_kwargs: dict[str, Any], weights: dict[str, str], resize: str
+                 ) -> dict[str, Any]:  # fmt: skip
+    """What fixes the frozen model's output for an image: backbone, weights, resolution, normalisation, resize (the
+    fingerprint keys a probe's features depend on)."""
+    return {
+        "backbone": spec.name,
+        "backbone_kwargs": dict(sorted(backbone_kwargs.items())),
+        "weights": weights,
+        "lpm_size": list(spec.img_size),
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "resize": "bilinear+antialias" if resize == "squash" else "pad+bilinear+antialias",
+    }
+
+
 def make_fingerprint(
     spec: LPMSpec,
     backbone_kwargs: dict[str, Any],
@@ -78,18 +93,12 @@ def make_fingerprint(
     """Everything that changes the stored numbers."""
     return {
         "format_version": FORMAT_VERSION,
-        "backbone": spec.name,
-        "backbone_kwargs": dict(sorted(backbone_kwargs.items())),
-        "weights": weights,
-        "lpm_size": list(spec.img_size),
+        **lpm_identity(spec, backbone_kwargs, weights, views.resize),
         "fused_layers": list(layers),
         "token_ratio": token_ratio,
         "num_selected": k,
         "importance": importance,
-        "mean": list(views.mean),
-        "std": list(views.std),
         "side_source_size": list(views.source_hw),
-        "resize": "bilinear+antialias" if views.resize == "squash" else "pad+bilinear+antialias",
         "dtype": dtype,
     }
 

@@ -1,6 +1,7 @@
 """Checkpoints: trainable tensors as safetensors + a JSON description; training state for exact resume.
 
-    checkpoints/<name>/model.safetensors   only the parameters that train (PETL methods: a few MB)
+    checkpoints/<name>/model.safetensors   only the parameters that train (PETL methods: a few MB), plus what a fitted
+                                           model keeps besides parameters (the kNN probe's feature bank)
     checkpoints/<name>/meta.json           method, model config, classes, epoch, metric, tensor names/shapes
     checkpoints/last/state.pt              optimizer, scheduler, RNG states, epoch, step, best, history
 
@@ -39,9 +40,17 @@ class CheckpointError(FPTPlusError):
     """A checkpoint that is missing, damaged, or belongs to another model."""
 
 
+def fitted_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Buffers a model fits from data rather than learns as parameters (`model.fitted_state()`, e.g. the kNN probe's
+    bank; their shapes depend on the data, so they are not compared with a fresh model's), else {}."""
+    fn = getattr(model, "fitted_state", None)
+    return dict(fn()) if callable(fn) else {}
+
+
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters that require grad, detached and contiguous, on the CPU."""
-    return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    """Parameters that require grad and fitted buffers, detached and contiguous, on the CPU."""
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: t.cpu().contiguous() for n, t in {**params, **fitted_state(model)}.items()}
 
 
 def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any], state: dict[str, Any] | None = None) -> None:
@@ -105,6 +114,8 @@ def load_checkpoint(path: Path, model: nn.Module, expect: dict[str, Any]) -> dic
     meta = read_meta(path)
     problems = [f"{k}: checkpoint {meta.get(k)!r}, this run {v!r}" for k, v in expect.items() if meta.get(k) != v]
     want = {n: list(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+    fitted = set(fitted_state(model))
+    want |= {n: meta.get("tensors", {}).get(n) for n in fitted}  # any shape: a bank's size is the data's
     if not problems and meta.get("tensors") != want:
         missing = sorted(set(want) - set(meta.get("tensors", {})))
         extra = sorted(set(meta.get("tensors", {})) - set(want))
@@ -124,7 +135,10 @@ def load_checkpoint(path: Path, model: nn.Module, expect: dict[str, Any]) -> dic
         )
     with torch.no_grad():
         for name, value in tensors.items():
-            params[name].copy_(value)
+            if name not in fitted:
+                params[name].copy_(value)
+    if fitted:
+        model.load_fitted_state({n: tensors[n] for n in fitted})
     return meta
 
 

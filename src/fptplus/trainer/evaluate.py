@@ -23,7 +23,6 @@ from ..logs import get_logger, info_of
 from ..methods import get_method
 from ..metrics import compute_metrics
 from ..store import FeatureStore
-from ..store.plan import store_spec
 from .callbacks import Callback, RunInfo
 from .checkpoint import load_checkpoint, read_calibration, read_meta
 from .inputs import eval_loader, make_inputs, view_config
@@ -132,8 +131,7 @@ def open_run_store(root: Path, cfg: RunConfig, index: DataIndex) -> FeatureStore
             f"it, or rebuild it with `fptplus train --resume {display(root)}` (finished seeds are kept)"
         )
     store = FeatureStore(location)
-    expected = store_spec(cfg.model, tuple(store.fingerprint["side_source_size"]), resize=cfg.data.resize)
-    store.check_compatible(expected.fingerprint, index)
+    get_method(cfg.method).inputs.check_store(store, cfg.model, index, cfg.data.resize)
     return store
 
 

@@ -285,8 +285,8 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
         "epoch_seconds": float(np.mean([h["epoch_seconds"] for h in history])),
         "val": out["val"],
         "test": out["test"],
-        "calibration": _calibration(split_probs, tc, log) if not objective.multilabel else None,
-        "peak_memory_mb": _peak_memory_mb(),
+        "calibration": calibration_report(split_probs, tc, log) if not objective.multilabel else None,
+        "peak_memory_mb": peak_memory_mb(),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     if accelerator.is_main_process:
@@ -298,7 +298,7 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
     return results
 
 
-def _calibration(split_probs: dict, tc, log) -> dict[str, Any] | None:
+def calibration_report(split_probs: dict, tc, log) -> dict[str, Any] | None:
     """ECE before/after a validation-fitted temperature and (binary) operating points; None without val/test."""
     (vl, vp), (tl, tp) = split_probs["val"], split_probs["test"]
     if not (len(vl) and len(tl)):
@@ -314,7 +314,7 @@ def _calibration(split_probs: dict, tc, log) -> dict[str, Any] | None:
     return report
 
 
-def _peak_memory_mb() -> float:
+def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     import resource

@@ -31,11 +31,12 @@ from ..files import write_json_atomic
 from ..logs import get_logger, info_of, log_file
 from ..methods import get_method
 from ..store import FeatureStore, PreloadOptions, preload
-from ..store.plan import store_spec
+from ..store.format import MANIFEST
 from ..weights import HUB, is_random
 from .callbacks import Callback, Callbacks, TensorBoard
 from .loop import fit
 from .outputs import RunPaths
+from .probe import fit_probe
 from .runfolder import (
     CLASSES_JSON,
     RUN_JSON,
@@ -82,20 +83,24 @@ def store_path(cfg: RunConfig, root: Path) -> Path | None:
 def prepare_inputs(
     cfg: RunConfig, root: Path, index: DataIndex, store_at: Path | None, log: Callable[[str], None]
 ) -> tuple[FeatureStore | None, list[int]]:
-    """Builds or checks the feature store (FPT/FPT+), or decodes every image once (online)."""
+    """Builds or checks the feature store (FPT/FPT+, the probes), or decodes every image once (online).
+
+    A probe reads any complete store that holds its features (e.g. an FPT+ run's); without one it builds FPT+'s
+    default store for its backbone and resolution.
+    """
     if store_at is not None:
-        options = PreloadOptions(
-            dtype=cfg.data.store_dtype,
-            batch_size=cfg.train.batch_size,
-            num_workers=cfg.train.num_workers,
-            skip_bad=cfg.data.skip_bad,
-            resize=cfg.data.resize,
-        )  # a store shared by several runs (--store) is written by one of them; the others wait, then reuse it
-        preload(index, cfg.model, store_at, options, log=log)
+        inputs = get_method(cfg.method).inputs
+        if not (getattr(inputs, "reads_any_store", False) and (store_at / MANIFEST).exists()):
+            options = PreloadOptions(
+                dtype=cfg.data.store_dtype,
+                batch_size=cfg.train.batch_size,
+                num_workers=cfg.train.num_workers,
+                skip_bad=cfg.data.skip_bad,
+                resize=cfg.data.resize,
+            )  # a store shared by several runs (--store) is written by one of them; the others wait, then reuse it
+            preload(index, inputs.store_config(cfg.model), store_at, options, log=log)
         store = FeatureStore(store_at)
-        side_source = tuple(store.fingerprint["side_source_size"])
-        expected = store_spec(cfg.model, side_source, cfg.data.store_dtype, resize=cfg.data.resize)
-        store.check_compatible(expected.fingerprint, index)
+        inputs.check_store(store, cfg.model, index, cfg.data.resize)
         return store, store.usable()
     log("checking that every image decodes (online training)")
     return None, check_bad(index, scan_images(index, cfg.train.num_workers), cfg.data.skip_bad, root)
@@ -176,8 +181,9 @@ def _train(cfg, root, seeds, resume, log, callbacks, state) -> dict[str, Any]:
             continue
         if state.is_main_process:
             run_cfg.save(paths.config)
+        runner = fit_probe if get_method(cfg.method).fitter is not None else fit  # probes: closed form, no epochs
         with log_file(paths.log if run_root != root else None, enabled=state.is_main_process):
-            results[seed] = fit(run_cfg, run_root, index, store, usable, resume, log, callbacks).results
+            results[seed] = runner(run_cfg, run_root, index, store, usable, resume, log, callbacks).results
     summary = summarise(results)
     if state.is_main_process:
         if len(seeds) > 1:

@@ -35,7 +35,7 @@ def next_steps(cfg: RunConfig, root: Path, seeds: list[int]) -> list[str]:
         (f"fptplus evaluate {run} --split test", "metrics, ROC and confusion matrix again"),
         (f"fptplus predict {run} NEW_IMAGES/ --out predictions.csv", "class probabilities for new images"),
     ]
-    if get_method(cfg.method).uses_store(cfg.model):  # a model with fused frozen-model layers: explainable
+    if get_method(cfg.method).fuses_lpm(cfg.model):  # a model with fused frozen-model layers: explainable
         steps.append((f"fptplus explain {run} IMAGE.png", "selected tokens and prompt attention"))
     if len(seeds) == 1:
         config = shlex.quote(str(root / "config.yaml"))

@@ -89,8 +89,26 @@ def plot_reliability(labels: np.ndarray, probs: np.ndarray, path: Path, title: s
     plt.close(fig)
 
 
+def plot_cv(history: list[dict[str, Any]], path: Path) -> None:
+    """A probe's cross-validation: the out-of-fold AUC per grid value (C or k)."""
+    values = [h["value"] for h in history]
+    fig, ax = plt.subplots(figsize=(4.5, 3.5), dpi=120)
+    ax.plot(values, [100 * h["cv_auc"] if h["cv_auc"] is not None else np.nan for h in history], marker="o")
+    if min(values) > 0 and max(values) / min(values) > 50:
+        ax.set_xscale("log")
+    ax.set_xlabel("hyper-parameter (C or k)")
+    ax.set_ylabel("out-of-fold AUC (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def plot_history(history: list[dict[str, Any]], path: Path) -> None:
-    """Training and validation loss, validation AUC, per epoch."""
+    """Training and validation loss, validation AUC, per epoch (a probe's history: its cross-validation)."""
+    if "cv_auc" in history[0]:
+        plot_cv(history, path)
+        return
     epochs = [h["epoch"] for h in history]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.5), dpi=120)
     a1.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")

@@ -28,7 +28,7 @@ def fpt_run_dirs(run: str | Path, seed: int | None) -> tuple[Path, Path]:
 
     root, run_dir = resolve_run(run, seed)
     cfg = RunConfig.load(run_dir / "config.yaml")
-    if not get_method(cfg.method).uses_store(cfg.model):  # FPT/FPT+ with fused layers
+    if not get_method(cfg.method).fuses_lpm(cfg.model):  # FPT/FPT+ with fused layers
         raise ConfigError(
             f"{run_dir} is a {cfg.method} run{' without fused layers' if cfg.method.startswith('fpt') else ''}: "
             "explain shows FPT/FPT+'s selected tokens and prompt attention, which only FPT/FPT+ runs with fused "
@@ -75,7 +75,7 @@ class Explainer:
         self.root, self.run_dir = fpt_run_dirs(run, seed) if require_fpt else resolve_run(run, seed)
         self.cfg, self.model, self.classes = load_trained(self.run_dir, checkpoint, "online")
         self.method = get_method(self.cfg.method)
-        self.fpt = self.method.uses_store(self.cfg.model)
+        self.fpt = self.method.fuses_lpm(self.cfg.model)
         self.multilabel = bool(self.cfg.data.label_columns)
         self.views = Views(view_config(self.method, self.cfg.model, self.model.spec, None, self.cfg.data.resize))
 
