@@ -242,3 +242,13 @@ def test_probe_scores_are_deterministic_and_torch_only(setup):
     b = train(setup, "linear", "det-b", "--no-preload")
     assert (a / "predictions_test.csv").read_bytes() == (b / "predictions_test.csv").read_bytes()
     assert torch.equal(*(torch.tensor(json.loads((r / "results.json").read_text())["test"]["auc"]) for r in (a, b)))
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("onnxruntime"), reason="needs onnxruntime")
+@pytest.mark.parametrize("method", ["linear", "knn"])
+def test_probe_exports_to_onnx(setup, method):
+    run = train(setup, method, f"export-{method}", "--no-preload")
+    out = setup[0] / f"{method}.onnx"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    side = json.loads(out.with_suffix(".json").read_text())
+    assert list(side["inputs"]) == ["image"] and side["parity"]["max_abs_logit_diff"] <= 1e-4
