@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -146,11 +147,14 @@ class TrainConfig:
         checks = [
             (self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.lr is None or 0 < self.lr < math.inf, f"lr must be a finite number > 0, got {self.lr}"),
+            (0 <= self.weight_decay < math.inf, f"weight_decay must be a finite number >= 0, got {self.weight_decay}"),
             (len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas must be two numbers in [0, 1)"),
             (0 <= self.warmup_epochs < self.epochs, f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}"),
-            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be > 0 or None, got {self.grad_clip}"),
+            (
+                self.grad_clip is None or 0 < self.grad_clip < math.inf,
+                f"grad_clip must be a finite number > 0 or None, got {self.grad_clip}",
+            ),
             (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
             (self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision must be 'no', 'bf16' or 'fp16'"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),

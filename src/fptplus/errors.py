@@ -19,3 +19,7 @@ class DataError(FPTPlusError, ValueError):
 
 class RunError(FPTPlusError):
     """A run folder that is missing, damaged, or not a run."""
+
+
+class DivergedError(FPTPlusError, ArithmeticError):
+    """Non-finite numbers where a model's scores, loss or weights must be finite (a diverged run, damaged inputs)."""

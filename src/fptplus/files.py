@@ -20,6 +20,14 @@ from .errors import FPTPlusError
 Schema = Mapping[str, Any]
 
 
+def cache_dir() -> Path:
+    """$FPTPLUS_CACHE, else $XDG_CACHE_HOME/fptplus, else ~/.cache/fptplus (built-in weights, demo data, the record
+    of verified store shards)."""
+    if os.environ.get("FPTPLUS_CACHE"):
+        return Path(os.environ["FPTPLUS_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fptplus"
+
+
 def display(path: str | os.PathLike) -> str:
     """`path` as printable text, even when the file name is not valid UTF-8 (bad bytes shown as \\xNN)."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DivergedError
+
 
 def _average_ranks(x: np.ndarray) -> np.ndarray:
     """1-based ranks with ties sharing their average rank (vectorised, as scipy.stats.rankdata)."""
@@ -30,6 +32,7 @@ def _average_ranks(x: np.ndarray) -> np.ndarray:
 
 def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     """ROC AUC (Mann–Whitney U with tie correction); None when one of the two classes is absent."""
+    check_finite(scores)
     positive = np.asarray(positive, dtype=bool)
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
@@ -38,10 +41,21 @@ def binary_auc(positive: np.ndarray, scores: np.ndarray) -> float | None:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def check_finite(probs: np.ndarray, what: str = "scores") -> None:
+    """Refuses NaN/inf scores: no metric is ever computed from them (a NaN ranks anywhere, e.g. AUC 1.0)."""
+    bad = ~np.isfinite(np.asarray(probs, dtype=np.float64))
+    if bad.any():
+        rows = int(bad.reshape(len(bad), -1).any(1).sum()) if bad.ndim else 1
+        raise DivergedError(f"{rows} of {len(bad) if bad.ndim else 1} {what} are NaN or infinite: no metric can be "
+                            "computed from them (the model diverged, or its inputs hold NaN/inf)")  # fmt: skip
+
+
 def auc(labels: np.ndarray, probs: np.ndarray) -> tuple[float | None, str | None]:
     """(AUC, reason-if-undefined) for labels (n,) and class probabilities (n, C), or multi-label (n, L) 0/1
-    labels and per-label probabilities (n, L): the mean over the labels whose AUC is defined."""
+    labels and per-label probabilities (n, L): the mean over the labels whose AUC is defined. NaN/inf scores are
+    refused (`DivergedError`)."""
     labels, probs = np.asarray(labels), np.asarray(probs)
+    check_finite(probs)
     if labels.ndim == 2:
         per_label = [binary_auc(labels[:, j] == 1, probs[:, j]) for j in range(labels.shape[1])]
         defined = [a for a in per_label if a is not None]
@@ -172,8 +186,10 @@ def compute_metrics(
     seed: int = 0,
     ordinal: bool = False,
 ) -> Metrics:
-    """Every metric from labels (n,) and softmax probabilities (n, C); `ordinal`: kappa with quadratic weights."""
+    """Every metric from labels (n,) and softmax probabilities (n, C); `ordinal`: kappa with quadratic weights.
+    NaN/inf probabilities are refused (`DivergedError`): no metric is computed from a diverged model."""
     labels, probs = np.asarray(labels), np.asarray(probs, dtype=np.float64)
+    check_finite(probs, "probabilities")
     if labels.ndim == 2:
         return multilabel_metrics(labels, probs, loss, ci, ci_samples, seed)
     preds = probs.argmax(axis=1)

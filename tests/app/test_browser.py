@@ -104,3 +104,53 @@ def test_upload_switch_head_and_open_a_false_positive(browser, page, run, tmp_pa
     assert "broken.png" in browser.find_element(By.ID, "error").text
     assert "Traceback" not in browser.page_source
     browser.save_screenshot(str(ARTIFACTS / "4-undecodable.png"))
+
+
+HOSTILE_CLASS = 'neg<img src=x onerror="window.__pwned=1">'
+HOSTILE_FILE = '<img src=x onerror="window.__pwned=2"> 3.png'
+
+
+@pytest.fixture(scope="module")
+def hostile_page(tmp_path_factory):
+    """A run whose class name and a test file name are HTML that runs script when inserted as markup."""
+    from fptplus.cli import main
+    from imagegen import save, write_csv
+    from runhelp import tiny_weights, train_args
+
+    root = tmp_path_factory.mktemp("hostile")
+    rng = np.random.default_rng(0)
+    rows = []
+    for label in (HOSTILE_CLASS, "pos"):
+        for i, split in enumerate(["train"] * 6 + ["val"] * 2 + ["test"] * 2):
+            name = HOSTILE_FILE if (label == "pos" and i == 9) else f"img{i}.png"
+            save(root / "data" / f"c{int(label == 'pos')}" / name, rng.integers(0, 255, (48, 48, 3)).astype(np.uint8))
+            rows.append({"path": f"c{int(label == 'pos')}/{name}", "label": label, "split": split})
+    data = write_csv(root / "data" / "labels.csv", rows, ["path", "label", "split"])
+    assert main(train_args(data, root / "run", tiny_weights(root), "--epochs", "1")) == 0
+    httpd = serve(AppService(root / "run", decision="argmax"), port=0, max_upload=2_000_000, quiet=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_port}/", root
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_names_from_the_data_are_shown_as_text_never_run(browser, hostile_page):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, root = hostile_page
+    wait = WebDriverWait(browser, 60)
+    browser.get(url)
+    wait.until(lambda d: "fpt_plus" in d.find_element(By.ID, "runinfo").text)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#split-table .split-row"))
+    upload = browser.find_element(By.ID, "files")
+    upload.send_keys(str(root / "data" / "c1" / HOSTILE_FILE))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#results .result .prediction"))
+    cells = [e.text for e in browser.find_elements(By.CSS_SELECTOR, "#split-table td")]
+    assert f"c1/{HOSTILE_FILE}" in cells  # the file name, as text
+    assert HOSTILE_CLASS in browser.find_element(By.ID, "runinfo").text  # the class name, as text
+    assert HOSTILE_FILE in browser.find_element(By.ID, "results").text
+    assert browser.execute_script("return window.__pwned === undefined")  # no injected handler ran
+    assert not browser.find_elements(By.CSS_SELECTOR, "img[src='x']")  # and no element was created from markup
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / "5-hostile-names.png"))

@@ -91,8 +91,11 @@ class AppService:
         if path.exists():
             import json
 
-            r = json.loads(path.read_text())
-            results = {k: (r.get("test") or {}).get(k) for k in ("auc", "accuracy", "balanced_accuracy")}
+            try:
+                r = json.loads(path.read_text(encoding="utf-8"))
+                results = {k: (r.get("test") or {}).get(k) for k in ("auc", "accuracy", "balanced_accuracy")}
+            except (OSError, ValueError, AttributeError):
+                results = {}  # a damaged results.json: the page shows the run without its test AUC
         return {
             "run": str(ex.run_dir),
             "method": ex.cfg.method,

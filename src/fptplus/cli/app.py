@@ -17,7 +17,8 @@ def cmd_app(args: argparse.Namespace, method: Method) -> int:
     service = AppService(
         args.run, args.checkpoint, args.seed, decision=args.decision
     )  # a wrong run folder fails here, before serving
-    server = serve(service, args.host, args.port, int(args.max_upload_mb * 2**20), args.quiet_requests)
+    server = serve(service, args.host, args.port, int(args.max_upload_mb * 2**20), args.quiet_requests,
+                   tuple(args.allow_host))  # fmt: skip
     host, port = server.server_address[:2]
     print(f"fptplus app: {service.ex.run_dir} ({service.ex.cfg.method}) at http://{host}:{port}/ — Ctrl+C stops it")
     try:
@@ -51,4 +52,7 @@ def add_app_parser(sub) -> None:
                    help="predicted class: with the run's validation threshold (two classes, when it has one), or "
                    "the most probable class")  # fmt: skip
     p.add_argument("--quiet-requests", action="store_true", help="do not log each request")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another name browsers use for this machine (requests addressed to other names are refused: "
+                   "DNS rebinding); repeatable")  # fmt: skip
     p.set_defaults(func=cmd_app)

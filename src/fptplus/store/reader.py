@@ -88,6 +88,8 @@ class FeatureStore:
         self.fields = {k: FieldSpec(v["dtype"], tuple(v["shape"])) for k, v in self.manifest["fields"].items()}
         self.per_shard = int(self.manifest["per_shard"])
         self._maps: dict[tuple[int, str], np.ndarray] | None = None
+        self._num_tokens: int | None = None
+        self.verified = False  # shard files checked against the manifest's sha256 (`verify_contents`)
 
     # -- metadata ---------------------------------------------------------------------------------------
     @property
@@ -151,11 +153,38 @@ class FeatureStore:
         rec = self[i]
         return {f: self.codec.decode(f, a) if f in FLOAT_FIELDS else torch.from_numpy(a) for f, a in rec.items()}
 
+    @property
+    def num_tokens(self) -> int:
+        """N, the frozen model's sequence length (token indices must lie in 0..N-1)."""
+        if self._num_tokens is None:
+            from ..backbones import lpm_spec
+
+            fp = self.fingerprint
+            self._num_tokens = lpm_spec(fp["backbone"], tuple(fp["lpm_size"]), fp.get("backbone_kwargs", {})).num_tokens
+        return self._num_tokens
+
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         if self.samples[i].get("skipped"):
             raise StoreError(f"sample {i} ({self.samples[i]['path']}) was skipped at preload (undecodable file)")
         shard, row = divmod(i, self.per_shard)
-        return {f: self._map(shard, f)[row] for f in self.fields}
+        rec = {f: self._map(shard, f)[row] for f in self.fields}
+        idx = rec.get("indices")
+        if idx is not None and idx.size and (int(idx.min()) < 0 or int(idx.max()) >= self.num_tokens):
+            raise StoreError(
+                f"{display(shard_file(self.path, shard, 'indices'))}: sample {i} ({self.samples[i]['path']}) holds "
+                f"token indices outside 0..{self.num_tokens - 1}: the store is damaged; rebuild it (fptplus preload "
+                f"... --out {display(self.path)} --overwrite)"
+            )
+        return rec
+
+    def verify_contents(self, log=None) -> None:
+        """Refuses shard files whose bytes differ from the manifest's sha256 (each file version hashed once per
+        machine, see `contents`); later calls in this process (and its loader workers) do nothing."""
+        if not self.verified:
+            from .contents import verify_shards
+
+            verify_shards(self.path, self.manifest, list(self.fields), info_of(_log, log))
+            self.verified = True
 
     # -- checks -----------------------------------------------------------------------------------------
     def check_compatible(
@@ -189,6 +218,7 @@ class FeatureStore:
                 f"feature store {self.path} does not match this run:\n  " + "\n  ".join(problems) + "\n"
                 f"Rebuild it: fptplus preload ... --out {self.path} --overwrite (or use another --out)"
             )
+        self.verify_contents()
 
     def layer_positions(self, layers: tuple[int, ...]) -> list[int]:
         """Positions along the stored L axis of the given LPM layers."""

@@ -94,6 +94,7 @@ class _Decode(Dataset):
         hr = self.views.high_res(decoded.image)
         return {
             "i": i,
+            "path": self.index.samples[i].path,
             "lpm": self.views.lpm_view(hr),
             "side": self.views.side_source(hr),
             "size": decoded.nbytes,
@@ -233,6 +234,12 @@ def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, 
     feats = lpm(x)
     tensors = {"keys": feats.keys, "values": feats.values, "cls": feats.cls, "patch_mean": feats.patch_mean}
     tensors = {name: t for name, t in tensors.items() if name in fields}
+    for name, t in tensors.items():
+        bad = ~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)
+        if bad.any():
+            paths = [items[j]["path"] for j in torch.nonzero(bad).flatten().tolist()]
+            raise StoreError(f"the frozen model gave NaN/inf {name} for {len(paths)} image(s), e.g. {paths[:3]}: "
+                             "damaged weights, or images it cannot represent; nothing of this batch was stored")  # fmt: skip
     return {**codec.encode_batch(tensors), "indices": feats.indices.cpu().numpy()}
 
 

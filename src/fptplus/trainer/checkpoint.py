@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..errors import FPTPlusError
+from ..errors import DivergedError, FPTPlusError
 from ..files import display, read_json, read_json_schema
 from ..weights import file_sha256
 
@@ -58,8 +58,12 @@ def save_checkpoint(path: Path, model: nn.Module, meta: dict[str, Any], state: d
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     tensors = trainable_state(model)
+    bad = [n for n, t in tensors.items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise DivergedError(f"refusing to save checkpoint {display(path)}: {len(bad)} tensors hold NaN/inf (e.g. "
+                            f"{bad[0]}); the model diverged: lower the learning rate")  # fmt: skip
+    tmp.mkdir(parents=True)
     save_file(tensors, tmp / MODEL_FILE)
     if state is not None:
         torch.save(state, tmp / STATE_FILE)

@@ -25,6 +25,7 @@ from .._testing import crash_point
 from ..calibration import clinical_report
 from ..config import RunConfig
 from ..data.sources import DataIndex
+from ..errors import DivergedError
 from ..files import human_bytes
 from ..logs import Progress, get_logger, info_of, showing_info
 from ..methods import get_method
@@ -69,6 +70,15 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int, warmup_s
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def diverged(root: Path, seed: int, epoch: int, what: str, lr: float) -> DivergedError:
+    """The error that stops a seed whose loss or scores stopped being finite, with the likely fix."""
+    return DivergedError(
+        f"run {root}, seed {seed}, epoch {epoch}: {what}. The model diverged; nothing from this epoch was kept. "
+        f"Lower the learning rate (it is {lr:g}; try --lr {lr / 10:g}), or check the inputs for NaN/inf "
+        "(`fptplus preload ... --verify` checks a feature store)"
+    )
 
 
 def selection_key(m: Metrics) -> tuple[str, float]:
@@ -195,6 +205,9 @@ def fit(
                 with accelerator.autocast():
                     logits = model(*args, **kwargs)
                 loss = objective.loss(logits.float(), y)
+                if not torch.isfinite(loss):
+                    raise diverged(root, tc.seed, epoch + 1, f"the training loss is {loss.item()} at step {step + 1}",
+                                   lr)  # fmt: skip
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     if tc.grad_clip is not None:
@@ -212,7 +225,10 @@ def fit(
         bar.close()
         train_seconds = time.perf_counter() - t0
         probs, labels, val_loss = predict_probs(model, val_loader, accelerator, objective)
-        val = compute_metrics(labels, probs, val_loss, ordinal=cfg.data.ordinal)
+        try:
+            val = compute_metrics(labels, probs, val_loss, ordinal=cfg.data.ordinal)
+        except DivergedError as err:
+            raise diverged(root, tc.seed, epoch + 1, f"on validation, {err}", lr) from None
         key = selection_key(val)
         improved = best is None or key[1] > best[1]
         if improved:

@@ -26,7 +26,7 @@ import torch
 from ..config import RunConfig
 from ..data.folds import assign_folds
 from ..data.sources import DataIndex
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, DivergedError
 from ..files import human_bytes
 from ..logs import Progress, get_logger, info_of, showing_info
 from ..methods import get_method
@@ -122,6 +122,11 @@ def fit_probe(
     bs = tc.eval_batch_size or 2 * tc.batch_size
     feats = {s: features_of(model, getattr(inputs, s), bs, tc.num_workers, log, s) for s in SPLITS}
     feature_seconds = time.perf_counter() - t0
+    for split, (x_split, _) in feats.items():
+        if not torch.isfinite(x_split).all():
+            where = f"the feature store {store.path}" if store is not None else "the frozen model's forward"
+            raise DivergedError(f"run {root}: {int((~torch.isfinite(x_split)).any(1).sum())} {split} images have NaN/inf "
+                                f"features from {where}; check it (`fptplus preload ... --verify`) or rebuild it")  # fmt: skip
 
     fit_splits = ("train",) if cfg.data.fold is not None else ("train", "val")  # an outer fold's val stays held out
     ids = [i for s in fit_splits for i in getattr(inputs, s).indices]
