@@ -123,7 +123,7 @@ def test_refusals_to_start_name_the_problem(run, server):
     app = AppService(run, decision="argmax")
     with pytest.raises(ConfigError, match="already in use"):
         serve(app, port=server.server_port)
-    with pytest.raises(ConfigError, match="0..65535"):
+    with pytest.raises(ConfigError, match=r"0\.\.65535"):
         serve(app, port=70000)
     with pytest.raises(ConfigError, match="not an address of this machine"):
         serve(app, host="no-such-host.invalid", port=0)

@@ -17,6 +17,7 @@ POST) are refused 403; every answer carries a CSP, nosniff and no-referrer. Ever
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import socket
@@ -108,10 +109,8 @@ def make_handler(service: AppService, max_upload: int, quiet: bool = False,
 
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             """Malformed request lines and headers: a short JSON answer, like every other error."""
-            try:
+            with contextlib.suppress(*QUIET_ERRORS):
                 self._json({"error": f"bad request ({message or code})"}, code)
-            except QUIET_ERRORS:
-                pass
 
         def _send(self, status: int, body: bytes, kind: str) -> None:
             self.send_response(status)
@@ -217,8 +216,8 @@ class AppServer(ThreadingHTTPServer):
         if not self.slots.acquire(blocking=False):
             try:
                 body = b'{"error": "the app is busy; try again in a moment"}'
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                b"Connection: close\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
+                head = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                request.sendall(head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
             except OSError:
                 pass
             self.shutdown_request(request)

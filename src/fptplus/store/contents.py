@@ -53,8 +53,10 @@ def verify_shards(root: Path, manifest: dict[str, Any], fields: list[str], log: 
             try:
                 stamp = _stamp(path)
             except OSError:
-                raise StoreError(f"{display(path)} is missing: the feature store {display(root)} is incomplete; "
-                                 f"rebuild it (fptplus preload ... --out {display(root)} --overwrite)") from None  # fmt: skip
+                raise StoreError(
+                    f"{display(path)} is missing: the feature store {display(root)} is incomplete; rebuild it "
+                    f"(fptplus preload ... --out {display(root)} --overwrite)"
+                ) from None
             want = shard["sha256"].get(f)
             key = os.path.realpath(path)
             if known.get(key) != {"stamp": stamp, "sha256": want}:

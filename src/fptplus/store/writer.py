@@ -238,8 +238,10 @@ def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, 
         bad = ~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)
         if bad.any():
             paths = [items[j]["path"] for j in torch.nonzero(bad).flatten().tolist()]
-            raise StoreError(f"the frozen model gave NaN/inf {name} for {len(paths)} image(s), e.g. {paths[:3]}: "
-                             "damaged weights, or images it cannot represent; nothing of this batch was stored")  # fmt: skip
+            raise StoreError(
+                f"the frozen model gave NaN/inf {name} for {len(paths)} image(s), e.g. {paths[:3]}: damaged weights, "
+                "or images it cannot represent; nothing of this batch was stored"
+            )
     return {**codec.encode_batch(tensors), "indices": feats.indices.cpu().numpy()}
 
 

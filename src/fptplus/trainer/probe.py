@@ -125,8 +125,9 @@ def fit_probe(
     for split, (x_split, _) in feats.items():
         if not torch.isfinite(x_split).all():
             where = f"the feature store {store.path}" if store is not None else "the frozen model's forward"
-            raise DivergedError(f"run {root}: {int((~torch.isfinite(x_split)).any(1).sum())} {split} images have NaN/inf "
-                                f"features from {where}; check it (`fptplus preload ... --verify`) or rebuild it")  # fmt: skip
+            bad = int((~torch.isfinite(x_split)).any(1).sum())
+            raise DivergedError(f"run {root}: {bad} {split} images have NaN/inf features from {where}; check it "
+                                "(`fptplus preload ... --verify`) or rebuild it")  # fmt: skip
 
     fit_splits = ("train",) if cfg.data.fold is not None else ("train", "val")  # an outer fold's val stays held out
     ids = [i for s in fit_splits for i in getattr(inputs, s).indices]
