@@ -86,12 +86,11 @@ def test_cross_validation_equals_scikit_learns_out_of_fold_predictions():
     folds = np.arange(100) % 4
     grid = [1e-3, 1e-2, 0.1, 1.0]
 
-    def fold_predict(x_fit, y_fit, x_held, notes):
+    def fold_model(x_fit, y_fit, x_held, notes):
         scaler = Standardizer.fit(x_fit)
-        return [logistic_probs(fit_logistic(scaler(x_fit), y_fit, c, "binary", 1), scaler(x_held), "binary")
-                for c in grid]  # fmt: skip
+        return lambda c: logistic_probs(fit_logistic(scaler(x_fit), y_fit, c, "binary", 1), scaler(x_held), "binary")
 
-    cv = cross_validate(torch.from_numpy(x), torch.from_numpy(y), folds.tolist(), grid, fold_predict)
+    cv = cross_validate(torch.from_numpy(x), torch.from_numpy(y), folds.tolist(), grid, fold_model, patience=0)
     want = []
     for c in grid:
         pipe = make_pipeline(StandardScaler(), LogisticRegression(C=c, tol=1e-12, max_iter=100_000))
@@ -110,3 +109,21 @@ def test_probe_configs_refuse_bad_grids():
                              ("linear", "cv_folds", 1), ("linear", "features", "mean")):  # fmt: skip
         with pytest.raises(ConfigError):
             get_method(name).make_config(backbone_kwargs=dict(TINY), img_size=64, **{field: bad})
+
+
+def test_the_grid_walk_stops_after_values_in_a_row_below_the_best():
+    x, y = blobs(n=60)
+    scores = {1.0: 0.6, 2.0: 0.9, 3.0: 0.8, 4.0: 0.7, 5.0: 0.7, 6.0: 0.95}
+    tried = []
+
+    def fold_model(x_fit, y_fit, x_held, notes):
+        def at(v):  # probabilities whose AUC is scores[v] only on average; enough to order the values
+            tried.append(v)
+            p = torch.full((len(x_held),), 0.5, dtype=torch.float64)
+            return torch.stack([1 - p, p], dim=1)
+
+        return at
+
+    cv = cross_validate(torch.from_numpy(x), torch.from_numpy(y), (np.arange(60) % 2).tolist(), list(scores),
+                        fold_model, patience=2)  # fmt: skip
+    assert cv.grid == [1.0, 2.0, 3.0] and set(tried) == {1.0, 2.0, 3.0}  # all tie at 0.5: stops 2 after the first

@@ -48,10 +48,34 @@ def test_out_into_a_folder_of_other_files_is_refused_unless_overwrite(data, tmp_
     (out / "thesis.docx").write_text("precious")
     (out / "log.txt").write_text("my own log")
     assert main(train_args(data, out)) == 2
-    assert "is not empty (log.txt, thesis.docx) and is not a run folder" in capsys.readouterr().err
+    assert "is not empty (log.txt, thesis.docx) and is not an fptplus run" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "thesis.docx"]  # nothing written
     assert main(train_args(data, out, "--overwrite")) == 0
     assert (out / "thesis.docx").read_text() == "precious" and (out / "results.json").exists()
+    assert (out / "log.txt").read_text().startswith("my own log")  # appended to, never replaced
+    assert main(train_args(data, out, "--overwrite")) == 0  # a second --overwrite: still only fptplus's files go
+    assert (out / "thesis.docx").read_text() == "precious" and (out / "log.txt").read_text().startswith("my own log")
+
+
+def test_overwrite_never_deletes_another_tools_files(data, tmp_path, capsys):
+    """A folder of another tool's run (its own config.yaml, checkpoints/, seed-42/, tensorboard/) is not a run."""
+    out = tmp_path / "resnet"
+    mine = {"config.yaml": "lr: 0.1\n", "checkpoints/resnet50_epoch90.pt": "weights", "seed-42/notes.txt": "notes",
+            "tensorboard/events.out.tfevents.1.host": "events"}  # fmt: skip
+    for rel, text in mine.items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_text(text)
+    assert main(train_args(data, out)) == 2
+    assert "is not an fptplus run" in capsys.readouterr().err
+    assert main(train_args(data, out, "--overwrite")) == 2  # its config.yaml would be read as the run's
+    assert "holds files with the names a run writes (config.yaml)" in capsys.readouterr().err
+    (out / "config.yaml").rename(out / "resnet.yaml")
+    mine["resnet.yaml"] = mine.pop("config.yaml")
+    assert main(train_args(data, out, "--overwrite")) == 0
+    assert main(train_args(data, out, "--overwrite")) == 0  # over our own run in that folder
+    for rel, text in mine.items():
+        assert (out / rel).read_text() == text, rel
+    assert (out / "checkpoints" / "best" / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize("where", ["data", "data/neg", "data/runs/new"])
@@ -73,15 +97,18 @@ def test_out_next_to_a_csv_manifest_is_refused(data, tmp_path, capsys):
 def test_overwrite_of_a_run_removes_only_its_files_and_reuses_its_store(data, trained, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(trained, run)
-    (run / "notes.txt").write_text("keep me")
+    assert main(["evaluate", str(run), "--split", "val", "--checkpoint", "last"]) == 0  # fptplus writes more
+    (run / "notes.txt").write_text("keep me")  # the user's files, added to the run folder
     (run / "seed-5").mkdir()
-    (run / "seed-5" / "results.json").write_text("{}")  # left over from an older multi-seed run
-    (run / "eval-test-last.json").write_text("{}")
+    (run / "seed-5" / "results.json").write_text("{}")
+    marker = json.loads((run / ".fptplus-run.json").read_text())
+    assert "eval-val-last.json" in marker["files"] and "notes.txt" not in marker["files"]
+    capsys.readouterr()
     assert main(train_args(data, run)) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "already holds a finished run" in capsys.readouterr().err
     assert main(train_args(data, run, "--overwrite")) == 0
-    assert (run / "notes.txt").read_text() == "keep me"
-    assert not (run / "seed-5").exists() and not (run / "eval-test-last.json").exists()
+    assert (run / "notes.txt").read_text() == "keep me" and (run / "seed-5" / "results.json").read_text() == "{}"
+    assert not (run / "eval-val-last.json").exists()  # what fptplus wrote went
     assert "complete store already present" in (run / "log.txt").read_text()
 
 
@@ -178,12 +205,18 @@ def test_a_run_killed_while_its_store_is_built_resumes(data, tmp_path):
     killed = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert killed.returncode < 0 and not (run / "store" / "manifest.json").exists()
     assert (run / "config.yaml").exists() and (run / "run.json").exists()  # the records came first
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "--resume" in again.stderr
     resumed = subprocess.run([sys.executable, "-m", "fptplus.cli", "train", "--resume", str(run)],
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (run / "results.json").exists() and (run / "store" / "manifest.json").exists()
+    again = tmp_path / "again"  # killed the same way, then the same command: it carries on (no flag needed)
+    killed = subprocess.run([*cmd[:3], *train_args(data, again)], capture_output=True, text=True, env=env,
+                            timeout=300)  # fmt: skip
+    assert killed.returncode < 0
+    same = subprocess.run([*cmd[:3], *train_args(data, again)], capture_output=True, text=True, timeout=300)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert "stopped before any seed trained; starting over" in same.stdout + same.stderr
+    assert (again / "results.json").exists()
 
 
 def test_a_moved_run_folder_still_finds_its_store(trained, tmp_path, monkeypatch, capsys):

@@ -19,7 +19,7 @@ def cmd_audit(args: argparse.Namespace, method: Method) -> int:
     import importlib.util
 
     from ..audit import AuditOptions, run_audit
-    from ..trainer.runfolder import check_new_run_folder
+    from ..trainer.runfolder import check_output_location
 
     if importlib.util.find_spec("sklearn") is None:
         raise ConfigError("fptplus audit needs scikit-learn: pip install 'fptplus[audit]'")
@@ -31,7 +31,7 @@ def cmd_audit(args: argparse.Namespace, method: Method) -> int:
     if not -1 <= args.min_correlation <= 1:
         raise ConfigError(f"--min-correlation must be in [-1, 1], got {args.min_correlation}")
     out = Path(args.out or f"audit-{Path(data.data).stem}")
-    check_new_run_folder(out, data.data, overwrite=True, remove=False)  # never inside the dataset
+    check_output_location(out, data.data)  # never inside the dataset
     # an audit reports what training would refuse (copies under two labels, classes missing from a split)
     index = dataclasses.replace(data, allow_duplicates=True, allow_missing_classes=True).load_index()
     print(index.describe())

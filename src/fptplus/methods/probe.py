@@ -315,19 +315,22 @@ class ProbeFit:
 
 def _linear_fitter(cfg: LinearProbeConfig, x: Tensor, y: Tensor, folds: list[int], task: Task,
                    num_classes: int) -> ProbeFit:  # fmt: skip
-    """CV over `c_grid` (warm-started from the most regularised C), then the fit on every row at the chosen C."""
+    """CV along `c_grid` (each fold warm-started from its previous C), then the fit on every row at the chosen C."""
     outputs = 1 if task == "binary" else num_classes
 
-    def fold_predict(x_fit: Tensor, y_fit: Tensor, x_held: Tensor, notes: list[str]) -> list[Tensor]:
-        scaler, previous, out = Standardizer.fit(x_fit), None, []
-        for c in cfg.c_grid:
-            previous = fit_logistic(scaler(x_fit), y_fit, c, task, outputs, init=previous)
-            if not previous.converged:
-                notes.append(f"C = {c:g} did not converge in a fold (max |gradient| {previous.grad_max:.1e})")
-            out.append(logistic_probs(previous, scaler(x_held), task))
-        return out
+    def fold_model(x_fit: Tensor, y_fit: Tensor, x_held: Tensor, notes: list[str]):
+        scaler, state = Standardizer.fit(x_fit), {"fit": None}
+        fit_rows, held_rows = scaler(x_fit), scaler(x_held)
 
-    cv = cross_validate(x, y, folds, cfg.c_grid, fold_predict)
+        def at(c: float) -> Tensor:
+            state["fit"] = fit_logistic(fit_rows, y_fit, c, task, outputs, init=state["fit"])
+            if not state["fit"].converged:
+                notes.append(f"C = {c:g} did not converge in a fold (max |gradient| {state['fit'].grad_max:.1e})")
+            return logistic_probs(state["fit"], held_rows, task)
+
+        return at
+
+    cv = cross_validate(x, y, folds, cfg.c_grid, fold_model)
     scaler = Standardizer.fit(x)
     fit = fit_logistic(scaler(x), y, cv.best, task, outputs)
     details = {"C": cv.best, "iterations": fit.iterations, "converged": fit.converged, "grad_max": fit.grad_max}
@@ -336,17 +339,17 @@ def _linear_fitter(cfg: LinearProbeConfig, x: Tensor, y: Tensor, folds: list[int
 
 def _knn_fitter(cfg: KNNProbeConfig, x: Tensor, y: Tensor, folds: list[int], task: Task,
                 num_classes: int) -> ProbeFit:  # fmt: skip
-    """CV over `k_grid` (values above a fold's fit rows are left out), then the bank of every row."""
+    """CV along `k_grid` (values above a fold's fit rows are left out), then the bank of every row."""
     smallest_fit = min(int((torch.as_tensor(folds) != f).sum()) for f in set(folds))
     grid = [k for k in cfg.k_grid if k <= smallest_fit] or [smallest_fit]
     targets = one_hot_targets(y, num_classes)
 
-    def fold_predict(x_fit: Tensor, y_fit: Tensor, x_held: Tensor, notes: list[str]) -> list[Tensor]:
+    def fold_model(x_fit: Tensor, y_fit: Tensor, x_held: Tensor, notes: list[str]):
         scaler = Standardizer.fit(x_fit)
         bank, held, t = scaler(x_fit), scaler(x_held), one_hot_targets(y_fit, num_classes)
-        return [knn_probs(bank, t, held, k) for k in grid]
+        return lambda k: knn_probs(bank, t, held, int(k))
 
-    cv = cross_validate(x, y, folds, [float(k) for k in grid], fold_predict)
+    cv = cross_validate(x, y, folds, [float(k) for k in grid], fold_model)
     scaler, k = Standardizer.fit(x), int(cv.best)
     return ProbeFit(cv, lambda head: head.load_fit(x, targets, scaler, k, task == "multilabel"),
                     {"k": k, "bank_rows": len(x)})  # fmt: skip

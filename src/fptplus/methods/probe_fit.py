@@ -1,7 +1,8 @@
 """Frozen-feature probes fitted to convergence, with their hyper-parameter chosen by cross-validation (numerics only).
 
     logistic   L2-regularised logistic regression, scikit-learn's objective  C · Σᵢ loss(xᵢ, yᵢ) + ½‖W‖²  (intercept not
-               penalised), minimised by L-BFGS in float64 to a max-abs gradient of 1e-9 (scaled objective):
+               penalised), minimised by SciPy's L-BFGS-B (the solver scikit-learn uses) in float64 to a max-abs
+               gradient of 1e-8 of the objective divided by C·n:
                binary → one coefficient vector (sigmoid), multi-class → multinomial (softmax), multi-label → one
                independent binary regression per label. Features are standardised with the fit data's mean and
                (population) std, as scikit-learn's StandardScaler.
@@ -9,8 +10,10 @@
                KNeighborsClassifier(metric="cosine")): the share of the k neighbours in each class (per label for
                multi-label).
 
-`cross_validate` scores every grid value by the AUC of the pooled out-of-fold predictions (the folds come from the
-caller: patient-grouped, class-stratified, `fptplus.data.folds`); the standardisation is refitted inside every fold.
+`cross_validate` scores grid values by the AUC of the pooled out-of-fold predictions (the folds come from the caller:
+patient-grouped, class-stratified, `fptplus.data.folds`); the standardisation is refitted inside every fold. The grid
+is walked from the most to the least regularised value, every fold warm-starting from its previous fit, and stops
+after `patience` values in a row below the best (the weakly regularised end is the slow one to fit).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from ..errors import ConfigError
 from ..metrics import auc
 
 Task = Literal["binary", "multiclass", "multilabel"]
-GRAD_TOL = 1e-9  # max |gradient| of the scaled objective (mean loss + ‖W‖² / (2Cn)) at which L-BFGS stops
+GRAD_TOL = 1e-8  # max |gradient| of the scaled objective (mean loss + ‖W‖² / (2Cn)) at which L-BFGS stops
 CONVERGED_TOL = 1e-6  # above this after max_iter the fit is reported as not converged
 
 
@@ -64,17 +67,34 @@ class LogisticFit:
     grad_max: float
 
 
-def _logistic_loss(z: Tensor, y: Tensor, task: Task) -> Tensor:
-    """Mean over samples of the summed per-sample loss; z (n, m) logits."""
-    if task == "multiclass":
-        return F.cross_entropy(z, y, reduction="sum") / len(y)
-    target = y.to(z.dtype).reshape(z.shape)  # binary: (n, 1); multi-label: (n, L)
-    return F.binary_cross_entropy_with_logits(z, target, reduction="sum") / len(y)
+def _objective(x1: np.ndarray, y: np.ndarray, task: Task, outputs: int, penalty: float):
+    """(theta -> (loss, gradient)) of the mean loss + penalty·‖W‖² over theta = [W | b] flattened (m, F + 1)."""
+    n, dim = x1.shape[0], x1.shape[1] - 1
+    onehot = np.eye(outputs)[y] if task == "multiclass" else None
+    target = y.reshape(n, -1).astype(np.float64) if task != "multiclass" else None
+
+    def fn(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w = theta.reshape(outputs, dim + 1)
+        z = x1 @ w.T  # (n, m) logits
+        if task == "multiclass":
+            top = z.max(axis=1, keepdims=True)
+            lse = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+            loss = float((lse - (z * onehot).sum(axis=1)).mean())
+            residual = np.exp(z - lse[:, None]) - onehot  # softmax − one-hot
+        else:  # one sigmoid per output: log(1 + e^z) − y·z, summed over the outputs
+            loss = float((np.logaddexp(0.0, z) - target * z).sum(axis=1).mean())
+            residual = 0.5 * (1.0 + np.tanh(0.5 * z)) - target  # sigmoid − y, without overflow
+        grad = residual.T @ x1 / n  # (m, F + 1)
+        loss += penalty * float((w[:, :dim] ** 2).sum())
+        grad[:, :dim] += 2 * penalty * w[:, :dim]
+        return loss, grad.ravel()
+
+    return fn
 
 
 def fit_logistic(
     x: Tensor, y: Tensor, c: float, task: Task, num_outputs: int, init: LogisticFit | None = None,
-    max_iter: int = 2000,
+    max_iter: int = 5000,
 ) -> LogisticFit:  # fmt: skip
     """Minimises scikit-learn's L2 logistic objective at inverse regularisation strength `c`.
 
@@ -87,32 +107,22 @@ def fit_logistic(
         init: a previous solution (warm start along the C grid).
         max_iter: L-BFGS iterations at most.
     """
+    from scipy.optimize import minimize
+
     if not c > 0:
         raise ConfigError(f"the logistic probe's C must be > 0, got {c}")
-    n, dim = x.shape
-    w = (init.weight.clone() if init is not None else torch.zeros(num_outputs, dim, dtype=x.dtype)).requires_grad_()
-    b = (init.bias.clone() if init is not None else torch.zeros(num_outputs, dtype=x.dtype)).requires_grad_()
-    penalty = 1.0 / (2.0 * c * n)  # the objective divided by C·n: same minimiser, O(1) gradients
-
-    def objective() -> Tensor:
-        return _logistic_loss(x @ w.T + b, y, task) + penalty * (w * w).sum()  # (n, m) logits
-
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=GRAD_TOL, tolerance_change=1e-15,
-                            history_size=20, line_search_fn="strong_wolfe")  # fmt: skip
-
-    def closure() -> Tensor:
-        opt.zero_grad()
-        loss = objective()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():  # also when called under no_grad (evaluation code)
-        opt.step(closure)
-        opt.zero_grad()
-        objective().backward()
-    grad_max = float(max(w.grad.abs().max(), b.grad.abs().max()))
-    iterations = int(opt.state[w].get("n_iter", 0))
-    return LogisticFit(w.detach(), b.detach(), iterations, grad_max <= CONVERGED_TOL, grad_max)
+    xn = x.detach().double().numpy()
+    n, dim = xn.shape
+    x1 = np.hstack([xn, np.ones((n, 1))])  # (n, F + 1): the intercept as a last, unpenalised column
+    fn = _objective(x1, y.numpy(), task, num_outputs, 1.0 / (2.0 * c * n))  # the objective / (C·n)
+    theta = np.zeros(num_outputs * (dim + 1))
+    if init is not None:
+        theta = torch.cat([init.weight, init.bias[:, None]], dim=1).numpy().ravel().copy()
+    result = minimize(fn, theta, jac=True, method="L-BFGS-B",
+                      options={"gtol": GRAD_TOL, "ftol": 1e-15, "maxiter": max_iter, "maxcor": 20})  # fmt: skip
+    w = torch.from_numpy(result.x.reshape(num_outputs, dim + 1).copy())
+    grad_max = float(np.abs(result.jac).max())
+    return LogisticFit(w[:, :dim], w[:, dim], int(result.nit), grad_max <= CONVERGED_TOL, grad_max)
 
 
 def logistic_probs(fit: LogisticFit, x: Tensor, task: Task) -> Tensor:
@@ -169,37 +179,47 @@ class CVResult:
         return [{"value": v, "cv_auc": s} for v, s in zip(self.grid, self.scores, strict=True)]
 
 
-FoldPredict = Callable[[Tensor, Tensor, Tensor, list[str]], list[Tensor]]
+# (x_fit, y_fit, x_held, notes) -> (grid value -> (q, C) probabilities of the held-out rows); called once per fold,
+# its function then once per grid value in order (a fit may warm-start from the previous value's)
+FoldModel = Callable[[Tensor, Tensor, Tensor, list[str]], Callable[[float], Tensor]]
 
 
 def cross_validate(
-    x: Tensor, y: Tensor, folds: Sequence[int], grid: Sequence[float], fold_predict: FoldPredict
+    x: Tensor, y: Tensor, folds: Sequence[int], grid: Sequence[float], fold_model: FoldModel, patience: int = 3
 ) -> CVResult:
-    """Out-of-fold probabilities for every grid value; the value with the best pooled OOF AUC.
+    """Out-of-fold probabilities along the grid; the value with the best pooled out-of-fold AUC.
 
     Args:
         x: (n, F) raw features (float64).
         y: labels (n,) or (n, L).
         folds: the fold (0..K-1) of every row.
         grid: hyper-parameter values, most regularised first.
-        fold_predict: (x_fit, y_fit, x_held_out, notes) -> one (q, C) probability tensor per grid value; the
-            function standardises with the fit rows only.
+        fold_model: see `FoldModel`; it standardises with the fit rows only.
+        patience: stop after this many values in a row below the best (0: the whole grid).
     """
     folds_arr = np.asarray(folds)
     k = int(folds_arr.max()) + 1
-    oof: list[np.ndarray | None] = [None] * len(grid)
     notes: list[str] = []
+    held = [np.nonzero(folds_arr == f)[0] for f in range(k)]
+    models = []
     for f in range(k):
-        held = torch.from_numpy(np.nonzero(folds_arr == f)[0])
         fit = torch.from_numpy(np.nonzero(folds_arr != f)[0])
-        for g, probs in enumerate(fold_predict(x[fit], y[fit], x[held], notes)):
-            if oof[g] is None:
-                oof[g] = np.zeros((len(x), probs.shape[1]))
-            oof[g][held.numpy()] = probs.numpy()
+        models.append(fold_model(x[fit], y[fit], x[torch.from_numpy(held[f])], notes))
     labels = y.numpy()
-    scores = [auc(labels, p)[0] for p in oof]
-    defined = [(s, -i) for i, s in enumerate(scores) if s is not None]
-    if not defined:
+    scores: list[float | None] = []
+    best, best_oof = None, None
+    for g, value in enumerate(grid):
+        oof = None
+        for f in range(k):
+            probs = models[f](value).numpy()
+            if oof is None:
+                oof = np.zeros((len(x), probs.shape[1]))
+            oof[held[f]] = probs
+        scores.append(auc(labels, oof)[0])
+        if scores[-1] is not None and (best is None or scores[-1] > scores[best]):
+            best, best_oof = g, oof
+        if patience and best is not None and g - best >= patience:
+            break
+    if best is None:
         raise ConfigError("cross-validation AUC is undefined for every setting (a single class in train+val?)")
-    best = -max(defined)[1]
-    return CVResult(list(grid), scores, grid[best], oof[best], k, sorted(set(notes)))
+    return CVResult(list(grid[: len(scores)]), scores, grid[best], best_oof, k, sorted(set(notes)))

@@ -39,13 +39,13 @@ LOCK_ENV = "FPTPLUS_STORE_LOCK"
 UNSUPPORTED = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
 
 
-def _holder_text(record: dict[str, Any] | None) -> str:
+def holder_text(record: dict[str, Any] | None) -> str:
     if not record:
         return "another process"
     return f"PID {record.get('pid', '?')} on {record.get('host', '?')} (since {record.get('since', '?')})"
 
 
-def _read_record(fd: int) -> dict[str, Any] | None:
+def read_lock_record(fd: int) -> dict[str, Any] | None:
     try:
         os.lseek(fd, 0, os.SEEK_SET)
         data = os.read(fd, 4096)
@@ -53,6 +53,15 @@ def _read_record(fd: int) -> dict[str, Any] | None:
         return record if isinstance(record, dict) else None
     except (OSError, ValueError):
         return None
+
+
+def write_lock_record(fd: int) -> None:
+    """Names this process as the holder (PID, host, start time) in a held lock file."""
+    record = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps(record).encode(), 0)
+    os.fsync(fd)
 
 
 class StoreLock:
@@ -91,15 +100,11 @@ class StoreLock:
             os.close(fd)
             raise
         self.fd = fd
-        self.previous = _read_record(fd)
+        self.previous = read_lock_record(fd)
         if self.previous:
-            self.log(f"store {display(self.store)}: the previous writer, {_holder_text(self.previous)}, stopped "
+            self.log(f"store {display(self.store)}: the previous writer, {holder_text(self.previous)}, stopped "
                      "without finishing (killed or crashed); taking over and resuming")  # fmt: skip
-        record = {"pid": os.getpid(), "host": socket.gethostname(),
-                  "since": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")}  # fmt: skip
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode(), 0)
-        os.fsync(fd)
+        write_lock_record(fd)
 
     def _lock(self, fd: int) -> None:
         deadline = None if self.wait is None else time.monotonic() + self.wait
@@ -117,7 +122,7 @@ class StoreLock:
                     ) from None
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-            holder = _holder_text(_read_record(fd))
+            holder = holder_text(read_lock_record(fd))
             if deadline is not None and time.monotonic() >= deadline:
                 raise StoreError(
                     f"store {display(self.store)} is being written by {holder}; wait for it to finish and rerun "

@@ -28,7 +28,7 @@ from .checkpoint import load_checkpoint, read_calibration, read_meta
 from .inputs import eval_loader, make_inputs, view_config
 from .loop import predict_probs
 from .objective import Objective
-from .runfolder import check_split_record, read_classes, read_run_info, store_location
+from .runfolder import check_split_record, read_classes, read_run_info, record_files, store_location
 
 _log = get_logger("evaluate")
 
@@ -116,6 +116,7 @@ def evaluate_run(
     (run_dir / f"eval-{split}-{checkpoint}.json").write_text(json.dumps(out, indent=1))
     if len(labels) and callbacks is not None:
         callbacks.on_evaluated(RunInfo(run_dir, cfg, read_classes(root)), f"{split}-{checkpoint}", labels, probs, [])
+    record_files(run_dir)  # what evaluate wrote is the run's (a later --overwrite removes it)
     info_of(_log, log)(f"{run_dir} [{checkpoint}] on {split}: {metrics.summary()}")
     return out
 

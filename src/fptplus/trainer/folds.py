@@ -30,12 +30,11 @@ def fold_dir(root: Path, fold: int) -> Path:
     return root / f"fold-{fold}"
 
 
-def train_folds(cfg, root: Path, seeds: list[int], resume: bool, log, callbacks, state) -> dict[str, Any]:
+def train_folds(cfg, root: Path, index, seeds: list[int], resume: bool, log, callbacks, state) -> dict[str, Any]:
     """Trains fold 0..K-1 of `cfg` into RUN/fold-F (resuming finished and started folds), then summarises."""
-    from .run import load_data, prepare_inputs, store_path, train
+    from .run import prepare_inputs, store_path, train
 
     k = cfg.data.folds
-    index = load_data(cfg, log)
     folds = assign_folds(
         index.samples, k, cfg.data.split_seed, index.classes, index.strata()
     )  # refuses impossible folds first

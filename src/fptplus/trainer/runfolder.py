@@ -1,30 +1,36 @@
 """The run folder as a whole: where a new run may be written, and reading back the records it keeps.
 
-A run folder is what `fptplus train --out RUN` makes (see `train.run`). A new run goes into an empty or new
-folder only — never into the dataset, never over a folder of the user's files unless `--overwrite` says so,
-and `--overwrite` of a run removes only the files a run consists of (its feature store is kept: a store is
-reused only when its fingerprint, samples and images match). Every record read back (run.json, classes.json)
-is checked, so a damaged one is a one-line error naming it.
+A run folder is what `fptplus train --out RUN` makes (see `train.run`), recognised by its marker
+(RUN/.fptplus-run.json: the format, what was in the folder before the run, and every file the run wrote). A new run
+goes into an empty or new folder only — never into the dataset, never next to the user's files unless `--overwrite`
+says so — and `--overwrite` removes exactly the files the marker lists (the feature store and the user's files stay).
+While a process trains the run it holds RUN/.fptplus-run.lock, so a second `train` into it is refused by name. Every
+record read back (run.json, classes.json) is checked, so a damaged one is a one-line error naming it.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-import shutil
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 from ..data.checks import RENAME_HINT, not_utf8
 from ..data.index import DataIndex
 from ..errors import RunError
-from ..files import check_schema, display, read_json, read_json_schema
+from ..files import check_schema, display, read_json, read_json_schema, write_json_atomic
 
 RUN_JSON = "run.json"
 CLASSES_JSON = "classes.json"
 CONFIG = "config.yaml"
+MARKER = ".fptplus-run.json"  # what makes a folder a run: fptplus alone writes it
+LOCK = ".fptplus-run.lock"  # held (flock) by the process training the run
+MARKER_FORMAT = 1
+MARKER_SCHEMA = {"format": int, "tool": str, "preexisting": list, "files": list}
 RUN_INFO_SCHEMA = {"seeds": list}
 DAMAGED = "the run folder is damaged: restore the file from a backup, or train a new run with --out"
-# What a run writes at its top level and in each seed folder (`--overwrite` removes exactly these).
+# What a run writes at its top level and in each seed folder (what `record_files` lists).
 RUN_FILES = ("config.yaml", "run.json", "splits.csv", "classes.json", "summary.json", "summary.md", "log.txt",
              "metrics.csv", "metrics.jsonl", "results.json", "skipped.csv", "curves.png", "predictions_*.csv",
              "eval-*.json", "roc_*.png", "confusion_*.png", "calibration.json", "reliability_*.png",
@@ -32,12 +38,121 @@ RUN_FILES = ("config.yaml", "run.json", "splits.csv", "classes.json", "summary.j
 RUN_DIRS = ("checkpoints", "tensorboard", "explain", "seed-*", "fold-*")
 
 
+def read_marker(root: Path) -> dict[str, Any] | None:
+    """RUN/.fptplus-run.json (None when absent), checked."""
+    if not (root / MARKER).exists():
+        return None
+    marker = read_json_schema(root / MARKER, MARKER_SCHEMA, RunError, DAMAGED)
+    if marker["tool"] != "fptplus" or marker["format"] > MARKER_FORMAT:
+        raise RunError(f"{display(root / MARKER)} was written by a newer fptplus (format {marker['format']}); "
+                       "update fptplus to use this run")  # fmt: skip
+    return marker
+
+
+def legacy_run(root: Path) -> bool:
+    """A run written before the marker existed: a config.yaml fptplus reads and a valid run.json."""
+    from ..config import RunConfig
+    from ..errors import FPTPlusError
+
+    if not ((root / CONFIG).is_file() and (root / RUN_JSON).is_file()):
+        return False
+    try:
+        RunConfig.load(root / CONFIG)
+        read_run_info(root)
+    except FPTPlusError:
+        return False
+    return True
+
+
 def is_run(root: Path) -> bool:
-    return (root / CONFIG).is_file()
+    """A folder fptplus made a run of (its marker), or a run from before markers (see `legacy_run`). Another tool's
+    folder with a config.yaml is not a run."""
+    return (root / MARKER).is_file() or legacy_run(root)
 
 
 def _entries(root: Path) -> list[Path]:
-    return sorted(root.iterdir()) if root.is_dir() else []
+    return sorted(p for p in root.iterdir() if p.name not in (MARKER, LOCK)) if root.is_dir() else []
+
+
+def _walk(root: Path) -> list[str]:
+    """Every file and folder under `root` (relative, POSIX), links not followed, the run's own store left out."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = Path(dirpath).relative_to(root)
+        if rel == Path("."):
+            dirnames[:] = [d for d in dirnames if d != "store"]
+        out += [(rel / d).as_posix() for d in dirnames] + [(rel / f).as_posix() for f in filenames]
+    return sorted(p for p in out if p not in (MARKER, LOCK))
+
+
+def is_run_path(rel: str) -> bool:
+    """Whether a relative path is one a run writes (a top-level run file, or anything under a run folder)."""
+    parts = rel.split("/")
+    if len(parts) == 1:
+        return any(fnmatch(parts[0], pat) for pat in RUN_FILES)
+    return any(fnmatch(parts[0], pat) for pat in RUN_DIRS)
+
+
+def claim(root: Path) -> None:
+    """Makes `root` a run: the marker, listing what was there before (never removed by --overwrite)."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(root / MARKER, {"format": MARKER_FORMAT, "tool": "fptplus", "preexisting": _walk(root),
+                                      "files": []})  # fmt: skip
+
+
+def record_files(root: Path) -> None:
+    """Adds to the marker every file a run writes that is now in `root` and was not there before the run (called
+    when a command that writes into a run ends, however it ends)."""
+    marker = read_marker(root)
+    if marker is None:
+        return
+    before = set(marker["preexisting"])
+    ours = {p for p in _walk(root) if p not in before and is_run_path(p) and (root / p).is_file()}
+    marker["files"] = sorted(set(marker["files"]) | ours)
+    write_json_atomic(root / MARKER, marker)
+
+
+def remove_run_files(root: Path) -> None:
+    """Deletes exactly the files the marker lists (then the folders they leave empty, unless they were there
+    before); the store, the user's files and anything fptplus did not write stay. A run from before markers
+    loses only what such runs wrote by name (see `_legacy_files`)."""
+    marker = read_marker(root)
+    files = marker["files"] if marker is not None else _legacy_files(root)
+    before = set(marker["preexisting"]) if marker is not None else set(_walk(root)) - set(files)
+    base = root.resolve()
+    folders = set()
+    for rel in files:
+        path = root / rel
+        if base not in path.resolve().parents or not (path.is_file() or path.is_symlink()):
+            continue  # never outside the run; already gone
+        path.unlink()
+        folders |= {str(q) for q in Path(rel).parents if str(q) != "."}
+    for rel in sorted(folders, key=lambda f: -f.count("/")):  # deepest first
+        folder = root / rel
+        if rel not in before and folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+            folder.rmdir()
+    write_json_atomic(root / MARKER, {"format": MARKER_FORMAT, "tool": "fptplus",
+                                      "preexisting": [p for p in sorted(before) if (root / p).exists()],
+                                      "files": []})  # fmt: skip
+
+
+def _legacy_files(root: Path) -> list[str]:
+    """What a run from before markers wrote, by name: its run files, checkpoints/{best,last}, TensorBoard event
+    files, and the seed and fold folders its run.json names."""
+    info = read_run_info(root)
+    seeds, folds = info.get("seeds") or [], info.get("folds") or 0
+    owned = [f"seed-{s}" for s in seeds] + [f"fold-{f}" for f in range(folds if isinstance(folds, int) else 0)]
+    out = []
+    for rel in _walk(root):
+        parts = rel.split("/")
+        if not (root / rel).is_file():
+            continue
+        top = len(parts) == 1 and is_run_path(rel)
+        checkpoint = parts[0] == "checkpoints" and len(parts) == 3 and parts[1].split(".")[0] in ("best", "last")
+        events = parts[0] == "tensorboard" and parts[-1].startswith("events.out.tfevents.")
+        if top or checkpoint or events or parts[0] in owned or parts[0] == "explain":
+            out.append(rel)
+    return out
 
 
 def check_paths_utf8(**paths: str | Path | None) -> None:
@@ -47,15 +162,8 @@ def check_paths_utf8(**paths: str | Path | None) -> None:
             raise RunError(f"the {what} path {display(path)} is not valid UTF-8; {RENAME_HINT}")
 
 
-def check_new_run_folder(root: Path, data: str | Path, overwrite: bool, remove: bool = True) -> None:
-    """Refuses an --out that would mix the run with other files or with the dataset (before any work).
-
-    Args:
-        root: the --out folder.
-        data: the dataset (folder or CSV manifest).
-        overwrite: the user asked to replace what is there (only a run's own files are removed).
-        remove: with `overwrite`, remove an old run's files (the main process only, under DDP).
-    """
+def check_output_location(root: Path, data: str | Path) -> None:
+    """Refuses an --out that is a file, the dataset folder or inside it (the run's files would mix with the images)."""
     out, data = root.resolve(), Path(data).resolve()
     data_dir = data if data.is_dir() else data.parent
     if out == data_dir or (data.is_dir() and data_dir in out.parents):
@@ -67,35 +175,57 @@ def check_new_run_folder(root: Path, data: str | Path, overwrite: bool, remove: 
         )
     if root.exists() and not root.is_dir():
         raise RunError(f"--out {display(root)} exists and is not a folder")
+
+
+def check_new_run_folder(root: Path, data: str | Path, overwrite: bool) -> None:
+    """The refusals that need no lock and write nothing: a bad location, or a folder of other files without
+    --overwrite (called before any data is read)."""
+    check_output_location(root, data)
     entries = _entries(root)
-    if not entries:
-        return
-    if is_run(root):
-        if not overwrite:
-            raise RunError(f"{display(root)} already holds a run; continue it with --resume {display(root)}, start "
-                           "it over with --overwrite, or choose another --out")  # fmt: skip
-        if remove:
-            remove_run_files(root)
-        return
-    if not overwrite:
+    if entries and not is_run(root) and not overwrite:
         shown = ", ".join(p.name for p in entries[:3]) + (", ..." if len(entries) > 3 else "")
         raise RunError(
-            f"--out {display(root)} is not empty ({shown}) and is not a run folder; choose a new or empty folder, "
-            "or pass --overwrite to write the run into it (files with a run's names are replaced)"
+            f"--out {display(root)} is not empty ({shown}) and is not an fptplus run; choose a new or empty folder, "
+            "or pass --overwrite to write the run next to these files (they stay: --overwrite only ever removes "
+            "files fptplus wrote)"
         )
 
 
-def remove_run_files(root: Path) -> None:
-    """Deletes what a run wrote (top level and seed folders); the store and any other file stay."""
-    for folder in [root, *sorted(root.glob("seed-*"))]:
-        for pattern in RUN_FILES:
-            for p in folder.glob(pattern):
-                if p.is_file():
-                    p.unlink()
-        for pattern in RUN_DIRS:
-            for p in folder.glob(pattern):
-                if p.is_dir() and not p.is_symlink() and p.name != "store":
-                    shutil.rmtree(p)
+class RunLock:
+    """Held (flock on RUN/.fptplus-run.lock) while a process trains the run: a second `train` into the same folder
+    — new, --resume or --overwrite — is refused with the holder's PID, host and start time. The kernel releases
+    the lock of a killed process."""
+
+    def __init__(self, root: Path, enabled: bool = True) -> None:
+        self.root, self.enabled, self.fd = Path(root), enabled, None
+
+    def __enter__(self) -> RunLock:
+        from ..store.lock import LOCK_ENV, fcntl, holder_text, read_lock_record, write_lock_record
+
+        if not self.enabled or fcntl is None or os.environ.get(LOCK_ENV, "").lower() == "off":
+            return self
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            holder = holder_text(read_lock_record(fd))
+            os.close(fd)
+            if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunError(
+                    f"{display(self.root)} is being trained right now by {holder}: wait for it to finish (then "
+                    "`--resume` or `evaluate` it), or choose another --out; nothing was changed"
+                ) from None
+            return self  # a filesystem without locks: train unlocked, as before
+        write_lock_record(fd)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
 
 
 def read_run_info(root: Path) -> dict[str, Any]:
