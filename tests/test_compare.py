@@ -170,3 +170,19 @@ def test_cli_prints_and_writes_json(tmp_path, capsys):
     assert record["seeds_a"] == 3 and record["ci"][0] < record["difference"] < record["ci"][1]
     assert main(["compare", str(tmp_path / "a"), str(tmp_path / "missing")]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [(lambda t: t[: len(t) * 2 // 3], r"line \d+ has no path or no label"),
+     (lambda t: t.replace("\n", "\n,benign,0.5,0.5\n", 1), r"line 2 has no path or no label"),
+     (lambda t: t.replace(t.splitlines()[1].rsplit(",", 1)[1], "nan", 1), "NaN or infinite probabilities"),
+     (lambda t: t.replace("p_benign,p_malignant", "p_benign,p_benign", 1), "names a column twice"),
+     (lambda t: t.replace(t.splitlines()[1].rsplit(",", 1)[1], "high", 1), "missing or not a number")],
+)  # fmt: skip
+def test_a_damaged_predictions_file_is_one_line_naming_it(tmp_path, damage, message):
+    make_runs(tmp_path, n=40, seeds_a=1, seeds_b=1)
+    path = tmp_path / "a" / "seed-0" / "predictions_test.csv"
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(RunError, match=message):
+        read_run_predictions(tmp_path / "a")

@@ -95,3 +95,28 @@ def test_option_flags_are_generated_from_the_typed_options(command, cls, capsys)
         assert "--" + f.name.replace("_", "-") in text, f.name
         assert f.name in docs and " ".join(docs[f.name].split()) in text, f.name
         assert f"(default: {getattr(options(), f.name)!r})" in text, f.name
+
+
+def test_duplicate_yaml_keys_are_refused_by_line(tmp_path):
+    from fptplus.config import RunConfig
+
+    path = tmp_path / "run.yaml"
+    path.write_text("method: fpt_plus\ntrain:\n  lr: 0.001\n  epochs: 3\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"the key 'lr' appears twice \(lines 3 and 5\)"):
+        RunConfig.load(path)
+
+
+def test_a_yaml_bomb_is_refused_quickly_with_a_short_message(tmp_path):
+    import time
+
+    from fptplus.config import RunConfig
+
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    path = tmp_path / "bomb.yaml"  # 1.4 KB that expands to 10^9 values
+    path.write_text("\n".join(lines) + "\nmethod: fpt_plus\ndata:\n  label_columns: *a8\n")
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values") as err:
+        RunConfig.load(path)
+    assert time.perf_counter() - t0 < 5 and len(str(err.value)) < 400

@@ -78,14 +78,23 @@ def _read_csv(path: Path) -> tuple[list[str], list[str], list[str], np.ndarray]:
             rows = list(csv.DictReader(f))
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise RunError(f"{display(path)} cannot be read ({err}); re-create it with `fptplus evaluate`") from err
+    fix = "re-create it with `fptplus evaluate`"
     if not rows or "path" not in rows[0] or "label" not in rows[0]:
-        raise RunError(f"{display(path)} is empty or lacks the path/label columns; re-create it with "
-                       f"`fptplus evaluate`")  # fmt: skip
+        raise RunError(f"{display(path)} is empty or lacks the path/label columns; {fix}")
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f))
+    if len(set(header)) != len(header):
+        raise RunError(f"{display(path)}: its header names a column twice ({header}); {fix}")
+    blank = next((i + 2 for i, r in enumerate(rows) if not r.get("path") or r.get("label") is None), None)
+    if blank is not None:
+        raise RunError(f"{display(path)}: line {blank} has no path or no label (a damaged file); {fix}")
     classes = [k[2:] for k in rows[0] if k.startswith("p_")]
     try:
         probs = np.array([[float(r[f"p_{c}"]) for c in classes] for r in rows], dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise RunError(f"{display(path)} has a probability that is not a number ({err})") from err
+        raise RunError(f"{display(path)} has a probability that is missing or not a number ({err}); {fix}") from None
+    if not np.isfinite(probs).all():
+        raise RunError(f"{display(path)} holds NaN or infinite probabilities: no AUC can be computed; {fix}")
     return [r["path"] for r in rows], [r["label"] for r in rows], classes, probs.reshape(len(rows), len(classes))
 
 

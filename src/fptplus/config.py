@@ -21,7 +21,7 @@ import yaml
 
 from .data.decode import DEFAULT_MAX_PIXELS
 from .errors import ConfigError
-from .files import display
+from .files import display, load_yaml, short_repr
 from .methods import get_method
 
 
@@ -216,7 +216,7 @@ class RunConfig:
         """Reads a config YAML; anything wrong in it is a ConfigError that names the file and the field."""
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+            raw = load_yaml(path.read_bytes().decode("utf-8"), f"config {display(path)}", ConfigError) or {}
         except FileNotFoundError:
             raise ConfigError(f"config {display(path)} does not exist") from None
         except OSError as err:
@@ -258,7 +258,7 @@ def build_dataclass(cls: type, values: dict[str, Any], section: str, factory=Non
     values = {k: _yaml_float(v, hints[k]) for k, v in values.items()}
     for key, value in values.items():
         if not type_matches(value, hints[key]):
-            raise ConfigError(f"{section}.{key} must be {_hint_text(hints[key])}, got {value!r}")
+            raise ConfigError(f"{section}.{key} must be {_hint_text(hints[key])}, got {short_repr(value)}")
     try:
         return (factory or cls)(**values)
     except ConfigError as err:

@@ -146,3 +146,53 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
+
+
+MAX_YAML_VALUES = 100_000  # a config or plan is a few hundred values; anchors repeated into more are refused
+
+
+def load_yaml(text: str, where: str, error: type[FPTPlusError] = FPTPlusError) -> Any:
+    """`yaml.safe_load` that refuses a mapping with a key twice (YAML keeps the last one silently) and a document
+    whose anchors and aliases expand to more than `MAX_YAML_VALUES` values (a "billion laughs" file: a few hundred
+    bytes that grow to gigabytes when walked), naming `where`."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise error(f"{where}: the key {key!r} appears twice (lines {seen[key]} and "
+                            f"{key_node.start_mark.line + 1}); keep one")  # fmt: skip
+            seen[key] = key_node.start_mark.line + 1
+        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    obj = yaml.load(text, Loader=Loader)
+    count, stack = 0, [obj]
+    while stack:  # every value as it would be walked: shared (aliased) objects counted each time they appear
+        item = stack.pop()
+        count += 1
+        if count > MAX_YAML_VALUES:
+            raise error(f"{where} expands to more than {MAX_YAML_VALUES:,} values (YAML anchors and aliases repeated "
+                        "into each other); write the values out")  # fmt: skip
+        if isinstance(item, dict):
+            stack += list(item.keys()) + list(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack += list(item)
+    return obj
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    """repr(value) cut to `limit` characters without building the whole text of a huge value."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = 10
+    r.maxstring = r.maxother = limit
+    r.maxlevel = 3
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -3,9 +3,10 @@ validation AUC of every epoch).
 
 Only fields that leave the store unchanged are searched (learning rate, weight decay, and for FPT/FPT+ the fusion
 dropout and the number of prompts), so every trial trains from the same store, built once. The study lives in
-OUT/study.db (SQLite): rerunning the same command continues it; trials of a killed process are noticed by their
-missing heartbeat and run again; finished and pruned trials are never repeated; several processes may share one
-OUT folder (parallel trials). Outputs:
+OUT/study.db (SQLite): rerunning the same command continues it; a trial whose process was killed (its worker lock in
+OUT/workers/ no longer held) or interrupted (Ctrl+C) is marked failed and its point run again once; finished and
+pruned trials are never repeated, and a continued study samples new points (the sampler's seed moves on with the
+number of trials); several processes may share one OUT folder (parallel trials). Outputs:
 
     OUT/trials/trial-N/      each trial's run folder (its config.yaml, log, metrics, checkpoints)
     OUT/trials.csv           number, state, validation AUC, parameters, seconds
@@ -134,7 +135,7 @@ def tune(
     if not base.data.store:
         base.data.store = str((out / "store").resolve())  # one store for every trial
     space = search_space(base)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # an interrupted trial: our one line, not optuna's traceback
     with warnings.catch_warnings():  # heartbeats are marked experimental in optuna; they are what resumes a kill
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         storage = optuna.storages.RDBStorage(
@@ -148,9 +149,10 @@ def tune(
         storage=storage,
         direction="maximize",
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2),
     )
+    # a continued study must not draw the points an earlier process drew from the same seed
+    study.sampler = optuna.samplers.TPESampler(seed=seed + 7919 * len(study.trials), n_startup_trials=5)
     identity = {"method": base.method, "data": str(base.data.data), "space": [p.name for p in space]}
     known = study.user_attrs.get("identity")
     if known is None:
@@ -161,11 +163,15 @@ def tune(
             f"{identity['data']}: use another --out"
         )
     states = optuna.trial.TrialState
+    worker = _WorkerLock(out)
+    worker.acquire()
+    _retry_lost_trials(study, storage, out, states, log)
 
     def done() -> int:
         return sum(t.state in (states.COMPLETE, states.PRUNED) for t in study.get_trials(deepcopy=False))
 
     def objective(trial) -> float:
+        trial.set_user_attr("worker", worker.name)
         values = {p.name: p.suggest(trial) for p in space}
         run_cfg = trial_config(base, space, values)
         folder = out / "trials" / f"trial-{trial.number}"
@@ -174,7 +180,11 @@ def tune(
         # with --folds K a trial is a K-fold cross-validation scored by its mean validation AUC (no pruning: the
         # folds' epochs are not one sequence)
         pruning = [] if base.data.folds and base.data.fold is None else [_Pruning(trial, optuna)]
-        train(run_cfg, folder, overwrite=True, callbacks=pruning)  # its lines: trial-N/log.txt
+        try:
+            train(run_cfg, folder, overwrite=True, callbacks=pruning)  # its lines: trial-N/log.txt
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # run again when the study is continued
+            raise
         auc = _val_auc(folder)
         log(f"trial {trial.number}: validation AUC {100 * auc:.2f}")
         return auc
@@ -184,11 +194,78 @@ def tune(
             study.stop()
 
     remaining = trials - done()
-    if remaining > 0:
-        log(f"study {out / STUDY_FILE}: {done()} trials done, running up to {remaining} more")
-        study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop_when_done],
-                       catch=(), gc_after_trial=True)  # fmt: skip
+    try:
+        if remaining > 0:
+            log(f"study {out / STUDY_FILE}: {done()} trials done, running up to {remaining} more")
+            study.optimize(objective, n_trials=remaining, timeout=timeout, callbacks=[stop_when_done],
+                           catch=(), gc_after_trial=True)  # fmt: skip
+    finally:
+        worker.release()
     return _write_outputs(study, base, space, out, optuna, log)
+
+
+class _WorkerLock:
+    """OUT/workers/HOST-PID.lock, held (flock) while this process runs trials: a RUNNING trial whose worker's lock
+    is free belongs to a process that died."""
+
+    def __init__(self, out: Path) -> None:
+        import os
+        import socket
+
+        self.folder = out / "workers"
+        self.name = f"{socket.gethostname()}-{os.getpid()}.lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        import os
+
+        from .store.lock import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.folder / self.name, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        import os
+
+        if self.fd is not None:
+            os.close(self.fd)
+            (self.folder / self.name).unlink(missing_ok=True)
+            self.fd = None
+
+
+def _worker_alive(folder: Path, name: str | None) -> bool:
+    """Whether the process that holds workers/NAME is still running (its flock is held)."""
+    import os
+
+    from .store.lock import fcntl
+
+    if not name or fcntl is None or not (folder / name).exists():
+        return False
+    fd = os.open(folder / name, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held: alive
+    finally:
+        os.close(fd)
+    (folder / name).unlink(missing_ok=True)  # a dead worker's lock file
+    return False
+
+
+def _retry_lost_trials(study, storage, out: Path, states, log) -> None:
+    """Trials left RUNNING by a process that is gone are marked failed; every failed trial that was killed or
+    interrupted (not one that failed by itself) has its point queued again, once."""
+    retried = {t.user_attrs.get("retry_of") for t in study.get_trials(deepcopy=False)}
+    retried |= {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
+    for t in study.get_trials(deepcopy=False):
+        lost = t.state == states.RUNNING and not _worker_alive(out / "workers", t.user_attrs.get("worker"))
+        if lost:
+            storage.set_trial_state_values(t._trial_id, state=states.FAIL)
+        if (lost or (t.state == states.FAIL and t.user_attrs.get("interrupted"))) and t.number not in retried:
+            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            log(f"trial {t.number} was {'killed' if lost else 'interrupted'}; its point is run again")
 
 
 def _val_auc(folder: Path) -> float:

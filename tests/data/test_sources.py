@@ -146,3 +146,21 @@ def test_bad_paths(tmp_path):
     save(tmp_path / "flat" / "a.png", rgb())
     with pytest.raises(DataError, match="no class folders"):
         load_index(tmp_path / "flat")
+
+
+@pytest.mark.parametrize(
+    "header,message",
+    [("path,label,label", r"columns named twice: \['label'\]"), ("path,Label ,label", r"named twice"),
+     ("path,label,", r"column\(s\) \[3\] have no name")],
+)  # fmt: skip
+def test_a_header_with_duplicate_or_empty_names_is_refused(tmp_path, header, message):
+    save(tmp_path / "a.png", rgb(8, 8))
+    (tmp_path / "labels.csv").write_text(f"{header}\na.png,neg,pos\n")
+    with pytest.raises(DataError, match=message):
+        load_index(tmp_path / "labels.csv")
+
+
+def test_a_nul_byte_in_a_csv_is_refused_by_line(tmp_path):
+    (tmp_path / "labels.csv").write_bytes(b"path,label\na.png,neg\nb\x00.png,pos\n")
+    with pytest.raises(DataError, match="line 3 holds a NUL byte"):
+        load_index(tmp_path / "labels.csv")

@@ -320,6 +320,48 @@ def test_an_image_edited_in_place_with_the_same_size_is_detected(tmp_path):
     assert build(index, out).processed == 0
 
 
+def test_a_same_size_replacement_with_its_mtime_restored_is_detected(tmp_path, monkeypatch):
+    """`cp other.bmp img2.bmp; touch -r backup img2.bmp`: size and mtime as recorded, but ctime/inode moved."""
+    monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
+    root = class_folders(tmp_path / "data", {"neg": 4, "pos": 4}, ext=".bmp")
+    index = load_index(root, seed=0)
+    build(index, tmp_path / "store")
+    store = FeatureStore(tmp_path / "store")
+    fingerprint = store_spec(store_cfg()).fingerprint
+    target = root / "pos" / "img2.bmp"
+    st = target.stat()
+    time.sleep(0.01)
+    save(target, rgb(seed=321))  # in place: same inode, new ctime
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))  # the mtime set back
+    assert target.stat().st_mtime_ns == st.st_mtime_ns and target.stat().st_size == st.st_size
+    with pytest.raises(StoreError, match=r"pos/img2\.bmp"):
+        store.check_compatible(fingerprint, index)
+    replaced = root / "neg" / "img1.bmp"  # replaced by another file (new inode), mtime restored
+    st = replaced.stat()
+    other = tmp_path / "other.bmp"
+    save(other, rgb(seed=7))
+    os.replace(other, replaced)
+    os.utime(replaced, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(StoreError, match=r"neg/img1\.bmp"):
+        store.check_compatible(fingerprint, index)
+
+
+def test_a_copied_dataset_is_read_once_then_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
+    root = class_folders(tmp_path / "data", {"neg": 3, "pos": 3}, ext=".bmp")
+    build(load_index(root, seed=0), tmp_path / "store")
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)  # new inodes and ctimes (copytree keeps the mtimes)
+    store = FeatureStore(tmp_path / "store")
+    index = load_index(copy, seed=0)
+    reads = []
+    original = plan_mod.changed_images.__globals__["_sha256"]
+    monkeypatch.setitem(plan_mod.changed_images.__globals__, "_sha256", lambda i, p: reads.append(p) or original(i, p))
+    assert plan_mod.changed_images(store.samples, index) == []
+    assert len(reads) == 6  # each re-hashed once ...
+    assert plan_mod.changed_images(store.samples, index) == [] and len(reads) == 6  # ... then trusted
+
+
 def test_a_damaged_manifest_is_one_clear_error(dataset, tmp_path):
     out = tmp_path / "store"
     build(dataset, out)

@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
-from ..files import display
+from ..files import display, load_yaml
 from ..methods import get_method
 
 ROW_KEYS = {
@@ -119,7 +119,7 @@ class Plan:
         """Reads and checks a plan file (ConfigError naming the file and the entry on any problem)."""
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+            raw = load_yaml(path.read_text(encoding="utf-8"), f"plan {display(path)}", ConfigError)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
             raise ConfigError(f"cannot read plan {display(path)}: {err}") from None
         if not isinstance(raw, dict):

@@ -126,7 +126,11 @@ def cmd_predict(args: argparse.Namespace, method: Method) -> int:
     import sys
 
     from ..trainer.evaluate import predict, skipped_path, write_predictions, write_skipped
+    from ..trainer.runfolder import check_output_file
 
+    if args.out:  # before any image is read: never over a run's, a store's or an existing file
+        check_output_file(args.out, args.overwrite)
+        check_output_file(skipped_path(args.out), args.overwrite, "--out (its .skipped.csv)")
     result = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad,
                      args.num_workers, args.calibrated, args.decision)  # fmt: skip
     rows = result.rows
@@ -178,6 +182,7 @@ def add_run_parsers(sub) -> None:
     p.add_argument("--num-workers", type=int, default=2,
                    help="processes decoding the next images while the model runs (0: in this process)")  # fmt: skip
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument(
         "--calibrated",
         action="store_true",

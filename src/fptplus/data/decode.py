@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,8 @@ class DecodedImage:
     sha256: str
     nbytes: int
     mtime_ns: int = 0
+    ctime_ns: int | None = None
+    inode: int | None = None
 
 
 def is_dicom(data: bytes, suffix: str) -> bool:
@@ -72,7 +75,12 @@ def load_image_file(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXEL
     name = display(path)
     try:
         with open(path, "rb") as f:
-            mtime_ns = os.fstat(f.fileno()).st_mtime_ns
+            st = os.fstat(f.fileno())
+            try:
+                check_bytes(st.st_size, max_pixels)
+            except DecodeError as err:
+                raise DecodeError(f"{name}: {err}") from None
+            mtime_ns = st.st_mtime_ns
             data = f.read()
     except OSError as err:
         raise DecodeError(f"{name}: cannot read ({err.strerror or err})") from err
@@ -82,6 +90,27 @@ def load_image_file(path: str | Path, max_pixels: int | None = DEFAULT_MAX_PIXEL
 
 def _pixels(n: int) -> str:
     return f"{n / 1e6:.3g} megapixels" if n >= 1e6 else f"{n:,} pixels"
+
+
+BYTES_PER_PIXEL = 8  # 4 channels of 16 bits: the most an uncompressed image within the budget needs per pixel
+HEADER_BYTES = 2**20  # headers, metadata, ICC profiles
+
+
+def byte_budget(max_pixels: int | None) -> int | None:
+    """The most bytes an image file (or a DICOM's inflated dataset) within the pixel budget can need."""
+    return max_pixels * BYTES_PER_PIXEL + HEADER_BYTES if max_pixels else None
+
+
+def check_bytes(size: int, max_pixels: int | None, what: str = "the file") -> None:
+    """Refuses more bytes than any image within the pixel budget can hold (a zip member or a deflated DICOM that
+    inflates to gigabytes, a huge non-image file), before they are read or inflated."""
+    budget = byte_budget(max_pixels)
+    if budget is not None and size > budget:
+        raise DecodeError(
+            f"{what} holds more than {budget / 2**20:,.0f} MiB, more than any image within the pixel budget of "
+            f"{_pixels(max_pixels)} needs (a decompression bomb, or not an image); raise --max-image-pixels if it is "
+            "genuine"
+        )
 
 
 def check_pixels(width: int, height: int, max_pixels: int | None) -> None:
@@ -144,10 +173,34 @@ def _minmax(array: np.ndarray) -> np.ndarray:
     return np.zeros_like(array, dtype=np.float32) if hi <= lo else ((array - lo) / (hi - lo)).astype(np.float32)
 
 
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole dataset is zlib-compressed
+
+
+def _check_deflated(data: bytes, max_pixels: int | None) -> None:
+    """Inflates a deflated DICOM's dataset in 1 MiB steps, discarding the output, and refuses it once it passes the
+    byte budget (pydicom would inflate all of it into memory first)."""
+    budget = byte_budget(max_pixels)
+    if budget is None or data[128:132] != b"DICM" or DEFLATED.encode() not in data[132:4096]:
+        return
+    if data[132:136] != b"\x02\x00\x00\x00" or data[136:138] != b"UL":  # (0002,0000) group length, explicit VR
+        return
+    start = 144 + int.from_bytes(data[140:144], "little")  # the dataset follows the file meta group
+    inflate, rest, total = zlib.decompressobj(-zlib.MAX_WBITS), data[start:], 0
+    try:
+        while rest:
+            total += len(inflate.decompress(rest, 2**20))
+            if total > budget:
+                check_bytes(total, max_pixels, "the deflated DICOM dataset")
+            rest = inflate.unconsumed_tail
+    except zlib.error as err:
+        raise DecodeError(f"the deflated DICOM dataset is damaged ({err})") from None
+
+
 def _decode_dicom(data: bytes, max_pixels: int | None) -> np.ndarray:
     import pydicom
     from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
+    _check_deflated(data, max_pixels)
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except pydicom.errors.InvalidDicomError:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..files import display
-from .decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, decode_bytes
+from .decode import DEFAULT_MAX_PIXELS, DecodedImage, DecodeError, byte_budget, decode_bytes
 from .readers import FolderReader, Reader
 
 SPLITS = ("train", "val", "test")
@@ -98,11 +98,14 @@ class DataIndex:
         """Decodes sample `i` (DecodeError naming it), within the index's pixel budget."""
         path = self.samples[i].path
         try:
-            data, info = self.reader.read(path)
+            data, info = self.reader.read(path, byte_budget(self.max_pixels))
         except OSError as err:
             raise DecodeError(f"{self.reader.name(path)}: cannot read ({err.strerror or err})") from err
+        except DecodeError as err:
+            raise DecodeError(f"{self.reader.name(path)}: {err}") from None
         image = decode_bytes(data, Path(path).suffix, self.reader.name(path), self.max_pixels)
-        return DecodedImage(image, hashlib.sha256(data).hexdigest(), len(data), info.mtime_ns)
+        sha = hashlib.sha256(data).hexdigest()
+        return DecodedImage(image, sha, len(data), info.mtime_ns, info.ctime_ns, info.inode)
 
     def split(self, name: str) -> list[Sample]:
         return [s for s in self.samples if s.split == name]

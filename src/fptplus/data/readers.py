@@ -28,13 +28,29 @@ class FileInfo:
 
     size: int
     mtime_ns: int
+    ctime_ns: int | None = None  # the inode's change time: any write moves it, and `touch` cannot set it back
+    inode: int | None = None  # (device, inode): a file replaced by another (mv, cp) gets another
+
+
+def _file_info(st: os.stat_result) -> FileInfo:
+    return FileInfo(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_dev * 2**40 + st.st_ino)
+
+
+def _check_size(size: int, max_bytes: int | None, what: str) -> None:
+    if max_bytes is not None and size > max_bytes:
+        from .decode import DecodeError
+
+        raise DecodeError(f"{what} holds {size / 2**20:,.0f} MiB, more than any image within the pixel budget needs "
+                          f"({max_bytes / 2**20:,.0f} MiB): a decompression bomb, or not an image; raise "
+                          "--max-image-pixels if it is genuine")  # fmt: skip
 
 
 class Reader(Protocol):
     """How an index reaches its samples' bytes."""
 
-    def read(self, path: str) -> tuple[bytes, FileInfo]:
-        """The sample's bytes and their FileInfo (OSError when unreadable)."""
+    def read(self, path: str, max_bytes: int | None = None) -> tuple[bytes, FileInfo]:
+        """The sample's bytes and their FileInfo (OSError when unreadable; DecodeError, before reading, when it
+        holds more than `max_bytes`)."""
 
     def info(self, path: str) -> FileInfo | None:
         """Size and mtime without reading (None when the sample is gone)."""
@@ -58,17 +74,18 @@ class FolderReader:
     def path(self, path: str) -> Path:
         return Path(path) if os.path.isabs(path) else self.root / path
 
-    def read(self, path: str) -> tuple[bytes, FileInfo]:
+    def read(self, path: str, max_bytes: int | None = None) -> tuple[bytes, FileInfo]:
         with open(self.path(path), "rb") as f:
             st = os.fstat(f.fileno())
-            return f.read(), FileInfo(st.st_size, st.st_mtime_ns)
+            _check_size(st.st_size, max_bytes, "the file")
+            return f.read(), _file_info(st)
 
     def info(self, path: str) -> FileInfo | None:
         try:
             st = self.path(path).stat()
         except OSError:
             return None
-        return FileInfo(st.st_size, st.st_mtime_ns)
+        return _file_info(st)
 
     def identity(self, path: str) -> Any:
         try:
@@ -94,10 +111,12 @@ class ZipReader:
         member = zf.getinfo(path)
         return FileInfo(member.file_size, member.CRC)  # the CRC moves with the bytes; zip times are too coarse
 
-    def read(self, path: str) -> tuple[bytes, FileInfo]:
+    def read(self, path: str, max_bytes: int | None = None) -> tuple[bytes, FileInfo]:
         try:
             with zipfile.ZipFile(self.archive) as zf:
-                return zf.read(path), self._info(zf, path)
+                info = self._info(zf, path)  # zipfile never inflates past the size the member's header declares
+                _check_size(info.size, max_bytes, "the zip member (inflated)")
+                return zf.read(path), info
         except (KeyError, zipfile.BadZipFile) as err:
             raise OSError(f"{path} not readable in {self.archive}: {err}") from err
 

@@ -207,9 +207,21 @@ def read_csv_rows(path: Path, label_columns: Sequence[str] = ()) -> tuple[list[s
             f"{display(path)} is not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}; Latin-1 or Windows "
             "encoding?). Save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 old.csv > new.csv` or 'CSV UTF-8' in Excel"
         ) from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(f"{display(path)}: line {line} holds a NUL byte (a binary file, or a CSV damaged in transfer); "
+                        "save it again as a UTF-8 CSV")  # fmt: skip
     try:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         columns = [c.strip().lower() for c in reader.fieldnames or []]
+        empty = [i + 1 for i, c in enumerate(columns) if not c]
+        twice = sorted({c for c in columns if c and columns.count(c) > 1})
+        if twice or empty:
+            what = f"columns named twice: {twice}" if twice else f"column(s) {empty} have no name"
+            raise DataError(
+                f"{display(path)}: the header has {what} (names are compared ignoring case and spaces); every column "
+                "needs one unique name, or fptplus cannot tell which one holds the labels"
+            )
         if label_columns:
             absent = [c for c in label_columns if c.strip().lower() not in columns]
             if "path" not in columns or absent:

@@ -39,13 +39,41 @@ def _load(path: Path) -> dict[str, Any]:
     return record.get("files", {}) if isinstance(record, dict) and record.get("version") == CACHE_VERSION else {}
 
 
+class VerifiedFiles:
+    """A record, in the user's cache folder, of files whose bytes were hashed, keyed by their real path and
+    stamped with (device, inode, size, mtime, ctime): a file is trusted without reading it again only while its
+    stamp is unchanged — any write to it moves its ctime, which `touch` cannot set back."""
+
+    def __init__(self, name: str) -> None:
+        self.path = cache_dir() / name
+        self.known = _load(self.path)
+        self.dirty = False
+
+    def sha256(self, key: str, stamp: list[int]) -> str | None:
+        entry = self.known.get(key)
+        return entry.get("sha256") if isinstance(entry, dict) and entry.get("stamp") == stamp else None
+
+    def add(self, key: str, stamp: list[int], sha256: str) -> None:
+        self.known[key] = {"stamp": stamp, "sha256": sha256}
+        self.dirty = True
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        self.known = {k: v for k, v in self.known.items() if os.path.exists(k.split("::")[0])}  # forget gone files
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, {"version": CACHE_VERSION, "files": self.known})
+        except OSError:
+            pass  # a read-only cache folder: the next process hashes again
+
+
 def verify_shards(root: Path, manifest: dict[str, Any], fields: list[str], log: Callable[[str], None]) -> float:
     """Refuses a store whose shard files differ from the manifest's sha256; returns the seconds spent hashing.
 
     Files recorded as verified with an unchanged stamp are not read again.
     """
-    cache = cache_dir() / CACHE_FILE
-    known = _load(cache)
+    verified = VerifiedFiles(CACHE_FILE)
     todo = []
     for s, shard in enumerate(manifest["shards"]):
         for f in fields:
@@ -59,7 +87,7 @@ def verify_shards(root: Path, manifest: dict[str, Any], fields: list[str], log: 
                 ) from None
             want = shard["sha256"].get(f)
             key = os.path.realpath(path)
-            if known.get(key) != {"stamp": stamp, "sha256": want}:
+            if verified.sha256(key, stamp) != want:
                 todo.append((path, key, stamp, want))
     if not todo:
         return 0.0
@@ -75,11 +103,6 @@ def verify_shards(root: Path, manifest: dict[str, Any], fields: list[str], log: 
                 f"--out {display(root)} --overwrite); `fptplus preload ... --verify` lists every damaged file"
             )
         if _stamp(path) == stamp:  # unchanged while it was read
-            known[key] = {"stamp": stamp, "sha256": want}
-    known = {k: v for k, v in known.items() if os.path.exists(k)}  # forget deleted stores
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(cache, {"version": CACHE_VERSION, "files": known})
-    except OSError:
-        pass  # a read-only cache folder: the next process hashes again
+            verified.add(key, stamp, want)
+    verified.save()
     return time.perf_counter() - t0

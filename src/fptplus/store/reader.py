@@ -31,7 +31,8 @@ from .format import (
 
 _log = get_logger("store")
 
-STORED_IMAGE = {"size": int, "sha256": str}  # every sample that was not skipped records its file
+STORED_IMAGE = {"size": int, "sha256": str}
+IMAGES_CACHE = "verified-images.json"  # every sample that was not skipped records its file
 
 
 def _sha256(index: DataIndex, path: str) -> str | None:
@@ -41,20 +42,46 @@ def _sha256(index: DataIndex, path: str) -> str | None:
         return None
 
 
+def _unchanged_stamp(rec: dict[str, Any], info: Any) -> bool:
+    """Whether nothing can have rewritten the file since it was preloaded: the same mtime and — when the store
+    recorded them (format 3, folders) — the same inode and change time (an edit whose mtime is set back with
+    `touch -r` still moves the ctime; a file replaced by another has another inode)."""
+    if info.mtime_ns != rec.get("mtime_ns"):
+        return False
+    if "ctime_ns" in rec and info.ctime_ns is not None:
+        return info.ctime_ns == rec["ctime_ns"] and info.inode == rec.get("inode")
+    return True
+
+
 def changed_images(records: list[dict[str, Any]], index: DataIndex, limit: int = 5) -> list[str]:
-    """Images whose file changed since preloading: missing, another size, or (when the modification time moved)
-    other bytes. Files with the recorded size and mtime are not read; the others are re-hashed."""
+    """Images whose file changed since preloading: missing, another size, or other bytes. A file whose size, mtime,
+    ctime and inode are as recorded is not read; the others are re-hashed once per file version (a copied dataset
+    is read once, then trusted by its new stamp: `contents.VerifiedFiles`). What stays undetectable without
+    `preload --verify`: a same-size rewrite on a filesystem that keeps no ctime or inode, or by someone who resets
+    the system clock."""
+    from .contents import VerifiedFiles
+
+    verified = VerifiedFiles(IMAGES_CACHE)
     changed = []
     for rec, sample in zip(records, index.samples, strict=True):
         if rec.get("skipped"):
             continue
         info = index.reader.info(sample.path)
-        if (
-            info is None
-            or info.size != rec["size"]
-            or (info.mtime_ns != rec.get("mtime_ns") and _sha256(index, sample.path) != rec["sha256"])
-        ):
+        if info is None or info.size != rec["size"]:
             changed.append(sample.path)
+            continue
+        if _unchanged_stamp(rec, info):
+            continue
+        key = index.reader.locate(sample.path)
+        stamp = [info.size, info.mtime_ns, info.ctime_ns or 0, info.inode or 0]
+        if verified.sha256(key, stamp) == rec["sha256"]:
+            continue
+        sha = _sha256(index, sample.path)
+        if sha != rec["sha256"]:
+            changed.append(sample.path)
+        elif info.ctime_ns is not None:
+            verified.add(key, stamp, sha)
+    verified.save()
     if changed:
         shown = [display(c) for c in changed[:limit]]
         return [f"image files changed since preloading ({len(changed)}; other size or content), e.g. {shown}"]

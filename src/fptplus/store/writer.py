@@ -100,6 +100,8 @@ class _Decode(Dataset):
             "size": decoded.nbytes,
             "sha256": decoded.sha256,
             "mtime_ns": decoded.mtime_ns,
+            "ctime_ns": decoded.ctime_ns,
+            "inode": decoded.inode,
         }
 
 
@@ -186,7 +188,9 @@ class _ShardWriter:
         for name, value in arrays.items():
             self.maps[name][r] = value
         self.maps["side"][r] = item["side"].numpy()
-        self.progress["records"][r] = {"size": item["size"], "sha256": item["sha256"], "mtime_ns": item["mtime_ns"]}
+        stamp = {k: item[k] for k in ("ctime_ns", "inode") if item.get(k) is not None}  # folders only (not zips)
+        self.progress["records"][r] = {"size": item["size"], "sha256": item["sha256"], "mtime_ns": item["mtime_ns"],
+                                       **stamp}  # fmt: skip
 
     def commit(self, done: int) -> None:
         for m in self.maps.values():

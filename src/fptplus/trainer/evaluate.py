@@ -113,11 +113,18 @@ def evaluate_run(
         labels, probs, loss, ci=split == "test", ci_samples=cfg.train.bootstrap, seed=0, ordinal=cfg.data.ordinal
     )
     out = {"run": str(run_dir), "split": split, "checkpoint": checkpoint, **metrics.to_dict()}
-    (run_dir / f"eval-{split}-{checkpoint}.json").write_text(json.dumps(out, indent=1))
-    if len(labels) and callbacks is not None:
-        callbacks.on_evaluated(RunInfo(run_dir, cfg, read_classes(root)), f"{split}-{checkpoint}", labels, probs, [])
-    record_files(run_dir)  # what evaluate wrote is the run's (a later --overwrite removes it)
-    info_of(_log, log)(f"{run_dir} [{checkpoint}] on {split}: {metrics.summary()}")
+    info_of(_log, log)(f"{run_dir} [{checkpoint}] on {split}: {metrics.summary()}")  # said first: a write may fail
+    target = run_dir / f"eval-{split}-{checkpoint}.json"
+    try:
+        target.write_text(json.dumps(out, indent=1))
+        if len(labels) and callbacks is not None:
+            callbacks.on_evaluated(RunInfo(run_dir, cfg, read_classes(root)), f"{split}-{checkpoint}", labels, probs,
+                                   [])  # fmt: skip
+        record_files(run_dir)  # what evaluate wrote is the run's (a later --overwrite removes it)
+    except OSError as err:
+        raise RunError(f"the metrics above were computed, but {target.name} and its plots could not be written into "
+                       f"{run_dir} ({err.strerror or err}: a read-only folder?); copy the run somewhere writable to "
+                       "keep them") from None  # fmt: skip
     return out
 
 

@@ -94,7 +94,10 @@ def export_onnx(
     sidecar = out.with_suffix(".json")
     if (out.exists() or sidecar.exists()) and not overwrite:
         raise ConfigError(f"{out} (or {sidecar.name}) exists; pass --overwrite to replace it, or another --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from .runfolder import check_output_file
+
+    check_output_file(out, overwrite)
+    check_output_file(sidecar, overwrite, "--out (its .json sidecar)")
     _, run_dir = resolve_run(run, seed)
     cfg, model, classes = load_trained(run_dir, checkpoint, "online")
     method = get_method(cfg.method)

@@ -191,6 +191,39 @@ def check_new_run_folder(root: Path, data: str | Path, overwrite: bool) -> None:
         )
 
 
+def _owner(folder: Path) -> str | None:
+    """'run' or 'feature store' when `folder` is one (by the files only fptplus writes there), else None."""
+    if (folder / MARKER).is_file() or ((folder / CONFIG).is_file() and (folder / RUN_JSON).is_file()):
+        return "run"
+    if (folder / "manifest.json").is_file() or (folder / "plan.json").is_file() or (folder / "writer.lock").exists():
+        return "feature store"
+    return None
+
+
+def check_output_file(out: str | Path, overwrite: bool, flag: str = "--out") -> Path:
+    """Refuses an output file that would replace something: an existing file (unless `overwrite`), a folder, a
+    path under a file, or any path inside a run or a feature store (their files are theirs, whatever the flag).
+    Creates its missing parent folders; returns the path."""
+    out = Path(out)
+    if out.is_dir():
+        example = display(out / "predictions.csv")
+        raise RunError(f"{flag} {display(out)} is a folder; name a file in it (e.g. {example})")
+    for folder in [out.parent.resolve(), *out.parent.resolve().parents]:
+        if folder.exists() and not folder.is_dir():
+            raise RunError(f"{flag} {display(out)}: {display(folder)} is a file, not a folder")
+        owner = _owner(folder) if folder.is_dir() else None
+        if owner is not None:
+            raise RunError(f"{flag} {display(out)} is inside the {owner} {display(folder)}: its files are fptplus's "
+                           "own and are never replaced; write elsewhere")  # fmt: skip
+    if out.exists() and not overwrite:
+        raise RunError(f"{flag} {display(out)} exists; pass --overwrite to replace it, or choose another file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise RunError(f"{flag} {display(out)}: cannot create its folder ({err.strerror or err})") from None
+    return out
+
+
 class RunLock:
     """Held (flock on RUN/.fptplus-run.lock) while a process trains the run: a second `train` into the same folder
     — new, --resume or --overwrite — is refused with the holder's PID, host and start time. The kernel releases
