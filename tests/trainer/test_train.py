@@ -146,7 +146,7 @@ def test_refusals(data, weights, tmp_path, capsys):
     assert main(train_args(data, run, weights, "--epochs", "1")) == 0
     capsys.readouterr()
     assert main(train_args(data, run, weights)) == 2
-    assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+    assert "already holds a finished run" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--lr", "0.5"]) == 2
     assert "drop --lr — start a new run" in capsys.readouterr().err
     for extra, named in [(["--set", "num_prompts=8"], "--set num_prompts=8"), (["--method", "fpt"], "--method"),
@@ -154,7 +154,7 @@ def test_refusals(data, weights, tmp_path, capsys):
         assert main(["train", "--resume", str(run), *extra]) == 2
         assert f"drop {named}" in capsys.readouterr().err
     assert main(train_args(data, tmp_path / "r2", weights, "--lr", "-1")) == 2
-    assert "lr must be > 0" in capsys.readouterr().err
+    assert "lr must be a finite number > 0" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
 
