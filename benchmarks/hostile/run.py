@@ -3,6 +3,7 @@ older checkout of fptplus, run side by side on the same generated files.
 
     git worktree add /tmp/fptplus-09d9627 09d9627
     .venv/bin/python benchmarks/hostile/run.py --before /tmp/fptplus-09d9627/src --trials 10
+    .venv/bin/python benchmarks/hostile/run.py --before /tmp/fptplus-513962f/src --trials 0 --round 2  # round two
 
 Every case runs the real command line (`python -m fptplus.cli ...`) in a fresh process on a tiny random ViT and a
 few generated images; "what the user sees" is the exit status and the last line on stderr (or, when a command
@@ -419,6 +420,14 @@ def concurrent(fp: Fptplus, w: Path, trials: int) -> dict[str, object]:
 # --- driver ----------------------------------------------------------------------------------------------------
 
 
+sys.path.insert(0, str(HERE))
+from round2 import add_cases  # noqa: E402  (issues 30 and 32: registered after round one)
+
+_round1 = set(CASES)
+add_cases(case, dataset, image, Fptplus)
+ROUND2 = set(CASES) - _round1
+
+
 def tiny_weights(path: Path) -> Path:
     import timm
     import torch
@@ -460,11 +469,13 @@ def concurrent_text(c: dict) -> str:
     return text
 
 
-def table(results: dict[str, dict], trials: int) -> str:
+def table(results: dict[str, dict], trials: int, names: list[str] | None = None) -> str:
     before = "before" in results
     head = "| case | input | command | " + ("at the older checkout | " if before else "") + "now |"
     lines = [head, "|---|---|---|" + ("---|" if before else "") + "---|"]
     for name, (what, command, _) in CASES.items():
+        if names is not None and name not in names:
+            continue
         cells = [f"`{name}`", what, f"`{command}`"]
         cells += [
             str(results[k].get(name, "")).replace("|", "\\|") for k in (("before", "now") if before else ("now",))
@@ -486,8 +497,9 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=10, help="concurrent-preload trials (0: skip)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these cases")
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--round", type=int, choices=(1, 2), default=None, help="only round one's or round two's cases")
     args = ap.parse_args()
-    names = args.only or list(CASES)
+    names = args.only or [n for n in CASES if args.round is None or (n in ROUND2) == (args.round == 2)]
     with tempfile.TemporaryDirectory() as tmp:
         weights = tiny_weights(Path(tmp) / "tiny.safetensors")
         results = {}
@@ -497,10 +509,11 @@ def main() -> None:
             print(f"{label}: {src or 'installed fptplus'}", flush=True)
             results[label] = run_all(Fptplus(src, weights), names, args.trials, lambda s: print(s, flush=True))
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    (args.out / "results.json").write_text(json.dumps({"machine": machine, "date": time.strftime("%Y-%m-%d"),
-                                                       "before": str(args.before), **results}, indent=1))  # fmt: skip
-    (args.out / "table.md").write_text(table(results, args.trials))
-    print(table(results, args.trials))
+    suffix = "-round2" if args.round == 2 else ""
+    record = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "before": str(args.before), **results}
+    (args.out / f"results{suffix}.json").write_text(json.dumps(record, indent=1))
+    (args.out / f"table{suffix}.md").write_text(table(results, args.trials, names))
+    print(table(results, args.trials, names))
 
 
 if __name__ == "__main__":
