@@ -269,8 +269,10 @@ def compare_markdown(entries: list[dict[str, Any]]) -> str:
 
 
 def render(plan: Plan, records: list[dict[str, Any]], results: Path, log=None,
-           runs: Path | None = None) -> list[dict[str, Any]]:  # fmt: skip
-    """Writes every table and figure of the plan; returns the records with their computed columns."""
+           runs: Path | None = None, keep_memory: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    """Writes every table and figure of the plan; returns the records with their computed columns.
+
+    `keep_memory`: leave an existing memory.md as it is even when its key (the code) changed."""
     log = info_of(_log, log)
     results.mkdir(parents=True, exist_ok=True)
     rows = with_memory(records)
@@ -284,7 +286,10 @@ def render(plan: Plan, records: list[dict[str, Any]], results: Path, log=None,
     if rows:
         classes = rows[0]["model"].get("num_classes", 2)
         key = memory_key(plan, classes)
-        if not _memory_current(results / "memory.md", key):  # minutes of meta accounting: only when it changed
+        kept = keep_memory and (results / "memory.md").exists()
+        if kept and not _memory_current(results / "memory.md", key):
+            log(f"{results / 'memory.md'} kept as it is (--keep-memory), although fptplus's code changed since")
+        if not kept and not _memory_current(results / "memory.md", key):  # minutes of meta accounting: if changed
             memory = memory_markdown(plan, classes)
             if memory:
                 (results / "memory.md").write_text(f"<!-- {key} -->\n{memory}", encoding="utf-8")

@@ -100,7 +100,7 @@ def cmd_bench_plan(args: argparse.Namespace, method: Method) -> int:
     results = Path(args.results) if args.results else Path(args.plan).resolve().parent.parent / plan.name / "results"
     failed = [] if args.tables_only else execute(plan, runs, args.only, args.budget_s)
     records = collect(plan, runs, results)
-    render(plan, records, results, runs=runs)
+    render(plan, records, results, runs=runs, keep_memory=args.keep_memory)
     print(f"{len(records)} of {len(plan.runs)} runs recorded; tables and figures in {results}")
     for message in failed:
         print(f"failed: {message}")
@@ -135,6 +135,9 @@ def add_bench_parsers(sub) -> None:
     p.add_argument("--only", nargs="*", help="row names or run folders to run (default: all)")
     p.add_argument("--budget-s", type=float, help="start no further run after this many seconds")
     p.add_argument("--tables-only", action="store_true", help="render from the records, train nothing")
+    p.add_argument("--keep-memory", action="store_true",
+                   help="keep an existing memory.md even if fptplus's code changed since (its recomputation takes "
+                   "minutes; e.g. between the steps of a long benchmark)")  # fmt: skip
     p.add_argument("--data", help="use this dataset instead of the plan's (e.g. a copy on another machine)")
     p.add_argument("--weights", help="use these weights instead of the plan's")
     p.set_defaults(func=cmd_bench_plan)
