@@ -1,16 +1,20 @@
-# The README's two commands: `make demo` (main job on the built-in default) and `make test`.
+# The README's two commands: `make demo` (main job on the built-in default) and `make test`; `make install` sets up
+# the environment alone (no demo).
 # Both create .venv and install what they need on a fresh machine.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format clean
+.PHONY: install demo test lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+install: $(STAMP)
+	@echo "fptplus installed in $(VENV): run $(VENV)/bin/fptplus --help"
 
 demo: $(STAMP)
 	$(VENV)/bin/fptplus demo

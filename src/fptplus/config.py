@@ -351,6 +351,10 @@ def field_docs(cls: type) -> dict[str, str]:
 
 
 def _parse(text: str, hint: Any) -> Any:
+    choices = _literal_choices(hint)
+    nullable = text.lower() in ("none", "null") and type(None) in typing.get_args(hint)
+    if choices and text not in map(str, choices) and not nullable:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(map(str, choices))}, got {text!r}")
     if text.lower() in ("none", "null"):
         return None
     if re.fullmatch(r"\d+x\d+", text.lower()):  # image sizes: 448x512 -> (448, 512)

@@ -137,3 +137,36 @@ def test_multilabel_data_is_audited_per_label(tmp_path):
     }
     assert min(layout.values()) > 0.9  # each label is a bright corner: the 8 x 8 layout sees it
     assert record["balance"]["test"] == {"A": 8, "B": 8, "C": 8}
+
+
+def test_copies_become_groups_train_reads_and_train_warns_until_they_are_used(tmp_path, monkeypatch, capsys):
+    """Class folders (automatic split) with near-duplicates: the audit writes grouped.csv; `train` on the folders
+    warns that copies cross its split; `train --data grouped.csv` keeps each group in one split."""
+    from fptplus.data.sources import load_index
+    from runhelp import tiny_weights, train_args
+
+    monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "d"
+    for c, name in enumerate(("neg", "pos")):
+        for i in range(20):
+            save(data / name / f"{i}.png", noise(100 * c + i, 40 if c else 0))
+    for i in range(8):  # eight near-duplicate copies of neg/i (one pixel different): the split scatters them
+        near = noise(i)
+        near[0, 0] ^= 1
+        save(data / "neg" / f"copy{i}.png", near)
+    assert audit(data, tmp_path / "out") == 0
+    printed = capsys.readouterr().out
+    grouped = tmp_path / "out" / "grouped.csv"
+    assert grouped.exists() and "grouped.csv" in printed and len(printed.splitlines()) < 40
+    weights = tiny_weights(tmp_path)
+    assert main(train_args(data, tmp_path / "run", weights, "--epochs", "1")) == 0
+    assert "found" in capsys.readouterr().out and "copies that this split puts in two splits" in (
+        tmp_path / "run" / "log.txt").read_text()  # fmt: skip
+    index = load_index(grouped)
+    by_group = {}
+    for s in index.samples:
+        if s.group:
+            by_group.setdefault(s.group, set()).add(s.split)
+    assert by_group and all(len(v) == 1 for v in by_group.values())  # each copy group in one split
+    assert main(train_args(grouped, tmp_path / "run2", weights, "--epochs", "1")) == 0
+    assert "copies that this split puts in two splits" not in (tmp_path / "run2" / "log.txt").read_text()

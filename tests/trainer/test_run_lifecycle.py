@@ -74,3 +74,17 @@ def test_a_live_run_is_refused_by_name_even_with_overwrite_or_resume(setup, tmp_
         assert "is being trained right now" in capsys.readouterr().err
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before  # untouched
     assert main(train_args(data, out, weights, "--overwrite", "--epochs", "1")) == 0  # once it has stopped
+
+
+def test_a_shared_store_names_the_runs_that_read_it_before_it_is_rebuilt(setup, tmp_path, capsys):
+    _, data, weights = setup
+    store = tmp_path / "shared-store"
+    assert main(train_args(data, tmp_path / "a", weights, "--epochs", "1", "--store", str(store))) == 0
+    capsys.readouterr()
+    args = ["preload", "--data", str(data), "--out", str(store), "--weights", str(weights), "--img-size", "64",
+            "--side-img-size", "32", "--backbone-kwargs", "{'depth': 2, 'embed_dim': 32, 'num_heads': 4}",
+            "--side-depth", "2", "--token-ratio", "0.5", "--num-workers", "0"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "1 run(s) read this store" in err and str((tmp_path / "a").resolve()) in err
+    assert "preload into another --out" in err

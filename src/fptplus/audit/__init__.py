@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from ..data.copies import record_clusters
 from ..data.index import DataIndex, label_bits
 from ..files import display, write_json_atomic
 from .baselines import FamilyResult, run_baselines
 from .checks import balance, decode_failures, leaked_groups, small_classes
 from .duplicates import DuplicateGroup, find_duplicates
 from .features import collect
+from .groups import write_grouped_csv
 
 
 @dataclass
@@ -62,8 +64,9 @@ def tasks_of(index: DataIndex, usable: list[int]) -> list[Task]:
 
 
 def run_audit(index: DataIndex, out: str | Path, options: AuditOptions | None = None, run: str | Path | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:  # fmt: skip
-    """Audits `index` into `out` (audit.md, audit.json, pictures, cache/); returns the audit.json record."""
+              log: Callable[[str], None] = print, data: str | Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Audits `index` into `out` (audit.md, audit.json, grouped.csv, pictures, cache/); returns the audit.json
+    record. `data`: the dataset as the user names it (`--data`), under which `train` finds the copies found here."""
     from .report import render
 
     options = options or AuditOptions()
@@ -81,7 +84,22 @@ def run_audit(index: DataIndex, out: str | Path, options: AuditOptions | None = 
         results[task.name] = run_baselines([facts[i] for i in usable], thumbs[usable], task.labels, groups,
                                            task.classes, log, options.bootstrap)  # fmt: skip
     copies = find_duplicates(index, facts, thumbs, options.max_distance, options.min_correlation)
+    clusters = [g.members for g in copies]
+    grouped = write_grouped_csv(index, clusters, out)
+    if data is not None:
+        record_clusters(data, index, clusters, out / "audit.md")
     record = _record(index, facts, results, copies, options, run)
+    record["grouped_csv"] = str(grouped)
+    crossing = [g for g in copies if "split" in g.crosses]
+    if crossing:
+        official = "automatic split" not in index.source
+        record["warnings"].append(
+            f"{len(crossing)} group(s) of copies lie in more than one split: {grouped} gives each a `group` (merged "
+            "with the dataset's own groups); "
+            + ("train on it — `fptplus train --data " + str(grouped) + " ...` — and its automatic split keeps every "
+               "group in one split" if not official else "its split column is your official one: move the copies "
+               "that cross it, or drop the column to let fptplus split by group")
+        )  # fmt: skip
     render(out, index, facts, thumbs, usable, tasks_of(index, usable), results, record)
     write_json_atomic(out / "audit.json", record)
     return record

@@ -26,9 +26,16 @@ from .preload import add_preload_parser
 from .train import add_run_parsers, add_train_parser, add_tune_parser
 
 
+class Parser(argparse.ArgumentParser):
+    """A mistyped option is one line naming it (not the whole usage first), then where the options are listed."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists every option)\n")
+
+
 def build_parser(method: Method | None = None) -> argparse.ArgumentParser:
     method = method or get_method("fpt_plus")
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fptplus",
         description="FPT+: parameter- and memory-efficient transfer learning for high-resolution medical images.",
         formatter_class=FORMATTER,

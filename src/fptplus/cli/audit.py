@@ -37,17 +37,20 @@ def cmd_audit(args: argparse.Namespace, method: Method) -> int:
     print(index.describe())
     options = AuditOptions(args.threshold, args.max_distance, args.min_per_split, args.bootstrap, args.num_workers,
                            args.min_correlation)  # fmt: skip
-    record = run_audit(index, out, options, args.run, log=print)
+    record = run_audit(index, out, options, args.run, log=print, data=data.data)
     warnings = record["warnings"]
     print(f"\naudit of {data.data}: {len(warnings)} warning(s)" + (":" if warnings else " — nothing found"))
-    for w in warnings:
+    copies = [w for w in warnings if w.split(" ", 1)[0] in ("byte-identical", "pixel-identical", "near-duplicate")]
+    for w in [w for w in warnings if w not in copies][:12]:  # the summary; every line is in audit.md
         print(f"  ! {w}")
-    for n in record["notes"]:
-        print(f"  note: {n}")
+    if copies:
+        print(f"  ! {len(copies)} group(s) of copies across splits, labels or groups, e.g. {copies[0]}")
+    if record["notes"]:
+        print(f"  note: {len(record['notes'])} group(s) of copies inside one split, label and group (no leak)")
     if record["run"]:
         best = max((f["auc"] or 0 for fams in record["baselines"].values() for f in fams), default=0)
         print(f"  the run's test AUC {100 * record['run']['test_auc']:.1f}; the best trivial family {100 * best:.1f}")
-    print(f"report: {out / 'audit.md'} (and audit.json, pictures)")
+    print(f"report: {out / 'audit.md'} (every warning and note; audit.json, pictures, {record['grouped_csv']})")
     return 0
 
 

@@ -177,3 +177,38 @@ def shard_name(i: int) -> str:
 
 def shard_file(root: Path, i: int, field: str) -> Path:
     return root / f"{shard_name(i)}.{field}.npy"
+
+
+USERS = "users.txt"  # the run folders that trained from this store, one per line (appended by `train`)
+
+
+def record_user(root: Path, run: Path) -> None:
+    """Notes that the run folder `run` reads the store `root` (a line appended once; never fails a run)."""
+    line = str(Path(run).resolve())
+    try:
+        if line in store_users(root, existing=False):
+            return
+        with open(root / USERS, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass
+
+
+def store_users(root: Path, existing: bool = True) -> list[str]:
+    """The run folders recorded as reading the store (with `existing`: those still there)."""
+    try:
+        lines = (root / USERS).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return []
+    return [u for u in dict.fromkeys(lines) if u and (not existing or Path(u).is_dir())]
+
+
+def rebuild_hint(root: Path) -> str:
+    """How to rebuild a store, warning when runs still read it (rebuilding it in place changes their inputs)."""
+    users = store_users(root)
+    hint = f"rebuild it with `fptplus preload ... --out {display(root)} --overwrite`, or preload into another --out"
+    if users:
+        shown = ", ".join(display(u) for u in users[:3]) + (", ..." if len(users) > 3 else "")
+        hint = (f"{len(users)} run(s) read this store ({shown}): preload into another --out folder (rebuilding it in "
+                f"place with `--overwrite` changes what those runs evaluate on)")  # fmt: skip
+    return hint

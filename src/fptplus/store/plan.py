@@ -32,6 +32,7 @@ from .format import (
     fingerprint_diff,
     make_fingerprint,
     read_record,
+    rebuild_hint,
     sample_records,
     samples_diff,
     shard_file,
@@ -159,9 +160,7 @@ def _remove_store(path: Path) -> None:
 
 
 def _rebuild_hint(path: Path) -> str:
-    return (
-        f"rebuild it with `fptplus preload ... --out {display(path)} --overwrite`, or preload into another --out folder"
-    )
+    return rebuild_hint(path)
 
 
 def check_folder(out: Path) -> None:

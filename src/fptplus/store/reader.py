@@ -24,6 +24,7 @@ from .format import (
     StoreError,
     fingerprint_diff,
     read_record,
+    rebuild_hint,
     sample_records,
     samples_diff,
     shard_file,
@@ -243,7 +244,7 @@ class FeatureStore:
         if problems:
             raise StoreError(
                 f"feature store {self.path} does not match this run:\n  " + "\n  ".join(problems) + "\n"
-                f"Rebuild it: fptplus preload ... --out {self.path} --overwrite (or use another --out)"
+                f"{rebuild_hint(self.path)[0].upper()}{rebuild_hint(self.path)[1:]}"
             )
         self.verify_contents()
 

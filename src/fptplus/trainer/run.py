@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..config import RunConfig
+from ..data.copies import cross_split_copies
 from ..data.scan import check_bad, scan_images
 from ..data.sources import DataIndex
 from ..errors import ConfigError, RunError
@@ -31,7 +32,7 @@ from ..files import write_json_atomic
 from ..logs import get_logger, info_of, log_file
 from ..methods import get_method
 from ..store import FeatureStore, PreloadOptions, preload
-from ..store.format import MANIFEST
+from ..store.format import MANIFEST, record_user
 from ..weights import HUB, is_random
 from .callbacks import Callback, Callbacks, TensorBoard
 from .loop import fit
@@ -75,6 +76,13 @@ def load_data(cfg: RunConfig, log: Callable[[str], None]) -> DataIndex:
     log(index.describe())
     for warning in index.warnings:
         log(f"warning: {warning}")
+    crossing = cross_split_copies(cfg.data.data, index)
+    if crossing:
+        (first, a), (second, b) = crossing["crossing"][0][:2]
+        log(f"warning: the audit of this dataset ({crossing['report']}) found {len(crossing['crossing'])} group(s) of "
+            f"copies that this split puts in two splits, e.g. {first} ({a}) and {second} ({b}): the test AUC counts "
+            "images the model was trained on. Train on the audit's grouped.csv (next to its report) — its "
+            "automatic split keeps each group in one split")  # fmt: skip
     if cfg.model.num_classes != len(index.classes):
         cfg.model.num_classes = len(index.classes)
     return index
@@ -108,6 +116,8 @@ def prepare_inputs(
             preload(index, inputs.store_config(cfg.model), store_at, options, log=log)
         store = FeatureStore(store_at)
         inputs.check_store(store, cfg.model, index, cfg.data.resize)
+        if store_at.resolve() not in root.resolve().parents:  # a shared store: it knows who reads it
+            record_user(store_at, root)
         return store, store.usable()
     log("checking that every image decodes (online training)")
     return None, check_bad(index, scan_images(index, cfg.train.num_workers), cfg.data.skip_bad, root)
