@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fptplus.bench.memtrack import MemoryTracker
+from fptplus.memtrack import MemoryTracker
 from fptplus.prompt_attention import _PromptAttention, prompt_attention
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fptplus.bench.memory import cpu_allocator_peak, make_batch, measure_step
-from fptplus.bench.memtrack import MemoryTracker
+from fptplus.memtrack import MemoryTracker
 from fptplus.methods import get_method
 from fptplus.model import FPTConfig
 
@@ -52,7 +52,7 @@ def test_breakdown_of_a_training_step():
     with tracker:
         lin(x).square().mean().backward()
         opt.step()
-    from fptplus.bench.memtrack import optimizer_tensors
+    from fptplus.memtrack import optimizer_tensors
 
     bd = tracker.breakdown(list(lin.parameters()), [p.grad for p in lin.parameters()], optimizer_tensors(opt))
     assert bd.weights == 4040 and bd.gradients == 4040 and bd.optimizer == 2 * 4040 + 2 * 4

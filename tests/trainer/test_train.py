@@ -43,7 +43,14 @@ def test_cli_preload_train_evaluate_predict(data, weights, tmp_path, capsys):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert results["source"] == "store" and results["test"]["n"] == 4 and results["test"]["auc_ci"] is not None
     assert results["checkpoint_bytes"] < 200_000  # trainable tensors only
-    assert results["device"] == "cpu" and results["peak_memory_mb"] > 0  # CPU: process peak RSS; GPU: CUDA peak
+    assert results["device"] == "cpu" and results["process_peak_rss_mb"] > 0 and 0 < results["train_step_mb"] < 50
+    from fptplus.bench.memory import measure_step
+    from fptplus.config import RunConfig
+
+    saved = RunConfig.load(run / "config.yaml")
+    step = measure_step("fpt_plus", saved.model, 4, "meta", "fused", "store").breakdown.peak / 2**20
+    assert results["train_step_mb"] == pytest.approx(step)  # the tables' accounting of this very run
+    assert "Memory: one training step" in (run / "summary.md").read_text()
     summary = (run / "summary.md").read_text()
     assert "| fpt_plus | 0 | " in summary and f"fptplus evaluate {run}" in summary and "fptplus explain" in summary
     out_text = capsys.readouterr().out

@@ -144,7 +144,7 @@ def record_of(plan: Plan, run: Run, run_dir: Path) -> dict[str, Any]:
         "params_percent": per_seed[0]["params"]["percent"],
         "epoch_seconds": float(np.mean(epoch_s)) if epoch_s else None,
         "device": per_seed[0].get("device", "cpu"),
-        "measured_peak_mb": max(r.get("peak_memory_mb", 0.0) or 0.0 for r in per_seed),
+        "measured_peak_mb": max(r.get("process_peak_rss_mb", r.get("peak_memory_mb", 0.0)) or 0.0 for r in per_seed),
         "model": cfg.to_dict()["model"], "batch_size": cfg.train.batch_size,
         "recorded": time.strftime("%Y-%m-%d"), **({"chosen": chosen} if chosen else {}),
     }  # fmt: skip

@@ -302,7 +302,7 @@ def _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, hist
         "val": out["val"],
         "test": out["test"],
         "calibration": calibration_report(split_probs, tc, log) if not objective.multilabel else None,
-        "peak_memory_mb": peak_memory_mb(),
+        **memory_report(cfg, inputs.source),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     if accelerator.is_main_process:
@@ -330,9 +330,25 @@ def calibration_report(split_probs: dict, tc, log) -> dict[str, Any] | None:
     return report
 
 
-def peak_memory_mb() -> float:
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
+def memory_report(cfg: RunConfig, source: str) -> dict[str, float | None]:
+    """The two memory numbers a run reports, named apart:
+
+    train_step_mb        one steady-state training step's tensors (weights, gradients, optimizer state,
+                         activations) at the run's batch size with fused attention, counted exactly on the meta
+                         device (`step_memory.measure_step`): what the README's and benchmarks' tables compare
+    process_peak_rss_mb  this process's peak resident memory (Python, libraries, the preload, the data loaders)
+    cuda_peak_mb         the CUDA allocator's peak, on a GPU
+    """
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: process peak RSS
+    from .step_memory import measure_step
+
+    try:
+        step = measure_step(cfg.method, cfg.model, cfg.train.batch_size, "meta", "fused", source).breakdown.peak
+        step_mb = step / 2**20
+    except Exception:
+        step_mb = None
+    out = {"train_step_mb": step_mb, "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if torch.cuda.is_available():
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out

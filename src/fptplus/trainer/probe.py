@@ -36,7 +36,7 @@ from ..store.reader import FeatureStore
 from .callbacks import Callback, Callbacks, RunInfo
 from .checkpoint import CALIBRATION_FILE, checkpoint_bytes, read_meta, save_checkpoint, write_calibration
 from .inputs import eval_loader, make_inputs
-from .loop import FitResult, calibration_report, peak_memory_mb, seed_everything, write_split_predictions
+from .loop import FitResult, calibration_report, memory_report, seed_everything, write_split_predictions
 from .objective import Objective
 from .outputs import RunPaths, write_history
 
@@ -209,7 +209,7 @@ def fit_probe(
             "fit_seconds": fit_seconds,
             **fitted.details,
         },
-        "peak_memory_mb": peak_memory_mb(),
+        **memory_report(cfg, inputs.source),
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
     }
     paths.results.write_text(json.dumps(results, indent=1))

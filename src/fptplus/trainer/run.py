@@ -336,6 +336,8 @@ def summarise(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
     first = next(iter(results.values()))
     out["params"] = first["params"]
     out["method"] = first["method"]
+    rss = [r.get("process_peak_rss_mb") for r in results.values() if r.get("process_peak_rss_mb") is not None]
+    out["memory"] = {"train_step_mb": first.get("train_step_mb"), "process_peak_rss_mb": max(rss) if rss else None}
     return out
 
 

@@ -58,8 +58,17 @@ def summary_markdown(cfg: RunConfig, root: Path, summary: dict[str, Any], seeds:
     )
     row += f" | {params['percent']:.4g} |"
     kappa = "quadratic-weighted (--ordinal)" if cfg.data.ordinal else "unweighted (nominal classes)"
+    memory = summary.get("memory") or {}
+    said = []
+    if memory.get("train_step_mb") is not None:
+        said.append(f"one training step {memory['train_step_mb']:,.0f} MB (its tensors at batch "
+                    f"{cfg.train.batch_size}, fused attention, exact accounting: train_step_mb)")  # fmt: skip
+    if memory.get("process_peak_rss_mb") is not None:
+        said.append(f"this process peaked at {memory['process_peak_rss_mb']:,.0f} MB resident (Python, libraries, "
+                    "preload, data loaders: process_peak_rss_mb)")  # fmt: skip
     lines = [f"# {root.name}", "", head, "|" + "---|" * (len(METRICS) + 3), row, "",
              f"Kappa: {kappa}. Per-seed results: results.json in the run folder (seed-*/ with several seeds).", "",
+             *([f"Memory: {'; '.join(said)}.", ""] if said else []),
              "## Next", "", "```bash", *next_steps(cfg, root, seeds), "```", ""]  # fmt: skip
     return "\n".join(lines)
 
