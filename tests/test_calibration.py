@@ -108,3 +108,22 @@ def test_train_config_refuses_unknown_threshold_rules(rule):
     with pytest.raises(ConfigError, match="threshold must be 'youden' or 'sens:S'"):
         TrainConfig(threshold=rule)
     assert TrainConfig(threshold="sens:0.9").threshold == "sens:0.9"
+
+
+def test_a_temperature_is_refused_when_validation_cannot_support_it():
+    from fptplus.calibration import guarded_temperature
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 6)
+    probs = np.stack([1 - (p := rng.random(6)), p], 1)
+    t, why = guarded_temperature(labels, probs)
+    assert t == 1.0 and "not fitted: 6 validation images" in why  # the 6-image case once gave T = 0.11
+    labels = rng.integers(0, 2, 200)
+    noise = np.stack([1 - (p := rng.random(200)), p], 1)  # scores unrelated to the labels: nothing to fit
+    t, why = guarded_temperature(labels, noise)
+    assert (t == 1.0 and "not applied" in why) or t > 5  # a flat temperature at most
+    over = np.where(labels[:, None] == np.arange(2), 0.97, 0.03)  # confident, 80 % right: overconfident
+    flip = rng.random(200) < 0.2
+    over[flip] = over[flip][:, ::-1]
+    t, why = guarded_temperature(labels, over)
+    assert t > 1.0 and why.startswith("fitted on 200 validation images")

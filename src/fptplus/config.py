@@ -104,7 +104,11 @@ class TrainConfig:
     Attributes:
         epochs: training epochs.
         batch_size: images per optimizer step (per process, before accumulation).
-        lr: peak learning rate (None: the method's default).
+        lr: peak learning rate (None: the method's default, written into the run's config.yaml: FPT/FPT+ 2e-3, the
+            authors' FPT configs — on this project's benchmarks validation chose 2e-3 at 3 of 6 settings, 1e-3 at 2,
+            5e-4 at 1, and the demo uses 5e-4 because 2e-3 left 1 of 4 seeds at chance there: search it with
+            `fptplus tune` or a plan's lr grid —; full FT and attention tuning 1e-4; the others 1e-3; the probes fit
+            in closed form and do not use it).
         weight_decay: AdamW weight decay.
         betas: AdamW betas.
         warmup_epochs: linear warm-up length in epochs (then cosine decay to 0, per step).

@@ -328,9 +328,14 @@ def test_calibration_is_recorded_and_applied_by_predict(data, weights, tmp_path)
     assert cal["threshold"]["value"] == pytest.approx(again["threshold"]["value"], abs=1e-5)
     files = [data / "neg" / "img0.png", data / "pos" / "img1.png", data / "pos" / "img2.png"]
     raw = predict(run, files, num_workers=0).rows
+    assert cal["temperature"] == 1.0 and cal["temperature_note"].startswith("not fitted: 4 validation images")
+    with pytest.raises(ConfigError, match="--calibrated would change nothing"):
+        predict(run, files, num_workers=0, calibrated=True)
+    record = json.loads((run / "calibration.json").read_text())  # as a run with a supported temperature records it
+    (run / "calibration.json").write_text(json.dumps({**record, "temperature": 2.0, "temperature_note": "fitted"}))
     scaled = predict(run, files, num_workers=0, calibrated=True).rows
     p = np.array([[r["prob_neg"], r["prob_pos"]] for r in raw])
-    want = apply_temperature(p, cal["temperature"])
+    want = apply_temperature(p, 2.0)
     np.testing.assert_allclose([[r["prob_neg"], r["prob_pos"]] for r in scaled], want, atol=1e-6)
     decided = predict(run, files, num_workers=0, decision="threshold").rows
     thr = cal["threshold"]["value"]

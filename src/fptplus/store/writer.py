@@ -102,6 +102,7 @@ class _Decode(Dataset):
             "mtime_ns": decoded.mtime_ns,
             "ctime_ns": decoded.ctime_ns,
             "inode": decoded.inode,
+            "hw": list(decoded.image.shape[-2:]),
         }
 
 
@@ -188,7 +189,7 @@ class _ShardWriter:
         for name, value in arrays.items():
             self.maps[name][r] = value
         self.maps["side"][r] = item["side"].numpy()
-        stamp = {k: item[k] for k in ("ctime_ns", "inode") if item.get(k) is not None}  # folders only (not zips)
+        stamp = {k: item[k] for k in ("ctime_ns", "inode", "hw") if item.get(k) is not None}  # ctime/inode: folders
         self.progress["records"][r] = {"size": item["size"], "sha256": item["sha256"], "mtime_ns": item["mtime_ns"],
                                        **stamp}  # fmt: skip
 

@@ -188,7 +188,8 @@ CALIBRATION_FILE = "calibration.json"  # in the seed's run folder, next to resul
 def write_calibration(path: Path, report: dict[str, Any], best_meta: dict[str, Any]) -> None:
     """The validation-fitted temperature and threshold, with the hash of the checkpoint they were fitted for."""
     record = {"checkpoint": "best", "model_sha256": best_meta.get("sha256", {}).get(MODEL_FILE),
-              "temperature": report["temperature"], "threshold": report.get("threshold"),
+              "temperature": report["temperature"], "temperature_note": report.get("temperature_note"),
+              "threshold": report.get("threshold"),
               "classes": best_meta.get("classes")}  # fmt: skip
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(record, indent=1))

@@ -227,6 +227,9 @@ def predict(
         raise ConfigError(f"{run_dir} is multi-label: --calibrated and --decision threshold are for one class per "
                           "image (each label is present when its probability reaches 0.5)")  # fmt: skip
     calibration = read_calibration(run_dir, checkpoint) if calibrated or decision == "threshold" else None
+    note = (calibration or {}).get("temperature_note") or ""
+    if calibrated and note.startswith("not"):
+        raise ConfigError(f"{run_dir}: --calibrated would change nothing: its temperature was {note}")
     threshold = None
     if decision == "threshold":
         if not (calibration and calibration.get("threshold")):

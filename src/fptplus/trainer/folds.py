@@ -146,6 +146,11 @@ def summarise_folds(root: Path, classes: list[str], k: int, seeds: list[int], or
     ensemble = np.mean([t[2] for t in test], axis=0)
     m = compute_metrics(test[0][1], ensemble, float("nan"), ci=bootstrap > 0, ci_samples=bootstrap, ordinal=ordinal)
     out["test_ensemble"] = {k_: v for k_, v in m.to_dict().items() if k_ != "confusion"}
+    if not multilabel and len(labels) and len(test[0][1]):  # calibrated on every train+val image, held out
+        from ..calibration import clinical_report
+
+        out["calibration"] = clinical_report(labels, probs, test[0][1], ensemble, ci_samples=bootstrap)
+        out["calibration"]["fitted_on"] = f"the {len(labels)} out-of-fold predictions (every train+val image)"
     return out
 
 
@@ -187,9 +192,20 @@ def folds_markdown(root: Path, method: str, summary: dict[str, Any]) -> str:
               f"{pm(summary['test_fold_means'].get('auc')).split(' ± ')[1]})",
               f"- cross-validated AUC (out-of-fold predictions of the train+val images, pooled): "
               f"**{pct(summary['oof'].get('auc'))}**; per-fold val AUC {pm(val_auc)}",
-              f"- test AUC of the {k} fold models' mean probabilities: **{pct(ens.get('auc'))}**{ci_text}", "",
+              f"- test AUC of the {k} fold models' mean probabilities: **{pct(ens.get('auc'))}**{ci_text}",
+              *_calibration_line(summary.get("calibration")), "",
               f"Per fold: fold-F/ (each a complete run); out-of-fold predictions: {OOF_CSV}.", ""]  # fmt: skip
     return "\n".join(lines)
+
+
+def _calibration_line(report: dict[str, Any] | None) -> list[str]:
+    if not report:
+        return []
+    ece, scaled = report["ece"]["test"], report["ece_temperature_scaled"]["test"]
+    if report["temperature"] == 1.0:
+        return [f"- calibration of the ensemble: test ECE {100 * ece:.2f} %; temperature {report['temperature_note']}"]
+    return [f"- calibration of the ensemble, temperature {report['temperature']:.3f} fitted on {report['fitted_on']}: "
+            f"test ECE {100 * ece:.2f} -> {100 * scaled:.2f} %"]  # fmt: skip
 
 
 def fold_count(root: Path) -> int | None:

@@ -321,7 +321,14 @@ def calibration_report(split_probs: dict, tc, log) -> dict[str, Any] | None:
         return None
     report = clinical_report(vl, vp, tl, tp, tc.threshold, ci_samples=tc.bootstrap, seed=tc.seed)
     ece, scaled = report["ece"]["test"], report["ece_temperature_scaled"]["test"]
-    line = f"calibration: test ECE {100 * ece:.2f} % -> {100 * scaled:.2f} % with T = {report['temperature']:.3f}"
+    vece, vscaled = report["ece"]["val"], report["ece_temperature_scaled"]["val"]
+    if report["temperature"] == 1.0:
+        line = f"calibration: test ECE {100 * ece:.2f} %; temperature {report['temperature_note']}"
+    else:
+        line = (f"calibration: T = {report['temperature']:.3f} ({report['temperature_note']}): ECE val "
+                f"{100 * vece:.2f} -> {100 * vscaled:.2f} %, test {100 * ece:.2f} -> {100 * scaled:.2f} %")  # fmt: skip
+        if scaled > ece:
+            line += " — WORSE on test: do not use predict --calibrated for this run"
     if "threshold" in report:
         t = report["threshold"]
         line += (f"; threshold {t['value']:.4f} ({t['rule']}, on val): test sensitivity "

@@ -25,7 +25,7 @@ import torch
 
 from ..config import RunConfig
 from ..data.copies import cross_split_copies
-from ..data.scan import check_bad, scan_images
+from ..data.scan import check_bad, resize_note, scan_images
 from ..data.sources import DataIndex
 from ..errors import ConfigError, RunError
 from ..files import write_json_atomic
@@ -118,9 +118,17 @@ def prepare_inputs(
         inputs.check_store(store, cfg.model, index, cfg.data.resize)
         if store_at.resolve() not in root.resolve().parents:  # a shared store: it knows who reads it
             record_user(store_at, root)
+        note = resize_note([tuple(s["hw"]) for s in store.samples if s.get("hw")], cfg.data.resize)
+        if note:
+            log(f"note: {note}")
         return store, store.usable()
     log("checking that every image decodes (online training)")
-    return None, check_bad(index, scan_images(index, cfg.train.num_workers), cfg.data.skip_bad, root)
+    sizes: list[tuple[int, int]] = []
+    usable = check_bad(index, scan_images(index, cfg.train.num_workers, sizes), cfg.data.skip_bad, root)
+    note = resize_note(sizes, cfg.data.resize)
+    if note:
+        log(f"note: {note}")
+    return None, usable
 
 
 def train(
@@ -154,14 +162,20 @@ def train(
         raise ConfigError("no dataset given: pass --data FOLDER_OR_CSV")
     if resume and not is_run(root):
         raise RunError(f"{root} is not a run folder (no fptplus run marker); start a run with --out {root}")
-    shapes = get_method(cfg.method).validate(cfg.model)  # shapes and weights source, before any data is read
-    if getattr(cfg.model, "side_img_size", 0) is None:  # record the size the default chose
-        h, w = shapes.side.img_size
-        cfg.model.side_img_size = h if h == w else (h, w)
-    check_new_run_folder(root, cfg.data.data, overwrite or resume)  # refusals that write nothing
+    method = get_method(cfg.method)
+    shapes = method.validate(cfg.model)  # shapes and weights source, before any data is read
     lines: list[str] = []  # what is said before the folder is ours goes into its log.txt afterwards
     say = info_of(_log, log)
-    index = load_data(cfg, lambda line: (lines.append(line), say(line)))  # the data checks, before any write
+    early = lambda line: (lines.append(line), say(line))  # noqa: E731
+    if getattr(cfg.model, "side_img_size", 0) is None:  # record the size the default chose, and say it
+        h, w = shapes.side.img_size
+        cfg.model.side_img_size = h if h == w else (h, w)
+    if hasattr(shapes, "side"):
+        side_note(shapes, early)
+    if cfg.train.lr is None and method.fitter is None:  # the config records the learning rate used
+        cfg.train.lr = method.default_lr
+    check_new_run_folder(root, cfg.data.data, overwrite or resume)  # refusals that write nothing
+    index = load_data(cfg, early)  # the data checks, before any write
     absolutize(cfg)
     seeds = seeds or [cfg.train.seed]
     callbacks = Callbacks(callbacks if callbacks is not None else [TensorBoard(), RunSummary()])
@@ -180,6 +194,19 @@ def train(
         finally:
             if state.is_main_process:
                 record_files(root)
+
+
+MIN_SIDE_PATCHES = 4  # fewer patches per side and the side network sees a handful of tokens
+
+
+def side_note(model, log) -> None:
+    """Says what the side network reads (the default is easy to miss: 224 px → 56 px, 4 × 4 patches)."""
+    (h, w), (ph, pw) = model.side.img_size, tuple(model.side.vit.patch_embed.patch_size)
+    log(f"side network input: {h}x{w} px = {h // ph}x{w // pw} patches of {ph} px (--side-img-size; default: the "
+        "patch multiple nearest a quarter of --img-size)")  # fmt: skip
+    if min(h // ph, w // pw) < MIN_SIDE_PATCHES:
+        log(f"warning: {h // ph}x{w // pw} patches are too few for the side network to see anything; pass "
+            f"--side-img-size {MIN_SIDE_PATCHES * ph} or more")  # fmt: skip
 
 
 def open_run_folder(root: Path, cfg: RunConfig, seeds: list[int], resume: bool, overwrite: bool, log) -> bool:
