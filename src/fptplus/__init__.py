@@ -8,6 +8,13 @@
 `from fptplus.trainer.run import ...`).
 """
 
+import os as _os
+
+# Idle OpenMP threads sleep instead of spinning (set before torch loads its OpenMP runtime; a user's setting wins).
+# On a busy 2-core machine FPT+ from its store took 118 s per epoch with two spinning threads, 6.4 s with two
+# passive ones (`benchmarks/threads.py`).
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .backbones import BackboneFamily, LPMSpec, create_backbone, family_of, register_family
 from .backbones.timm_vit import create_vit
 from .config import DataConfig, RunConfig, TrainConfig

@@ -125,6 +125,8 @@ class TrainConfig:
             calibration.json, applied by `predict --decision threshold`): "youden" (max sensitivity + specificity
             − 1) or "sens:S" (the best specificity with sensitivity ≥ S, e.g. sens:0.9).
         log_every: steps between log lines when not on a terminal.
+        threads: torch's intra-op threads on a CPU: None = auto (the cores of this process's CPU affinity, minus the
+            data-loader workers when they decode images), 0 = torch's default (one per core of the machine), N = N.
     """
 
     epochs: int = 20
@@ -144,6 +146,7 @@ class TrainConfig:
     bootstrap: int = 1000
     threshold: str = "youden"
     log_every: int = 10
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):
@@ -163,6 +166,7 @@ class TrainConfig:
             (self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision must be 'no', 'bf16' or 'fp16'"),
             (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
             (self.bootstrap >= 0, f"bootstrap must be >= 0, got {self.bootstrap}"),
+            (self.threads is None or self.threads >= 0, f"threads must be >= 0 (0: torch default), got {self.threads}"),
             (
                 self.threshold == "youden" or _is_sens_rule(self.threshold),
                 f"threshold must be 'youden' or 'sens:S' with 0 < S <= 1 (e.g. sens:0.9), got {self.threshold!r}",

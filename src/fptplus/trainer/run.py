@@ -33,6 +33,7 @@ from ..logs import get_logger, info_of, log_file
 from ..methods import get_method
 from ..store import FeatureStore, PreloadOptions, preload
 from ..store.format import MANIFEST, record_user
+from ..threads import apply_threads
 from ..weights import HUB, is_random
 from .callbacks import Callback, Callbacks, TensorBoard
 from .loop import fit
@@ -315,7 +316,10 @@ def _train(cfg, root, index, seeds, resume, log, callbacks, state) -> dict[str, 
         write_json_atomic(root / CLASSES_JSON, index.classes)
         write_json_atomic(root / RUN_JSON, {"seeds": seeds, "store": store_record(store_at, root)})
     state.wait_for_everyone()
+    apply_threads(cfg.train.threads, cfg.train.num_workers, log)  # the preload / scan decodes in its workers
     store, usable = prepare_inputs(cfg, root, index, store_at, log)
+    if store is not None and cfg.train.num_workers:  # training from the store: reading it costs its workers little
+        apply_threads(cfg.train.threads, 0, log)
     results = {}
     for seed in seeds:
         run_cfg = copy.deepcopy(cfg)
