@@ -170,3 +170,28 @@ def test_copies_become_groups_train_reads_and_train_warns_until_they_are_used(tm
     assert by_group and all(len(v) == 1 for v in by_group.values())  # each copy group in one split
     assert main(train_args(grouped, tmp_path / "run2", weights, "--epochs", "1")) == 0
     assert "copies that this split puts in two splits" not in (tmp_path / "run2" / "log.txt").read_text()
+
+
+def test_an_id_that_follows_the_label_is_a_names_shortcut(tmp_path):
+    """Positive patients all have ids above 1200 (acquisition order): the names family finds it; the class folder
+    itself never counts (it is the label)."""
+    rows = []
+    for c, name in enumerate(("neg", "pos")):
+        for i, split in enumerate(SPLITS):
+            pid = (100 + 7 * i) if c == 0 else (1200 + 7 * i)
+            save(tmp_path / "d" / "images" / f"patient{pid}.png", noise(100 * c + i))
+            rows.append({"path": f"images/patient{pid}.png", "label": name, "split": split, "group": f"P{pid}"})
+    csv_path = write_csv(tmp_path / "d" / "labels.csv", rows, ["path", "label", "split", "group"])
+    assert audit(csv_path, tmp_path / "out") == 0
+    record = json.loads((tmp_path / "out" / "audit.json").read_text())
+    names = next(f for f in record["baselines"]["classes"] if f["family"] == "names")
+    assert names["auc"] > 0.9
+    assert any(w.startswith("shortcut: names features alone") for w in record["warnings"])
+    folders = tmp_path / "folders"  # class folders with numbering restarted per class: nothing to find
+    for c, name in enumerate(("neg", "pos")):
+        for i in range(20):
+            save(folders / name / f"{i}.png", noise(100 * c + i))
+    assert audit(folders, tmp_path / "out2") == 0
+    record = json.loads((tmp_path / "out2" / "audit.json").read_text())
+    names = next(f for f in record["baselines"]["classes"] if f["family"] == "names")
+    assert names["auc"] is None or names["auc"] < 0.75

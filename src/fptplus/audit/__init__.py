@@ -82,7 +82,8 @@ def run_audit(index: DataIndex, out: str | Path, options: AuditOptions | None = 
             continue
         log(f"audit: trivial-feature baselines for {task.name} ({len(usable)} images, group-aware 5-fold CV)")
         results[task.name] = run_baselines([facts[i] for i in usable], thumbs[usable], task.labels, groups,
-                                           task.classes, log, options.bootstrap)  # fmt: skip
+                                           task.classes, log, options.bootstrap,
+                                           [index.samples[i].group or "" for i in usable])  # fmt: skip
     copies = find_duplicates(index, facts, thumbs, options.max_distance, options.min_correlation)
     clusters = [g.members for g in copies]
     grouped = write_grouped_csv(index, clusters, out)

@@ -9,6 +9,7 @@ hospital, a resizing step, a burnt-in marker). Families are built from `features
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,8 @@ FAMILIES = {
     "format": "file format, colour mode, bit depth, file extension",
     "metadata": "acquisition tags: EXIF make / model / software; DICOM manufacturer, model, institution, "
     "photometric interpretation, modality, pixel spacing",
+    "names": "file and folder names and the group column: their words (the class names left out) and numbers "
+    "(an id or acquisition order that follows the label)",
 }
 
 
@@ -76,10 +79,43 @@ def _metadata(facts: list[ImageFacts]) -> np.ndarray:
     return cat
 
 
-def family_features(facts: list[ImageFacts], thumbs: np.ndarray) -> dict[str, np.ndarray]:
-    """(n, d) features per family (d may be 0: the family holds nothing, e.g. no metadata)."""
-    return {"intensity": _intensity(thumbs), "layout": _layout(thumbs), "size": _size(facts),
-            "format": _format(facts), "metadata": _metadata(facts)}  # fmt: skip
+def _tokens(text: str) -> list[str]:
+    return [t.lower() for t in re.findall(r"[A-Za-z]+|\d+", text)]
+
+
+def _names(facts: list[ImageFacts], groups: list[str], classes: list[str], top: int = 200) -> np.ndarray:
+    """Words (one column each, the `top` most frequent) and numbers (first, last, largest: value and log) of each
+    image's path and group; the words of the class names are left out (a class folder is the label itself)."""
+    banned = {t for c in classes for t in _tokens(c)}
+    texts = [f"{f.path} {g}" for f, g in zip(facts, groups, strict=True)]
+    words = [[t for t in _tokens(x) if not t.isdigit() and t not in banned] for x in texts]
+    counts: dict[str, int] = {}
+    for ws in words:
+        for w in set(ws):
+            counts[w] = counts.get(w, 0) + 1
+    vocab = [w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if 1 < c < len(facts)][:top]
+    at = {w: j for j, w in enumerate(vocab)}
+    bag = np.zeros((len(facts), len(vocab)))
+    for i, ws in enumerate(words):
+        for w in ws:
+            if w in at:
+                bag[i, at[w]] = 1
+    numbers = []
+    for x in texts:
+        values = [float(t) for t in _tokens(x) if t.isdigit()] or [0.0]
+        picks = [values[0], values[-1], max(values)]
+        numbers.append([*picks, *np.log1p(picks), float(len(values))])
+    return np.concatenate([bag, np.array(numbers)], 1)
+
+
+def family_features(facts: list[ImageFacts], thumbs: np.ndarray, groups: list[str] | None = None,
+                    classes: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """(n, d) features per family (d may be 0: the family holds nothing, e.g. no metadata). `groups`: the dataset's
+    group column per image ("" when none) for the names family."""
+    out = {"intensity": _intensity(thumbs), "layout": _layout(thumbs), "size": _size(facts),
+           "format": _format(facts), "metadata": _metadata(facts)}  # fmt: skip
+    out["names"] = _names(facts, groups if groups is not None else [""] * len(facts), classes or [])
+    return out
 
 
 @dataclass
@@ -146,10 +182,12 @@ def run_baselines(
     classes: list[str],
     log: Callable[[str], None] = print,
     bootstrap: int = 500,
+    group_column: list[str] | None = None,
 ) -> list[FamilyResult]:
-    """Every family on the decodable images (`labels` (n,) class indices)."""
+    """Every family on the decodable images (`labels` (n,) class indices; `groups` the CV groups; `group_column` the
+    dataset's own group values, "" where none, for the names family)."""
     out = []
-    for name, x in family_features(facts, thumbs).items():
+    for name, x in family_features(facts, thumbs, group_column, classes).items():
         r = evaluate_family(name, x, labels, groups, classes, bootstrap)
         shown = f"{100 * r.auc:.1f}" if r.auc is not None else r.note
         log(f"audit: {name:9s} AUC {shown}")
