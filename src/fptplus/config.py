@@ -37,6 +37,8 @@ class DataConfig:
         store: feature store folder for FPT/FPT+ (default: RUN/store, built on first use).
         store_dtype: how the store keeps K/V when this run builds it: "float16", "float32" or "int8" (codes + one
             fp16 scale per token and head, about half of float16's bytes); an existing store must match.
+        store_ratio: the token ratio a store this run builds keeps, best first (None: the model's token_ratio); any
+            token_ratio up to it then trains from the same store (e.g. --store-ratio 0.5 to tune the ratio later).
         allow_duplicates: accept byte-identical image files that carry different labels (reported either way).
         include_masks: keep files that look like segmentation masks (x_mask.png next to x.png; left out by default).
         max_image_pixels: refuse images whose header announces more pixels (decompression bombs); 0 = no limit.
@@ -60,6 +62,7 @@ class DataConfig:
     skip_bad: bool = False
     store: str | None = None
     store_dtype: Literal["float16", "float32", "int8"] = "float16"
+    store_ratio: float | None = None
     allow_duplicates: bool = False
     include_masks: bool = False
     max_image_pixels: int = DEFAULT_MAX_PIXELS

@@ -29,9 +29,7 @@ from .backbones import LPMSpec, create_backbone, family_of
 from .errors import ConfigError
 from .importance import (
     IMPORTANCE_KERNELS,
-    IMPORTANCE_MODES,
     ImportanceKernel,
-    ImportanceMode,
     attention_with_lse,
     fused_kernel_available,
     gather_tokens,
@@ -39,6 +37,7 @@ from .importance import (
     select_top_tokens,
     token_importance,
 )
+from .selection import get_selector
 
 _FUSED_CHECKED: set[str] = set()  # devices on which the fused kernel agreed with the chunked one
 FUSED_CHECK_TOLERANCE = 1e-4  # max |fused - chunked| relative to the largest score
@@ -67,6 +66,7 @@ class LPMFeatures:
     key_scale: Tensor | None = None
     value_scale: Tensor | None = None
     patch_mean: Tensor | None = None
+    scores: Tensor | None = None  # (B, L, H, k) the selector's scores of the kept tokens, descending (None: all kept)
 
     def to(self, *args, **kwargs) -> LPMFeatures:
         """Like Tensor.to for float K/V and cls; int8 codes and their scales only change device."""
@@ -79,6 +79,7 @@ class LPMFeatures:
         return LPMFeatures(
             move(self.keys, coded), move(self.values, coded), move(self.indices, True), move(self.cls, False),
             move(self.key_scale, True), move(self.value_scale, True), move(self.patch_mean, False),
+            move(self.scores, False),
         )  # fmt: skip
 
 
@@ -134,13 +135,12 @@ class FrozenLPM(nn.Module):
         name: str,
         layers: int | Sequence[int] | str,
         token_ratio: float = 0.2,
-        importance: ImportanceMode = "mean",
+        importance: str = "mean",
         chunk_size: int | None = None,
         importance_kernel: ImportanceKernel = "auto",
     ) -> None:
         super().__init__()
-        if importance not in IMPORTANCE_MODES:
-            raise ConfigError(f"importance must be one of {IMPORTANCE_MODES}, got {importance!r}")
+        self.selector = get_selector(importance)
         if importance_kernel not in IMPORTANCE_KERNELS:
             raise ConfigError(f"importance_kernel must be one of {IMPORTANCE_KERNELS}, got {importance_kernel!r}")
         self.vit = vit
@@ -150,6 +150,8 @@ class FrozenLPM(nn.Module):
         if not self.layers:
             raise ConfigError("FrozenLPM needs at least one fused layer (0 fused layers = side network alone)")
         self.token_ratio = float(token_ratio)
+        if self.selector.keeps_all and self.token_ratio != 1.0:
+            raise ConfigError(f"importance 'all' keeps every token: set token_ratio 1.0 (got {self.token_ratio})")
         self.num_selected = num_selected_tokens(self.spec.num_tokens, self.token_ratio)
         self.importance = importance
         self.chunk_size = chunk_size
@@ -197,7 +199,7 @@ class FrozenLPM(nn.Module):
     def _uses_fused(self, device: torch.device) -> bool:
         """Whether this forward selects with the fused kernel (decided once per forward, from the input's device)."""
         no_selection = self.num_selected == self.spec.num_tokens
-        if self.importance != "mean" or no_selection or self.importance_kernel == "chunked":
+        if not self.selector.uses_lse or no_selection or self.importance_kernel == "chunked":
             return False
         if torch.compiler.is_compiling():  # traced (torch.compile, ONNX export): no data pointers to match
             return False
@@ -248,13 +250,13 @@ class FrozenLPM(nn.Module):
             idx = torch.arange(N, device=k.device).expand(B, H, N)  # (B, H, N)
             self._selected[layer] = (k.detach().clone(), v.detach().clone(), idx)
             return
-        scores = token_importance(
-            q, k, scale=self._scales[layer], mode=self.importance, chunk_size=self.chunk_size, lse=lse
-        )  # (B, H, N)
+        scores = self.selector.scores(q, k, layer=layer, scale=self._scales[layer], chunk_size=self.chunk_size,
+                                      lse=lse)  # (B, H, N), higher kept first  # fmt: skip
         if lse is not None and str(k.device) not in _FUSED_CHECKED:
             check_fused(scores, token_importance(q, k, self._scales[layer], chunk_size=self.chunk_size), k.device)
         idx = select_top_tokens(scores, self.num_selected)  # (B, H, k)
-        self._selected[layer] = (gather_tokens(k, idx), gather_tokens(v, idx), idx)  # (B, H, k, d) x2
+        kept = scores.gather(-1, idx)  # (B, H, k), descending
+        self._selected[layer] = (gather_tokens(k, idx), gather_tokens(v, idx), idx, kept)  # (B, H, k, d) x2
 
     def check_input(self, x: Tensor) -> None:
         """Refuses inputs whose shape is not the resolution the LPM was built for."""
@@ -287,9 +289,9 @@ class FrozenLPM(nn.Module):
         keys = torch.stack([s[0] for s in selected], dim=1)  # (B, L, H, k, d)
         values = torch.stack([s[1] for s in selected], dim=1)  # (B, L, H, k, d)
         indices = torch.stack([s[2] for s in selected], dim=1)  # (B, L, H, k)
-        if pooled is None:
-            return LPMFeatures(keys, values, indices)
-        return LPMFeatures(keys, values, indices, pooled.cls, patch_mean=pooled.patch_mean)
+        scores = torch.stack([s[3] for s in selected], dim=1) if len(selected[0]) > 3 else None  # (B, L, H, k)
+        pooled_cls, patch_mean = (pooled.cls, pooled.patch_mean) if pooled is not None else (None, None)
+        return LPMFeatures(keys, values, indices, pooled_cls, patch_mean=patch_mean, scores=scores)
 
 
 def _same_view(a: Tensor, b: Tensor) -> bool:

@@ -22,9 +22,10 @@ from ._utils import Size, to_hw
 from .backbones import LPMSpec, lpm_spec
 from .errors import ConfigError
 from .fusion import FineGrainedFusion, FusionOutput
-from .importance import IMPORTANCE_KERNELS, IMPORTANCE_MODES, ImportanceKernel, ImportanceMode, num_selected_tokens
+from .importance import IMPORTANCE_KERNELS, ImportanceKernel, num_selected_tokens
 from .lpm import FrozenLPM, LPMFeatures, resolve_layers
 from .params import ParamCount, count_parameters
+from .selection import selector_names
 from .side import SideViT
 
 FusedLayers = int | tuple[int, ...] | Literal["all"] | None
@@ -54,7 +55,8 @@ class FPTConfig:
         prompt_init_std: prompts ~ N(0, std²).
         fusion_dropout: dropout on fused prompts.
         token_ratio: m, fraction of LPM tokens kept per head (1.0 = no selection).
-        importance: "mean" (mean attention received) or "cls" (CLS-row attention).
+        importance: the token selector (`fptplus.selection`): "mean" (mean attention received: the paper), "cls"
+            (CLS-row attention), "random" (a fixed seeded ranking: ablation) or "all" (every token, token_ratio 1).
         importance_chunk: query rows per chunk of the importance computation (None = from a 16 MiB budget).
         importance_kernel: "auto" (fused attention kernels on CUDA, chunked matmuls on CPU, where both cost the
             same), "fused" or "chunked"; all exact (see fptplus.lpm).
@@ -76,7 +78,7 @@ class FPTConfig:
     prompt_init_std: float = 1e-6
     fusion_dropout: float = 0.5
     token_ratio: float = 0.2
-    importance: ImportanceMode = "mean"
+    importance: Literal["mean", "cls", "random", "all"] = "mean"
     importance_chunk: int | None = None
     importance_kernel: ImportanceKernel = "auto"
     num_classes: int = 2
@@ -94,7 +96,8 @@ class FPTConfig:
             to_hw(self.side_img_size, "side_img_size")
         checks = [
             (0.0 < self.token_ratio <= 1.0, f"token_ratio must be in (0, 1], got {self.token_ratio}"),
-            (self.importance in IMPORTANCE_MODES, f"importance must be one of {IMPORTANCE_MODES}"),
+            (self.importance in selector_names(), f"importance must be one of {selector_names()}"),
+            (self.importance != "all" or self.token_ratio == 1.0, "importance 'all' keeps every token: token_ratio 1"),
             (
                 self.prompt_width in ("lpm", "side"),
                 f"prompt_width must be 'lpm' or 'side', got {self.prompt_width!r}",

@@ -85,7 +85,8 @@ class SideViewFeatures:
         from ..store.dataset import StoreDataset
 
         layers = model.plan.lpm_layers
-        return {s: StoreDataset(store, ids[s], views, s == "train", layers, seed) for s in SPLITS}
+        k = num_selected_tokens(model.spec.num_tokens, model.config.token_ratio)  # a prefix of a store sorted by
+        return {s: StoreDataset(store, ids[s], views, s == "train", layers, seed, k) for s in SPLITS}  # importance
 
     def eval_item(self, views: Views, hr: Tensor) -> dict[str, Tensor]:
         return {"side": views.side_view(views.side_source(hr), train=False), "lpm": views.lpm_view(hr)}

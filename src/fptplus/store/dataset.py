@@ -26,6 +26,7 @@ class StoreDataset(EpochSeeded):
         train: augment the side view.
         layers: LPM layers the model fuses (a subset of the store's); default all stored layers.
         seed: run seed for the augmentation.
+        k: tokens per head the model reads: the first k of the store's (kept best first), default all.
     """
 
     def __init__(
@@ -36,9 +37,11 @@ class StoreDataset(EpochSeeded):
         train: bool,
         layers: Sequence[int] | None = None,
         seed: int = 0,
+        k: int | None = None,
     ) -> None:
         super().__init__(indices, views, train, seed)
         self.store = store
+        self.k = None if k is None or k >= store.num_selected else k
         positions = store.layer_positions(tuple(layers)) if layers is not None else None
         self.positions = None if positions == list(range(len(store.layers))) else positions
 
@@ -51,7 +54,10 @@ class StoreDataset(EpochSeeded):
         item = {"side": self._side(rec["side"], i), "label": self.store.samples[i]["label"], "index": i}
         for f in ("keys", "values", "keys_scale", "values_scale"):  # (L, H, k, d) / (L, H, k)
             if f in rec:
-                item[f] = rec[f] if self.positions is None else rec[f][self.positions]
+                value = rec[f] if self.positions is None else rec[f][self.positions]
+                if self.k is not None:  # the best k: a lower ratio than the store's
+                    value = value[:, :, : self.k]
+                item[f] = value
         return item
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -60,6 +61,9 @@ class PreloadOptions:
         lock_wait: seconds to wait while another process writes the same store (None: until it is done;
             0: refuse at once).
         resize: how images reach the LPM resolution ("squash" or "pad"; part of the fingerprint).
+        store_ratio: the fraction of tokens kept per layer and head (None: the model's token_ratio). The store keeps
+            them best first, so it serves training at any token_ratio up to this one from its first rows (e.g. 0.5
+            to tune the ratio later without another preload).
     """
 
     dtype: Literal["float16", "float32", "int8"] = "float16"
@@ -71,6 +75,7 @@ class PreloadOptions:
     side_source_size: int | tuple[int, int] | None = None
     lock_wait: float | None = None
     resize: Literal["squash", "pad"] = "squash"
+    store_ratio: float | None = None
 
     @property
     def shard_bytes(self) -> int:
@@ -90,8 +95,9 @@ class StoreSpec:
 
 
 def store_fields(
-    spec: LPMSpec, layers: tuple[int, ...], k: int, views: ViewConfig, codec: str, pooled: bool = False
-) -> dict[str, FieldSpec]:
+    spec: LPMSpec, layers: tuple[int, ...], k: int, views: ViewConfig, codec: str, pooled: bool = False,
+    scores: bool = False,
+) -> dict[str, FieldSpec]:  # fmt: skip
     """Per-sample arrays: the codec's K/V (and the pooled CLS / mean patch token, when the forward yields them),
     indices, side source."""
     if codec not in CODECS:
@@ -100,20 +106,32 @@ def store_fields(
     index_dtype = "int16" if spec.num_tokens <= np.iinfo(np.int16).max else "int32"
     fields = CODECS[codec].fields((L, H, k, d), spec.embed_dim if pooled else None)
     fields["indices"] = FieldSpec(index_dtype, (L, H, k))
+    if scores:
+        fields["scores"] = FieldSpec("float32", (L, H, k))  # the selector's score of each kept token, descending
     fields["side"] = FieldSpec("uint8", (3, *views.source_hw))
-    order = ("keys", "keys_scale", "values", "values_scale", "indices", "side", "cls", "patch_mean")
+    order = ("keys", "keys_scale", "values", "values_scale", "indices", "scores", "side", "cls", "patch_mean")
     return {name: fields[name] for name in order if name in fields}
 
 
-def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16", resize: str = "squash") -> StoreSpec:
-    """The store a model config needs (shapes only: no weights are loaded, the weights file is hashed)."""
+def store_spec(cfg: FPTConfig, side_source_size=None, dtype: str = "float16", resize: str = "squash",
+               store_ratio: float | None = None) -> StoreSpec:  # fmt: skip
+    """The store a model config needs (shapes only: no weights are loaded, the weights file is hashed); with
+    `store_ratio` (>= cfg.token_ratio) the store keeps that fraction of the tokens, best first."""
+    if store_ratio is not None:
+        if store_ratio < cfg.token_ratio:
+            raise ConfigError(f"store_ratio {store_ratio} is below the token_ratio {cfg.token_ratio} the model reads: "
+                              "a store serves ratios up to its own")  # fmt: skip
+        if cfg.importance == "all" and store_ratio != 1.0:
+            raise ConfigError("importance 'all' keeps every token: store_ratio must be 1 (or unset)")
+        cfg = dataclasses.replace(cfg, token_ratio=store_ratio)
     spec = lpm_spec(cfg.backbone, cfg.img_size, cfg.backbone_kwargs)
     views = ViewConfig(cfg.img_size, cfg.side_size(spec.patch_size), spec.mean, spec.std, side_source_size, resize)
     fusion = FusionPlan.resolve(cfg, spec.depth)
     if not fusion.lpm_layers:
         raise ConfigError("nothing to preload: fused_layers=0 trains the side network alone (train it online)")
     k = num_selected_tokens(spec.num_tokens, cfg.token_ratio)
-    fields = store_fields(spec, fusion.lpm_layers, k, views, dtype, provides_pooled(spec, fusion.lpm_layers))
+    fields = store_fields(spec, fusion.lpm_layers, k, views, dtype, provides_pooled(spec, fusion.lpm_layers),
+                          scores=k < spec.num_tokens)  # fmt: skip
     fingerprint = make_fingerprint(
         spec,
         cfg.backbone_kwargs,
@@ -141,6 +159,17 @@ def build_plan(index: DataIndex, spec: StoreSpec, options: PreloadOptions) -> di
         "num_shards": math.ceil(len(index.samples) / per_shard),
         "batch_size": options.batch_size,
     }
+
+
+def store_serves(have: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    """What keeps a store (fingerprint `have`) from serving `want`: any difference, except that a store with more
+    tokens per head (kept best first) or more fused layers serves fewer."""
+    ignore: tuple[str, ...] = ()
+    if have.get("num_selected", 0) >= want.get("num_selected", 0):
+        ignore += ("token_ratio", "num_selected")
+    if set(want.get("fused_layers", [])) <= set(have.get("fused_layers", [])):
+        ignore += ("fused_layers",)
+    return fingerprint_diff(have, want, ignore)
 
 
 def _is_store(path: Path) -> bool:
@@ -184,7 +213,7 @@ def prepare_folder(
         _remove_store(out)
     if (out / MANIFEST).exists():
         have = read_record(out / MANIFEST, MANIFEST_SCHEMA)
-        problems = fingerprint_diff(have["fingerprint"], plan["fingerprint"])
+        problems = store_serves(have["fingerprint"], plan["fingerprint"])
         problems += samples_diff(have["samples"], plan["samples"])
         if problems:
             raise StoreError(f"{display(out)} holds a different complete store ({'; '.join(problems)}); "
@@ -198,7 +227,7 @@ def prepare_folder(
         if dry:
             return "resume"
         have = read_record(out / PLAN, PLAN_SCHEMA)
-        problems = fingerprint_diff(have["fingerprint"], plan["fingerprint"])
+        problems = store_serves(have["fingerprint"], plan["fingerprint"])
         problems += samples_diff(have["samples"], plan["samples"])
         if have["classes"] != plan["classes"]:
             problems.append(f"classes: store {have['classes']}, expected {plan['classes']}")

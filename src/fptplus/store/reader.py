@@ -136,6 +136,11 @@ class FeatureStore:
     def layers(self) -> tuple[int, ...]:
         return tuple(self.fingerprint["fused_layers"])
 
+    @property
+    def num_selected(self) -> int:
+        """Tokens kept per layer and head, best first (any lower ratio reads a prefix of them)."""
+        return int(self.fingerprint.get("num_selected", self.fields["indices"].shape[-1]))
+
     def usable(self, split: str | None = None) -> list[int]:
         """Indices of samples that were not skipped, optionally of one split."""
         keep = [not s.get("skipped") and (split is None or s["split"] == split) for s in self.samples]
@@ -227,14 +232,22 @@ class FeatureStore:
             fingerprint: what training expects (see `format.make_fingerprint`); the K/V dtype may differ.
             index: the dataset training will use; paths, labels, classes and image files must match (any split)
                 (size, and the content of every file whose modification time changed).
-            subset_layers: accept a store holding more fused layers than asked (the needed ones are read).
+            subset_layers: accept a store holding more fused layers than asked (the needed ones are read), and more
+                tokens per head than asked (a store keeps them best first: a lower ratio reads its first rows).
         """
         codec_of(self.fingerprint)  # any known codec serves (features are decoded); an unknown one is refused
         ignore = ("dtype", "codec", "fused_layers") if subset_layers else ("dtype", "codec")
+        if subset_layers and self.num_selected >= fingerprint.get("num_selected", 0):
+            ignore += ("token_ratio", "num_selected")
         problems = fingerprint_diff(self.fingerprint, fingerprint, ignore)
         want_layers = set(fingerprint["fused_layers"])
         if subset_layers and not want_layers <= set(self.layers):
             problems.append(f"fused_layers: store has {list(self.layers)}, needs {sorted(want_layers)}")
+        if subset_layers and self.num_selected < fingerprint.get("num_selected", 0):
+            problems.append(f"token_ratio: the store keeps {self.num_selected} tokens per head (ratio "
+                            f"{self.fingerprint.get('token_ratio')}), this run needs {fingerprint['num_selected']} "
+                            f"(ratio {fingerprint.get('token_ratio')}): preload with --store-ratio "
+                            f"{fingerprint.get('token_ratio')} or more")  # fmt: skip
         if index is not None:
             if list(index.classes) != self.classes:
                 problems.append(f"classes: store {self.classes}, dataset {list(index.classes)}")

@@ -13,6 +13,7 @@ error — rerun the same command after freeing space — never a SIGBUS in the m
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -238,7 +239,7 @@ def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, 
     x = torch.stack([it["lpm"] for it in items]).to(device)
     feats = lpm(x)
     tensors = {"keys": feats.keys, "values": feats.values, "cls": feats.cls, "patch_mean": feats.patch_mean}
-    tensors = {name: t for name, t in tensors.items() if name in fields}
+    tensors = {name: t for name, t in tensors.items() if name in fields and t is not None}
     for name, t in tensors.items():
         bad = ~torch.isfinite(t.reshape(len(t), -1)).all(dim=1)
         if bad.any():
@@ -247,7 +248,10 @@ def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, 
                 f"the frozen model gave NaN/inf {name} for {len(paths)} image(s), e.g. {paths[:3]}: damaged weights, "
                 "or images it cannot represent; nothing of this batch was stored"
             )
-    return {**codec.encode_batch(tensors), "indices": feats.indices.cpu().numpy()}
+    out = {**codec.encode_batch(tensors), "indices": feats.indices.cpu().numpy()}
+    if "scores" in fields and feats.scores is not None:
+        out["scores"] = feats.scores.float().cpu().numpy()  # (B, L, H, k)
+    return out
 
 
 def preload(
@@ -274,7 +278,9 @@ def preload(
     out = Path(out)
     t0 = time.perf_counter()
     dist = _dist(rank, world_size)
-    spec = store_spec(cfg, options.side_source_size, options.dtype, options.resize)
+    spec = store_spec(cfg, options.side_source_size, options.dtype, options.resize, options.store_ratio)
+    if options.store_ratio is not None:  # the frozen model selects the store's K tokens
+        cfg = dataclasses.replace(cfg, token_ratio=options.store_ratio)
     plan = build_plan(index, spec, options)
     per_sample = {k: FieldSpec(v["dtype"], tuple(v["shape"])).nbytes for k, v in plan["fields"].items()}
     lock = None
@@ -330,7 +336,8 @@ def _preload_locked(index, cfg, spec, out, options, plan, per_sample, dist, t0, 
     processed, run_seconds = 0, 0.0
     if todo or retry:
         views = Views(spec.views)
-        lpm = FrozenLPM.from_config(cfg, plan["fingerprint"]["fused_layers"])
+        built = dataclasses.replace(cfg, token_ratio=plan["fingerprint"]["token_ratio"])  # what the plan on disk keeps
+        lpm = FrozenLPM.from_config(built, plan["fingerprint"]["fused_layers"])
         lpm.to(dist.device)
         t_run = time.perf_counter()
         processed = _run(todo, retry, index, views, lpm, dist, options, plan, log)
