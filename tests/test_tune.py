@@ -52,6 +52,11 @@ def test_tune_writes_trials_and_a_trainable_best_config_and_resumes(setup, tmp_p
     assert len(first) == 3 and {r["state"] for r in first} <= {"COMPLETE", "PRUNED"}
     assert len({r["lr"] for r in first}) == 3  # three different points of the space
     assert (out / "store" / "manifest.json").exists() and not (out / "trials" / "trial-0" / "store").exists()
+    fingerprint = json.loads((out / "store" / "manifest.json").read_text())["fingerprint"]
+    assert fingerprint["token_ratio"] == 0.4 and fingerprint["fused_layers"] == [0, 1]  # the widest searched
+    assert {float(r["token_ratio"]) for r in first} <= {0.1, 0.2, 0.4} and all(r["fused_layers"] for r in first)
+    logs = " ".join((out / "trials" / f"trial-{i}" / "log.txt").read_text() for i in range(3))
+    assert "preload [rank" not in logs  # no trial preloaded: each read its ratio and layers from the one store
     best = RunConfig.load(out / "best" / "config.yaml")
     done = [r for r in first if r["state"] == "COMPLETE"]
     top = max(done, key=lambda r: float(r["val_auc"]))

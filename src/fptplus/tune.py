@@ -56,15 +56,48 @@ class Param:
         return trial.suggest_categorical(self.name, list(self.choices))
 
 
+RATIOS = (0.1, 0.2, 0.4)  # token ratios searched (the paper: most datasets prefer < 0.5)
+
+
 def search_space(cfg: RunConfig) -> list[Param]:
-    """The fields searched for this method (those the feature store does not depend on)."""
+    """The fields searched for this method: those one feature store serves — learning rate, weight decay, fusion
+    dropout, prompts, and for FPT+ the token ratio (a store kept at the largest serves the others from its first
+    rows) and how many of the top layers are fused (a store of the most serves fewer)."""
     space = [Param("train", "lr", "log", 1e-4, 1e-2), Param("train", "weight_decay", "log", 1e-3, 0.3)]
     model_fields = {f.name for f in fields(cfg.model)}
     if "fusion_dropout" in model_fields:
         space.append(Param("model", "fusion_dropout", "float", 0.0, 0.6))
     if "num_prompts" in model_fields:
         space.append(Param("model", "num_prompts", "choice", choices=(8, 16, 32)))
+    fpt_plus = "token_ratio" in model_fields and isinstance(getattr(cfg.model, "side_depth", None), int)
+    if fpt_plus and cfg.model.importance != "all" and cfg.model.fused_layers in (None, cfg.model.side_depth):
+        depth = cfg.model.side_depth
+        space.append(Param("model", "token_ratio", "choice", choices=RATIOS))
+        layers = tuple(sorted({max(1, depth // 3), max(1, 2 * depth // 3), depth}))
+        space.append(Param("model", "fused_layers", "choice", choices=layers))
     return space
+
+
+def prebuild_store(base: RunConfig, space: list[Param], log) -> None:
+    """One store for every trial: kept at the largest searched token ratio and fused layers (each trial then reads
+    its own ratio and layers from it: no trial preloads)."""
+    import dataclasses
+
+    from .methods import get_method
+    from .store import PreloadOptions, preload
+    from .trainer.run import load_data
+
+    widest = {p.name: max(p.choices) for p in space if p.name in ("token_ratio", "fused_layers")}
+    if not widest or not get_method(base.method).uses_store(base.model):
+        return
+    model = dataclasses.replace(base.model, **widest)
+    log(f"one feature store for every trial: token ratio {widest.get('token_ratio')}, top "
+        f"{widest.get('fused_layers')} layers ({base.data.store})")  # fmt: skip
+    index = load_data(copy.deepcopy(base), log)
+    options = PreloadOptions(dtype=base.data.store_dtype, batch_size=base.train.batch_size,
+                             num_workers=base.train.num_workers, skip_bad=base.data.skip_bad,
+                             resize=base.data.resize)  # fmt: skip
+    preload(index, model, Path(base.data.store), options, log=log)
 
 
 def trial_config(base: RunConfig, space: list[Param], values: dict[str, Any]) -> RunConfig:
@@ -163,6 +196,7 @@ def tune(
             f"{identity['data']}: use another --out"
         )
     states = optuna.trial.TrialState
+    prebuild_store(base, space, log)
     worker = _WorkerLock(out)
     worker.acquire()
     _retry_lost_trials(study, storage, out, states, log)

@@ -67,6 +67,6 @@ def add_preload_parser(sub, method: Method) -> None:
     add_dataclass_flags(
         p, PreloadOptions, "preload", skip=("skip_bad", "resize"), aliases={"num_workers": ["--workers"]}
     )
-    add_dataclass_flags(p, DataConfig, "data", skip=("store",))
+    add_dataclass_flags(p, DataConfig, "data", skip=("store", "store_ratio"))  # PreloadOptions has --store-ratio
     add_model_flags(p, method)
     p.set_defaults(func=cmd_preload)
