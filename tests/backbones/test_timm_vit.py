@@ -141,3 +141,38 @@ def test_builtin_weights_resolve_from_the_cache(tmp_path, monkeypatch):
     vit = create_backbone("vit_small_patch14_dinov2", 224, "builtin:dinov2_vits14")
     ref = create_vit("vit_small_patch14_dinov2", 224, weights=DINOV2_FILE)
     assert all(torch.equal(a, b) for a, b in zip(vit.state_dict().values(), ref.state_dict().values(), strict=True))
+
+
+def dinov2_interpolate_pos_encoding(pos_embed, w, h, patch_size):
+    """The FPT+ authors' rule as their code (DINOv2's `interpolate_pos_encoding`) writes it, re-implemented here."""
+    import math
+
+    import torch.nn.functional as F
+
+    npatch = (w // patch_size) * (h // patch_size)
+    N = pos_embed.shape[1] - 1
+    if npatch == N and w == h:
+        return pos_embed
+    class_pos_embed, patch_pos_embed = pos_embed[:, 0], pos_embed[:, 1:]
+    dim = pos_embed.shape[-1]
+    w0, h0 = w // patch_size + 0.1, h // patch_size + 0.1
+    M = int(math.sqrt(N))
+    patch_pos_embed = F.interpolate(patch_pos_embed.reshape(1, M, M, dim).permute(0, 3, 1, 2),
+                                    scale_factor=(w0 / M, h0 / M), mode="bicubic")  # fmt: skip
+    patch_pos_embed = patch_pos_embed.permute(0, 2, 3, 1).view(1, -1, dim)
+    return torch.cat((class_pos_embed.unsqueeze(0), patch_pos_embed), dim=1)
+
+
+@pytest.mark.skipif(not DINOV2_FILE.exists(), reason="needs ../shared/weights (real DINOv2 ViT-S/14)")
+@pytest.mark.parametrize("size", [224, 448])
+def test_the_authors_position_embedding_resampling_is_theirs(size):
+    from fptplus.weights import read_state_dict
+
+    original = read_state_dict(DINOV2_FILE)["pos_embed"]  # (1, 1 + 37², 384): DINOv2 at 518 px
+    authors = create_vit("vit_small_patch14_dinov2", size, DINOV2_FILE, pos_embed_resize="authors")
+    want = dinov2_interpolate_pos_encoding(original.float(), size, size, 14)
+    torch.testing.assert_close(authors.pos_embed.detach(), want, atol=1e-6, rtol=1e-6)
+    timm_way = create_vit("vit_small_patch14_dinov2", size, DINOV2_FILE)
+    assert (authors.pos_embed - timm_way.pos_embed).abs().max() > 1e-3  # the two rules differ
+    with pytest.raises(ConfigError, match="square"):
+        create_vit("vit_small_patch14_dinov2", (224, 280), DINOV2_FILE, pos_embed_resize="authors")

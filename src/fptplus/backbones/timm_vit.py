@@ -9,11 +9,13 @@ early through timm's `forward_intermediates`.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Callable, Sequence
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.layers import Attention
 from timm.models.vision_transformer import Block, VisionTransformer, checkpoint_filter_fn
 from torch import Tensor, nn
@@ -69,9 +71,15 @@ def create_vit(
             the offline DINOv2 ViT-S/14 (see `fptplus.pretrained`), or a local path to a .safetensors file or a
             weights-only torch checkpoint.
         device: where to create the parameters ("meta" builds a shape-only model with no memory).
-        **overrides: extra timm model kwargs (tests shrink depth/width with these).
+        **overrides: extra timm model kwargs (tests shrink depth/width with these), and fptplus's own
+            `pos_embed_resize`: "timm" (default: timm resamples the checkpoint's position embeddings once to the
+            exact grid, bicubic with antialiasing) or "authors" (the FPT+ authors' / DINOv2's run-time rule:
+            bicubic with scale factor (g + 0.1) / g0, no antialiasing; square inputs and a weights file only).
     """
     check_model_name(name)
+    resize = overrides.pop("pos_embed_resize", "timm")
+    if resize not in POS_EMBED_RESIZE:
+        raise ConfigError(f"pos_embed_resize must be one of {POS_EMBED_RESIZE}, got {resize!r}")
     weights = None if is_random(weights) else weights
     if weights is not None and str(weights).startswith("builtin:"):
         from ..pretrained import resolve_weights
@@ -93,7 +101,43 @@ def create_vit(
         model = timm.create_model(name, pretrained=False, **kwargs)
     if weights is not None:
         load_weights_file(model, weights, name)
+        if resize == "authors":
+            resize_pos_embed_like_authors(model, read_state_dict(weights)["pos_embed"])
+    elif resize == "authors" and device is not None and str(device) != "meta":
+        raise ConfigError("pos_embed_resize='authors' resamples a checkpoint's position embeddings: pass --weights")
     return model
+
+
+POS_EMBED_RESIZE = ("timm", "authors")
+
+
+def authors_pos_embed(pos_embed: Tensor, grid: tuple[int, int], prefix: int) -> Tensor:
+    """The FPT+ authors' (DINOv2's `interpolate_pos_encoding`) resampling of (1, prefix + g0², D) position
+    embeddings to a square `grid`: bicubic, scale factor (g + 0.1) / g0, no antialiasing."""
+    gh, gw = grid
+    if gh != gw:
+        raise ConfigError(f"pos_embed_resize='authors' is defined for square inputs; this grid is {gh}x{gw}")
+    head, patches = pos_embed[:, :prefix], pos_embed[:, prefix:]  # (1, P, D), (1, g0², D)
+    g0 = math.isqrt(patches.shape[1])
+    if g0 * g0 != patches.shape[1]:
+        raise ConfigError(f"the checkpoint's position embeddings are not a square grid ({patches.shape[1]} patches)")
+    if g0 == gh:
+        return pos_embed
+    dim = patches.shape[-1]
+    grid_in = patches.reshape(1, g0, g0, dim).permute(0, 3, 1, 2).float()  # (1, D, g0, g0)
+    scale = (gh + 0.1) / g0
+    out = F.interpolate(grid_in, scale_factor=(scale, scale), mode="bicubic", antialias=False)  # (1, D, gh, gh)
+    if out.shape[-2:] != (gh, gw):
+        raise ConfigError(f"the authors' resampling gives a {tuple(out.shape[-2:])} grid, expected {(gh, gw)}")
+    out = out.permute(0, 2, 3, 1).reshape(1, gh * gw, dim).to(pos_embed.dtype)  # (1, g², D)
+    return torch.cat([head, out], dim=1)
+
+
+@torch.no_grad()
+def resize_pos_embed_like_authors(model: VisionTransformer, original: Tensor) -> None:
+    """Replaces the timm-resampled position embeddings with the authors' resampling of the checkpoint's own."""
+    prefix = model.pos_embed.shape[1] - math.prod(model.patch_embed.grid_size)  # class (and register) positions
+    model.pos_embed.copy_(authors_pos_embed(original.to(model.pos_embed), tuple(model.patch_embed.grid_size), prefix))
 
 
 def _probe(name: str, kwargs: dict) -> VisionTransformer:
