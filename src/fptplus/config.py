@@ -23,6 +23,7 @@ from .data.decode import DEFAULT_MAX_PIXELS
 from .errors import ConfigError
 from .files import display, load_yaml, short_repr
 from .methods import get_method
+from .store.codecs import CodecName
 
 
 @dataclass
@@ -61,7 +62,7 @@ class DataConfig:
     allow_missing_classes: bool = False
     skip_bad: bool = False
     store: str | None = None
-    store_dtype: Literal["float16", "float32", "int8"] = "float16"
+    store_dtype: CodecName = "float16"
     store_ratio: float | None = None
     allow_duplicates: bool = False
     include_masks: bool = False

@@ -43,6 +43,10 @@ _FUSED_CHECKED: set[str] = set()  # devices on which the fused kernel agreed wit
 FUSED_CHECK_TOLERANCE = 1e-4  # max |fused - chunked| relative to the largest score
 
 
+KV_FIELDS = ("keys", "keys_scale", "values", "values_scale")  # the K/V arrays of a batch or a store, by name
+# (float K/V: keys and values; int8 codes add one scale per (layer, head, token) row: keys_scale and values_scale)
+
+
 @dataclass
 class LPMFeatures:
     """Selected keys/values of the fused LPM layers for a batch (what preloading stores).
@@ -67,6 +71,11 @@ class LPMFeatures:
     value_scale: Tensor | None = None
     patch_mean: Tensor | None = None
     scores: Tensor | None = None  # (B, L, H, k) the selector's scores of the kept tokens, descending (None: all kept)
+
+    @classmethod
+    def from_batch(cls, batch: dict[str, Tensor]) -> LPMFeatures:
+        """The stored K/V of a training batch (see KV_FIELDS) as features the fusion reads."""
+        return cls(batch["keys"], batch["values"], None, None, batch.get("keys_scale"), batch.get("values_scale"))
 
     def to(self, *args, **kwargs) -> LPMFeatures:
         """Like Tensor.to for float K/V and cls; int8 codes and their scales only change device."""

@@ -240,8 +240,7 @@ class FPTModel(nn.Module):
         The trainer calls `model(*args, **kwargs)` through any DDP wrapper, so gradients are synchronised.
         """
         if "keys" in batch:
-            feats = LPMFeatures(batch["keys"], batch["values"], None, None, batch.get("keys_scale"),
-                                batch.get("values_scale"))  # fmt: skip
+            feats = LPMFeatures.from_batch(batch)
             return (batch["side"],), {"features": feats}
         return (batch["side"],), {"lpm_x": batch.get("lpm")}
 

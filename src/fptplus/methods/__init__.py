@@ -8,13 +8,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from ..backbones import LPMSpec
 from ..errors import ConfigError
+from ..params import ParamCount
 from .inputs import ImageView, SideViewFeatures
+
+
+@runtime_checkable
+class MethodModel(Protocol):
+    """The contract every method's model keeps with the trainer, the benchmarks, `evaluate`/`predict`, the app
+    and the exporter (they call nothing else): `model(*args, **kwargs)` -> logits (B, C) for
+    `args, kwargs = model.batch_args(batch)`, the learnable/total parameter count, and the ViT's shape facts."""
+
+    spec: LPMSpec
+
+    def batch_args(self, batch: dict[str, Tensor]) -> tuple[tuple, dict[str, Any]]: ...
+
+    def param_count(self) -> ParamCount: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,9 @@ class Method:
             evaluation items and benchmark batches.
         prepare: (config, total optimizer steps) -> config, before the model is built (AdaLoRA's budget schedule).
         after_step: (model, step) after every optimizer step (AdaLoRA's budget allocation).
+        optimizer, scheduler, objective: a method's own builders replacing the paper's AdamW, cosine schedule and
+            (class-weighted) cross-entropy (`fptplus.trainer.loop.build_optimizer`, `build_scheduler`,
+            `trainer.objective.make_objective` give the signatures); None keeps the paper's.
         fitter: for a model fitted in closed form from frozen features instead of by gradient steps (the probes):
             (config, features (n, F), labels, folds, task, num_classes) -> `probe.ProbeFit`; the trainer then runs
             `fptplus.trainer.probe` instead of its gradient loop.
@@ -49,12 +67,19 @@ class Method:
     prepare: Callable[[Any, int], Any] | None = None
     after_step: Callable[[nn.Module, int], None] | None = None
     fitter: Callable[..., Any] | None = None
+    optimizer: Callable[..., Any] | None = None
+    scheduler: Callable[..., Any] | None = None
+    objective: Callable[..., Any] | None = None
 
-    def build(self, config: Any, device: str | torch.device | None = None, source: str = "online") -> nn.Module:
+    def build(self, config: Any, device: str | torch.device | None = None, source: str = "online") -> MethodModel:
         """The model of `config`; source "store" leaves out what stored features replace (FPT's frozen model)."""
         if source not in self.inputs.sources(config):
             raise ConfigError(f"{self.name} cannot read its inputs from {source!r} (sources: {self.sources(config)})")
-        return self.builder(config, device=device, source=source)
+        model = self.builder(config, device=device, source=source)
+        if not isinstance(model, MethodModel):
+            raise TypeError(f"method {self.name}: its builder returned a {type(model).__name__} without the "
+                            "MethodModel contract (spec, batch_args, param_count)")  # fmt: skip
+        return model
 
     def sources(self, config: Any) -> tuple[str, ...]:
         """Where this configuration's training inputs can come from ("store" first when it can use one)."""

@@ -15,17 +15,38 @@ read with the codec that wrote it. Stores written before codecs were named carry
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..lpm import KV_FIELDS
 from .format import FieldSpec, StoreError
 
 POOLED_FIELDS = ("cls", "patch_mean")  # (D,) each: the final-normed CLS token and mean patch token
-FLOAT_FIELDS = ("keys", "values", *POOLED_FIELDS)
-SCALE_FIELDS = ("keys_scale", "values_scale")
+FLOAT_FIELDS = (KV_FIELDS[0], KV_FIELDS[2], *POOLED_FIELDS)  # keys, values, pooled: floats in a float codec
+SCALE_FIELDS = (KV_FIELDS[1], KV_FIELDS[3])  # keys_scale, values_scale: the int8 codec's per-row scales
 INT8_MAX = 127
+
+
+CodecName = Literal["float16", "float32", "int8"]  # every codec's name (config fields take these; tested vs CODECS)
+
+
+class Codec(Protocol):
+    """What a codec is: it owns the names and shapes of the K/V arrays a store keeps (`fields`), how a batch of the
+    frozen model's tensors becomes them (`encode_batch`) and how a stored array is read back (`decode`)."""
+
+    name: str
+
+    @property
+    def dtype(self) -> str: ...
+
+    def fields(self, kv_shape: tuple[int, ...], pooled_dim: int | None) -> dict[str, FieldSpec]: ...
+
+    def encode_batch(self, tensors: dict[str, Tensor]) -> dict[str, np.ndarray]: ...
+
+    def decode(self, name: str, stored: np.ndarray) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -118,7 +139,7 @@ class Int8Codec:
 CODECS = {c.name: c for c in (FloatCodec("float16"), FloatCodec("float32"), Int8Codec())}
 
 
-def codec_of(fingerprint: dict) -> FloatCodec | Int8Codec:
+def codec_of(fingerprint: dict) -> Codec:
     """The codec a store was written with (its fingerprint's `codec`, or `dtype` for stores that predate it)."""
     name = fingerprint.get("codec", fingerprint.get("dtype"))
     if name not in CODECS:

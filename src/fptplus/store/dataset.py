@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from ..data.datasets import EpochSeeded
 from ..data.views import Views
+from ..lpm import KV_FIELDS
 from .reader import FeatureStore
 
 
@@ -52,7 +53,7 @@ class StoreDataset(EpochSeeded):
         i = self.indices[j]
         rec = self.store.features(i)  # decoded by the store's codec
         item = {"side": self._side(rec["side"], i), "label": self.store.samples[i]["label"], "index": i}
-        for f in ("keys", "values", "keys_scale", "values_scale"):  # (L, H, k, d) / (L, H, k)
+        for f in KV_FIELDS:  # (L, H, k, d) / scales (L, H, k)
             if f in rec:
                 value = rec[f] if self.positions is None else rec[f][self.positions]
                 if self.k is not None:  # the best k: a lower ratio than the store's

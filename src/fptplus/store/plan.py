@@ -19,9 +19,9 @@ from ..data.views import ViewConfig
 from ..errors import ConfigError
 from ..files import display, human_bytes
 from ..importance import num_selected_tokens
-from ..lpm import provides_pooled
+from ..lpm import KV_FIELDS, provides_pooled
 from ..model import FPTConfig, FusionPlan
-from .codecs import CODECS
+from .codecs import CODECS, POOLED_FIELDS, CodecName
 from .format import (
     MANIFEST,
     MANIFEST_SCHEMA,
@@ -66,7 +66,7 @@ class PreloadOptions:
             to tune the ratio later without another preload).
     """
 
-    dtype: Literal["float16", "float32", "int8"] = "float16"
+    dtype: CodecName = "float16"
     batch_size: int = 16
     num_workers: int = 2
     shard_mb: float = 1024.0
@@ -109,7 +109,7 @@ def store_fields(
     if scores:
         fields["scores"] = FieldSpec("float32", (L, H, k))  # the selector's score of each kept token, descending
     fields["side"] = FieldSpec("uint8", (3, *views.source_hw))
-    order = ("keys", "keys_scale", "values", "values_scale", "indices", "scores", "side", "cls", "patch_mean")
+    order = (*KV_FIELDS, "indices", "scores", "side", *POOLED_FIELDS)
     return {name: fields[name] for name in order if name in fields}
 
 

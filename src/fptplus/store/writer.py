@@ -34,7 +34,7 @@ from ..data.sources import DataIndex
 from ..data.views import Views
 from ..files import display, human_bytes
 from ..logs import Progress, get_logger, info_of
-from ..lpm import FrozenLPM
+from ..lpm import KV_FIELDS, FrozenLPM
 from ..model import FPTConfig
 from ..weights import file_sha256
 from .codecs import codec_of
@@ -74,8 +74,7 @@ class PreloadReport:
     @property
     def kv_bytes_per_sample(self) -> int:
         """K and V bytes per image, with their scales for an int8 store."""
-        kv = ("keys", "values", "keys_scale", "values_scale")
-        return sum(n for f, n in self.bytes_per_sample.items() if f in kv)
+        return sum(n for f, n in self.bytes_per_sample.items() if f in KV_FIELDS)
 
 
 class _Decode(Dataset):

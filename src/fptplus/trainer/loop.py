@@ -121,6 +121,81 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+def build_optimizer(params: list[torch.nn.Parameter], tc: Any, lr: float) -> torch.optim.Optimizer:
+    """The paper's optimiser: AdamW at `lr` with the run's weight decay and betas."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int):
+    """The paper's schedule: linear warm-up, then cosine to 0, stepped once per optimizer step."""
+    return cosine_schedule(optimizer, total_steps, warmup_steps)
+
+
+@dataclass
+class Training:
+    """What one seed's steps need: the (prepared) model and its unwrapped core, the optimizer, scheduler and
+    objective (each from the method's builder when it has one, else the paper's), the trainable parameters."""
+
+    model: nn.Module
+    core: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    objective: Objective
+    trainable: list[torch.nn.Parameter]
+    accelerator: Any
+    lr: float
+
+
+def make_training(method, model, cfg: RunConfig, index: DataIndex, train_ids: list[int], steps_per_epoch: int,
+                  accelerator) -> Training:  # fmt: skip
+    """The optimiser, scheduler and loss of a run: a method overrides any of them with `Method.optimizer`,
+    `Method.scheduler` or `Method.objective` (same signatures as `build_optimizer`, `build_scheduler`,
+    `objective.make_objective`)."""
+    tc = cfg.train
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    lr = tc.lr if tc.lr is not None else method.default_lr
+    optimizer = (method.optimizer or build_optimizer)(trainable, tc, lr)
+    scheduler = (method.scheduler or build_scheduler)(optimizer, steps_per_epoch * tc.epochs,
+                                                      round(tc.warmup_epochs * steps_per_epoch))  # fmt: skip
+    train_labels = [index.samples[i].label for i in train_ids]
+    objective = (method.objective or make_objective)(tc.class_weights, train_labels, cfg.model.num_classes,
+                                                     index.multilabel)  # fmt: skip
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return Training(model, accelerator.unwrap_model(model), optimizer, scheduler, objective, trainable, accelerator,
+                    lr)  # fmt: skip
+
+
+def train_epoch(t: Training, method, loader, tc, root: Path, epoch: int, step: int, events, run, bar) -> tuple:
+    """One epoch of optimizer steps; returns (mean training loss, the step count after it)."""
+    loss_sum, seen = 0.0, 0
+    for i, batch in enumerate(loader):
+        batch = to_device(batch, t.accelerator.device)
+        y = torch.as_tensor(batch["label"], device=t.accelerator.device)
+        with t.accelerator.accumulate(t.model):
+            args, kwargs = t.core.batch_args(batch)
+            with t.accelerator.autocast():
+                logits = t.model(*args, **kwargs)
+            loss = t.objective.loss(logits.float(), y)
+            if not torch.isfinite(loss):
+                raise diverged(root, tc.seed, epoch + 1, f"the training loss is {loss.item()} at step {step + 1}",
+                               t.lr)  # fmt: skip
+            t.accelerator.backward(loss)
+            if t.accelerator.sync_gradients:
+                if tc.grad_clip is not None:
+                    t.accelerator.clip_grad_norm_(t.trainable, tc.grad_clip)
+                t.optimizer.step()
+                t.scheduler.step()
+                method.step_done(t.core, step)
+                step += 1
+                crash_point("train-step", step)
+            t.optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.item() * len(y)
+        seen += len(y)
+        events.on_step(run, step, loss.item(), t.scheduler.get_last_lr()[0])
+        bar.update(i + 1, f"loss {loss_sum / seen:.4f} lr {t.scheduler.get_last_lr()[0]:.2e}")
+    return loss_sum / max(seen, 1), step
+
+
 def fit(
     cfg: RunConfig,
     root: Path,
@@ -158,14 +233,8 @@ def fit(
     seed_everything(tc.seed)
     model = method.build(model_cfg, source="store" if store is not None else "online")
     inputs: Inputs = make_inputs(method, model, model_cfg, index, store, usable, tc.seed, cfg.data.resize)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    lr = tc.lr if tc.lr is not None else method.default_lr
-    optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=tc.weight_decay, betas=tuple(tc.betas))
-    scheduler = cosine_schedule(optimizer, steps_per_epoch * tc.epochs, round(tc.warmup_epochs * steps_per_epoch))
-    train_labels = [index.samples[i].label for i in inputs.train.indices]
-    objective = make_objective(tc.class_weights, train_labels, cfg.model.num_classes, index.multilabel)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    core = accelerator.unwrap_model(model)
+    t = make_training(method, model, cfg, index, inputs.train.indices, steps_per_epoch, accelerator)
+    model, core, optimizer, scheduler = t.model, t.core, t.optimizer, t.scheduler
     meta = {"method": cfg.method, "backbone": cfg.model.backbone, "num_classes": cfg.model.num_classes,
             "classes": list(index.classes)}  # fmt: skip
     params = core.param_count()
@@ -182,7 +251,7 @@ def fit(
         log(f"resumed {root} after epoch {start_epoch} (step {step})")
     source = "training from the feature store" if inputs.source == "store" else "training online (from images)"
     log(f"{cfg.method}: {params}; {source}; {len(inputs.train)} train / "
-        f"{len(inputs.val)} val / {len(inputs.test)} test images; lr {lr:g}, {tc.epochs} epochs")  # fmt: skip
+        f"{len(inputs.val)} val / {len(inputs.test)} test images; lr {t.lr:g}, {tc.epochs} epochs")  # fmt: skip
 
     run = RunInfo(root, cfg, list(index.classes), params)
     events.on_fit_start(run)
@@ -194,41 +263,16 @@ def fit(
         loader = epoch_loader(inputs.train, tc.batch_size, tc.num_workers, tc.seed, epoch)
         if accelerator.num_processes > 1:
             loader = accelerator.prepare_data_loader(loader)
-        loss_sum, seen = 0.0, 0
         bar = Progress(len(loader), f"epoch {epoch + 1}/{tc.epochs} step", log,
                        accelerator.is_main_process and showing_info(), every=tc.log_every)  # fmt: skip
-        for i, batch in enumerate(loader):
-            batch = to_device(batch, accelerator.device)
-            y = torch.as_tensor(batch["label"], device=accelerator.device)
-            with accelerator.accumulate(model):
-                args, kwargs = core.batch_args(batch)
-                with accelerator.autocast():
-                    logits = model(*args, **kwargs)
-                loss = objective.loss(logits.float(), y)
-                if not torch.isfinite(loss):
-                    raise diverged(root, tc.seed, epoch + 1, f"the training loss is {loss.item()} at step {step + 1}",
-                                   lr)  # fmt: skip
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    if tc.grad_clip is not None:
-                        accelerator.clip_grad_norm_(trainable, tc.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    method.step_done(core, step)
-                    step += 1
-                    crash_point("train-step", step)
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
-            events.on_step(run, step, loss.item(), scheduler.get_last_lr()[0])
-            bar.update(i + 1, f"loss {loss_sum / seen:.4f} lr {scheduler.get_last_lr()[0]:.2e}")
+        train_loss, step = train_epoch(t, method, loader, tc, root, epoch, step, events, run, bar)
         bar.close()
         train_seconds = time.perf_counter() - t0
-        probs, labels, val_loss = predict_probs(model, val_loader, accelerator, objective)
+        probs, labels, val_loss = predict_probs(model, val_loader, accelerator, t.objective)
         try:
             val = compute_metrics(labels, probs, val_loss, ordinal=cfg.data.ordinal)
         except DivergedError as err:
-            raise diverged(root, tc.seed, epoch + 1, f"on validation, {err}", lr) from None
+            raise diverged(root, tc.seed, epoch + 1, f"on validation, {err}", t.lr) from None
         key = selection_key(val)
         improved = best is None or key[1] > best[1]
         if improved:
@@ -236,7 +280,7 @@ def fit(
         row = {
             "epoch": epoch + 1,
             "step": step,
-            "train_loss": loss_sum / max(seen, 1),
+            "train_loss": train_loss,
             "lr": scheduler.get_last_lr()[0],
             "epoch_seconds": train_seconds,
             "eval_seconds": time.perf_counter() - t0 - train_seconds,
@@ -258,7 +302,7 @@ def fit(
             write_history(root, history)
         accelerator.wait_for_everyone()
     results = _final_report(cfg, paths, core, model, inputs, accelerator, meta, best, history, params, log, events, run,
-                            objective)  # fmt: skip
+                            t.objective)  # fmt: skip
     events.on_fit_end(run, results)
     return FitResult(results, history)
 

@@ -178,6 +178,7 @@ def train(
         cfg.train.lr = method.default_lr
     check_new_run_folder(root, cfg.data.data, overwrite or resume)  # refusals that write nothing
     index = load_data(cfg, early)  # the data checks, before any write
+    state.wait_for_everyone()  # every process has checked the folder and the data before the main one writes
     absolutize(cfg)
     seeds = seeds or [cfg.train.seed]
     callbacks = Callbacks(callbacks if callbacks is not None else [TensorBoard(), RunSummary()])
