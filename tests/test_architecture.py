@@ -78,3 +78,35 @@ def test_each_package_imports_alone():
     }
     failed = {name: p.communicate(timeout=300)[1][-500:] for name, p in procs.items() if p.wait() != 0}
     assert not failed, failed
+
+
+def module_graph() -> dict[str, set[str]]:
+    """module -> fptplus modules it imports (module level and inside functions; `from .x import y` counts x.y when
+    that is a module)."""
+    mods: dict[str, tuple[Path, bool]] = {}
+    for path in ROOT.rglob("*.py"):
+        parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+        is_init = parts[-1] == "__init__"
+        mods[".".join(parts[:-1] if is_init else parts)] = (path, is_init)
+    edges: dict[str, set[str]] = defaultdict(set)
+    for name, (path, is_init) in mods.items():
+        parts = name.split(".")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = parts[: len(parts) - node.level + (1 if is_init else 0)] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module or ""
+                candidates = [target, *(f"{target}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                candidates = [a.name for a in node.names]
+            else:
+                continue
+            edges[name] |= {t for t in candidates if t in mods and t != name}
+    return edges
+
+
+def test_no_import_cycles_between_modules():
+    """Finer than the packages: no two modules reach each other (run.py and folds.py once did, through imports
+    inside functions that the package-level check cannot see)."""
+    edges = module_graph()
+    cycles = sorted((a, b) for a in edges for b in edges[a] if a in reachable(edges, b))
+    assert not cycles, f"module import cycles (a imports b, and b reaches a): {cycles[:5]}"

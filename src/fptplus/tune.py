@@ -85,7 +85,7 @@ def prebuild_store(base: RunConfig, space: list[Param], log) -> None:
 
     from .methods import get_method
     from .store import PreloadOptions, preload
-    from .trainer.run import load_data
+    from .trainer.prepare import load_data
 
     widest = {p.name: max(p.choices) for p in space if p.name in ("token_ratio", "fused_layers")}
     if not widest or not get_method(base.method).uses_store(base.model):

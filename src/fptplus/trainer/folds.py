@@ -30,9 +30,11 @@ def fold_dir(root: Path, fold: int) -> Path:
     return root / f"fold-{fold}"
 
 
-def train_folds(cfg, root: Path, index, seeds: list[int], resume: bool, log, callbacks, state) -> dict[str, Any]:
-    """Trains fold 0..K-1 of `cfg` into RUN/fold-F (resuming finished and started folds), then summarises."""
-    from .run import prepare_inputs, store_path, train
+def train_folds(cfg, root: Path, index, seeds: list[int], resume: bool, log, callbacks, state,
+                train) -> dict[str, Any]:  # fmt: skip
+    """Trains fold 0..K-1 of `cfg` into RUN/fold-F (resuming finished and started folds) with `train` (the trainer's
+    own entry point, passed in: a fold is a complete run), then summarises."""
+    from .prepare import prepare_inputs, store_path
 
     k = cfg.data.folds
     folds = assign_folds(
@@ -112,8 +114,8 @@ def _stats(values: list[float]) -> dict[str, Any]:
 def summarise_folds(root: Path, classes: list[str], k: int, seeds: list[int], ordinal: bool = False,
                     bootstrap: int = 1000, multilabel: bool = False) -> dict[str, Any]:  # fmt: skip
     """summary.json of a cross-validation; writes RUN/oof_predictions.csv."""
-    from .run import SUMMARY_KEYS
     from .runfolder import read_results
+    from .summary import SUMMARY_KEYS
 
     dirs = _run_dirs(root, k, seeds)
     results = [[read_results(d / "results.json") for d in fold] for fold in dirs]

@@ -261,6 +261,10 @@ class RunLock:
             self.fd = None
 
 
+def seed_dir(root: Path, seeds: list[int], seed: int) -> Path:
+    return root if len(seeds) == 1 else root / f"seed-{seed}"
+
+
 def read_run_info(root: Path) -> dict[str, Any]:
     """run.json: {"seeds": [int, ...], "store": path or null}, checked."""
     info = read_json_schema(root / RUN_JSON, RUN_INFO_SCHEMA, RunError, DAMAGED)

@@ -6,6 +6,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..config import RunConfig
 from ..logs import get_logger
 from ..methods import get_method
@@ -82,3 +84,30 @@ class RunSummary(Callback):
         (root / "summary.md").write_text(text, encoding="utf-8")
         steps = "\n  ".join(next_steps(cfg, root, seeds))
         _log.info("\n" + text.split("## Next", 1)[0].strip() + "\n\nnext:\n  " + steps)
+
+
+SUMMARY_KEYS = ("auc", "accuracy", "balanced_accuracy", "macro_f1", "kappa")
+
+
+def summarise(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± std (sample std, as the paper's 5 repeats) of the test metrics over seeds."""
+    out: dict[str, Any] = {"seeds": sorted(results), "test": {}}
+    for key in SUMMARY_KEYS:
+        values = [r["test"][key] for r in results.values() if r["test"].get(key) is not None]
+        if values:
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+            out["test"][key] = {"mean": float(np.mean(values)), "std": std, "values": values}
+    first = next(iter(results.values()))
+    out["params"] = first["params"]
+    out["method"] = first["method"]
+    rss = [r.get("process_peak_rss_mb") for r in results.values() if r.get("process_peak_rss_mb") is not None]
+    out["memory"] = {"train_step_mb": first.get("train_step_mb"), "process_peak_rss_mb": max(rss) if rss else None}
+    return out
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    parts = []
+    for key, v in summary["test"].items():
+        scale = 100 if key != "kappa" else 1
+        parts.append(f"{key} {scale * v['mean']:.2f} ± {scale * v['std']:.2f}")
+    return "; ".join(parts)
