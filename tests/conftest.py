@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The suite's preloads run the frozen model in PyTorch (exact comparisons with online forwards; no export per tiny
+# model); the onnxruntime engine has its own tests (tests/test_engines.py), which ask for it explicitly.
+os.environ.setdefault("FPTPLUS_ENGINE", "torch")
 
 import pytest
 import torch

@@ -185,6 +185,11 @@ class FrozenLPM(nn.Module):
             cfg.importance_kernel,
         )  # fmt: skip
 
+    @property
+    def provides_pooled(self) -> bool:
+        """Whether this LPM's forward yields the pooled features (its top fused layer is the last block)."""
+        return provides_pooled(self.spec, self.layers)
+
     def train(self, mode: bool = True) -> FrozenLPM:
         """The LPM stays in eval mode whatever its parent does (no dropout, fixed features)."""
         return super().train(False)

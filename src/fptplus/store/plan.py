@@ -61,6 +61,8 @@ class PreloadOptions:
         lock_wait: seconds to wait while another process writes the same store (None: until it is done;
             0: refuse at once).
         resize: how images reach the LPM resolution ("squash" or "pad"; part of the fingerprint).
+        engine: what runs the frozen model's pass: "auto" (onnxruntime on a CPU when installed and its graph verified
+            against PyTorch, else torch), "torch" or "onnxruntime" (see `fptplus.engines`; never in the fingerprint).
         store_ratio: the fraction of tokens kept per layer and head (None: the model's token_ratio). The store keeps
             them best first, so it serves training at any token_ratio up to this one from its first rows (e.g. 0.5
             to tune the ratio later without another preload).
@@ -76,6 +78,7 @@ class PreloadOptions:
     lock_wait: float | None = None
     resize: Literal["squash", "pad"] = "squash"
     store_ratio: float | None = None
+    engine: Literal["auto", "torch", "onnxruntime"] = "auto"
 
     @property
     def shard_bytes(self) -> int:

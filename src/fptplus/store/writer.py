@@ -32,6 +32,7 @@ from .._testing import crash_point
 from ..data.decode import DecodeError, undecodable_error
 from ..data.sources import DataIndex
 from ..data.views import Views
+from ..engines import first_batch_check, make_engine
 from ..files import display, human_bytes
 from ..logs import Progress, get_logger, info_of
 from ..lpm import KV_FIELDS, FrozenLPM
@@ -232,11 +233,11 @@ def _batches(writer: _ShardWriter, batch_size: int) -> list[list[int]]:
     return [list(range(b, min(b + batch_size, end))) for b in range(aligned, end, batch_size)]
 
 
-def _forward(lpm: FrozenLPM, items: list[dict[str, Any]], device: torch.device, codec, fields: dict[str, Any]):
+def _forward(engine, items: list[dict[str, Any]], device: torch.device, codec, fields: dict[str, Any]):
     """Batch arrays of the LPM's outputs that the store's plan lists (K/V and pooled features encoded by the
     store's codec; a resumed store of an older format keeps its own fields)."""
     x = torch.stack([it["lpm"] for it in items]).to(device)
-    feats = lpm(x)
+    feats = engine(x)  # FrozenLPM's pass: PyTorch, or its exported graph in onnxruntime (`fptplus.engines`)
     tensors = {"keys": feats.keys, "values": feats.values, "cls": feats.cls, "patch_mean": feats.patch_mean}
     tensors = {name: t for name, t in tensors.items() if name in fields and t is not None}
     for name, t in tensors.items():
@@ -338,8 +339,10 @@ def _preload_locked(index, cfg, spec, out, options, plan, per_sample, dist, t0, 
         built = dataclasses.replace(cfg, token_ratio=plan["fingerprint"]["token_ratio"])  # what the plan on disk keeps
         lpm = FrozenLPM.from_config(built, plan["fingerprint"]["fused_layers"])
         lpm.to(dist.device)
+        fp = plan["fingerprint"]
+        engine = make_engine(options.engine, lpm, dist.device, fp["weights"], fp.get("backbone_kwargs", {}), log)
         t_run = time.perf_counter()
-        processed = _run(todo, retry, index, views, lpm, dist, options, plan, log)
+        processed = _run(todo, retry, index, views, engine, dist, options, plan, log)
         run_seconds = time.perf_counter() - t_run
     dist.barrier()
     report = PreloadReport(
@@ -352,7 +355,7 @@ def _preload_locked(index, cfg, spec, out, options, plan, per_sample, dist, t0, 
     return report
 
 
-def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
+def _run(todo, retry, index, views, engine, dist, options, plan, log) -> int:
     dataset = _Decode(index, views)
     batches = [b for _, b in todo] + [b for _, b in retry]
     owners = [w for w, _ in todo] + [w for w, _ in retry]
@@ -371,7 +374,9 @@ def _run(todo, retry, index, views, lpm, dist, options, plan, log) -> int:
     for n, (writer, items) in enumerate(zip(owners, loader, strict=True), start=1):
         writer.open()
         good = [it for it in items if "error" not in it]
-        arrays = _forward(lpm, good, dist.device, codec_of(plan["fingerprint"]), plan["fields"]) if good else {}
+        if good and n == 1:  # an unverified onnxruntime graph is checked against PyTorch on the first real batch
+            engine = first_batch_check(engine, torch.stack([it["lpm"] for it in good]), options.engine == "auto", log)
+        arrays = _forward(engine, good, dist.device, codec_of(plan["fingerprint"]), plan["fields"]) if good else {}
         for j, item in enumerate(good):
             writer.write(item["i"], item, {name: a[j] for name, a in arrays.items()})
         for item in items:

@@ -63,6 +63,7 @@ def prepare_inputs(
                 skip_bad=cfg.data.skip_bad,
                 resize=cfg.data.resize,
                 store_ratio=cfg.data.store_ratio if not getattr(inputs, "reads_any_store", False) else None,
+                engine=cfg.train.engine,
             )  # a store shared by several runs (--store) is written by one of them; the others wait, then reuse it
             preload(index, inputs.store_config(cfg.model), store_at, options, log=log)
         store = FeatureStore(store_at)
