@@ -99,7 +99,8 @@ def table(plan: Plan, records: list[dict[str, Any]], chosen: set[int]) -> str:
                  _ci(r["auc_ci"])]  # fmt: skip
         if plan.pair:
             cells.append(_mean_std(r["pair_auc"]))
-        cells += [f"{r['params_percent']:.4g}", f"{r['memory_mb_eager']:,.0f} / {r['memory_mb_fused']:,.0f}", epoch,
+        mb = lambda v: f"{v:,.0f}" if v >= 1 else "<1"  # noqa: E731  (a probe's step from the store: features only)
+        cells += [f"{r['params_percent']:.4g}", f"{mb(r['memory_mb_eager'])} / {mb(r['memory_mb_fused'])}", epoch,
                   f"{r['ppe']:.2f}", f"{r['pme']:.2f}"]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
