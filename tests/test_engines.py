@@ -64,3 +64,18 @@ def test_a_graph_that_disagrees_is_refused_or_replaced_by_torch(index, tmp_path,
     monkeypatch.setenv("FPTPLUS_ENGINE", "auto")
     report = build(index, tmp_path / "auto", engine="auto", log=lines.append)
     assert report.complete and any("engine: torch (the onnxruntime graph disagreed" in x for x in lines)
+
+
+def test_predict_through_onnxruntime_gives_pytorchs_probabilities(tmp_path, monkeypatch):
+    from fptplus.trainer.evaluate import predict
+    from runhelp import trained_tiny_run
+
+    monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
+    run = trained_tiny_run(tmp_path)
+    files = sorted((tmp_path / "data").rglob("*.png"))[:6]
+    lines = []
+    a = predict(run, files, num_workers=0).rows
+    b = predict(run, files, num_workers=0, engine="onnxruntime", log=lines.append).rows
+    assert any("logits within" in line for line in lines)
+    for x, y in zip(a, b, strict=True):
+        assert x["path"] == y["path"] and abs(x["prob_pos"] - y["prob_pos"]) < 1e-4

@@ -132,7 +132,7 @@ def cmd_predict(args: argparse.Namespace, method: Method) -> int:
         check_output_file(args.out, args.overwrite)
         check_output_file(skipped_path(args.out), args.overwrite, "--out (its .skipped.csv)")
     result = predict(args.run, args.images, args.checkpoint, args.seed, args.batch_size, args.skip_bad,
-                     args.num_workers, args.calibrated, args.decision)  # fmt: skip
+                     args.num_workers, args.calibrated, args.decision, args.engine)  # fmt: skip
     rows = result.rows
     if args.out and rows:
         write_predictions(rows, args.out)
@@ -183,6 +183,10 @@ def add_run_parsers(sub) -> None:
                    help="processes decoding the next images while the model runs (0: in this process)")  # fmt: skip
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--engine", default="torch", choices=["torch", "onnxruntime", "auto"],
+                   help="what runs an FPT/FPT+ model's frozen pass: PyTorch, or its graph exported once to "
+                   "onnxruntime (checked against PyTorch's logits on the first batch; auto falls back to "
+                   "torch)")  # fmt: skip
     p.add_argument(
         "--calibrated",
         action="store_true",

@@ -201,6 +201,8 @@ def predict(
     num_workers: int = 2,
     calibrated: bool = False,
     decision: str = "argmax",
+    engine: str = "torch",
+    log: Callable[[str], None] | None = None,
 ) -> Predictions:
     """Class probabilities for new images of any size/format the data layer reads (LPM run online).
 
@@ -210,6 +212,8 @@ def predict(
     decode in this process). Undecodable images raise one error listing all of them, or with `skip_bad` are
     returned in `skipped`. Rows keep the order of `images`.
 
+    `engine`: what runs an FPT/FPT+ model's frozen pass ("torch", "onnxruntime" or "auto": `fptplus.engines`; the
+    first batch's logits are compared with PyTorch's and the engine is refused above 1e-4).
     `calibrated`: probabilities divided in the logit domain by the validation-fitted temperature of the run's
     best checkpoint (its calibration.json). `decision`: "argmax" (the most probable class) or "threshold"
     (binary tasks: the positive class when its probability reaches the threshold chosen on validation; each
@@ -244,14 +248,21 @@ def predict(
         dataset, batch_size=batch_size, num_workers=min(num_workers, len(files)), collate_fn=list
     )
     rows, bad = [], []
+    run_engine = _predict_engine(engine, method, cfg, model, info_of(_log, log))
     for batch in loader:
         bad += [b for b in batch if "error" in b]
         good = [b for b in batch if "item" in b]
         if not good:
             continue
         items = [b["item"] for b in good]
-        args, kwargs = model.batch_args({k: torch.stack([it[k] for it in items]) for k in items[0]})
-        logits = model(*args, **kwargs).float()
+        stacked = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        if run_engine is not None:  # the frozen pass in the engine, the rest in PyTorch
+            run_engine = _checked(run_engine, model, stacked, engine == "auto", info_of(_log, log))
+        if run_engine is not None:
+            logits = model(stacked["side"], features=run_engine(stacked["lpm"])).float()
+        else:
+            args, kwargs = model.batch_args(stacked)
+            logits = model(*args, **kwargs).float()
         raw = (logits.sigmoid() if multilabel else logits.softmax(-1)).double().numpy()  # (B, C)
         shown = apply_temperature(raw, calibration["temperature"]) if calibrated else raw
         for b, p, r in zip(good, shown, raw, strict=True):
@@ -269,6 +280,40 @@ def predict(
     if bad and not skip_bad:
         raise undecodable_error([b["error"] for b in bad], len(files), "the --out file's .skipped.csv")
     return Predictions(rows, bad)
+
+
+PREDICT_TOLERANCE = 1e-4  # largest |logit difference| between an engine and PyTorch on the first batch
+
+
+def _predict_engine(name: str, method, cfg, model, log):
+    """An engine for an FPT/FPT+ model's frozen pass, or None (PyTorch inside the model; every other method)."""
+    if name == "torch" or not method.fuses_lpm(cfg.model) or getattr(model, "lpm", None) is None:
+        return None
+    from ..backbones import weights_identity
+    from ..engines import TorchEngine, make_engine
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    weights = weights_identity(cfg.model.backbone, cfg.model.weights)
+    engine = make_engine(name, model.lpm, device, weights, cfg.model.backbone_kwargs, log)
+    return None if isinstance(engine, TorchEngine) else engine
+
+
+def _checked(engine, model, stacked: dict, auto: bool, log):
+    """The first batch through both paths: the engine stays only if its logits are PyTorch's (≤ 1e-4)."""
+    if getattr(engine, "predict_checked", False):
+        return engine
+    want = model(stacked["side"], lpm_x=stacked["lpm"]).float()
+    got = model(stacked["side"], features=engine(stacked["lpm"])).float()
+    diff = float((want - got).abs().max())
+    if diff <= PREDICT_TOLERANCE:
+        engine.predict_checked = True
+        log(f"engine: onnxruntime for the frozen pass (logits within {diff:.1e} of PyTorch's on the first batch)")
+        return engine
+    if not auto:
+        raise ConfigError(f"--engine onnxruntime: logits differ from PyTorch's by {diff:.2e} (> {PREDICT_TOLERANCE:g}) "
+                          "on the first batch; use --engine torch")  # fmt: skip
+    log(f"engine: torch (onnxruntime's logits differ by {diff:.2e} on the first batch)")
+    return None
 
 
 def skipped_path(out: str | Path) -> Path:
