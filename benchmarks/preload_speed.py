@@ -9,7 +9,9 @@ For each resolution, the same batch goes through (round-robin, `--rounds` times,
   chunked  FrozenLPM with the chunked importance kernel (query-chunked matmuls, today's fallback);
   fused    FrozenLPM with the fused kernel (the layer's own attention returns its log-sum-exp, plus one
            swapped-role fused pass per fused layer).
-Both LPM rows capture K/V, score every token, keep the top m and gather them (the work of a preload without
+  ort      (with --engines; CPU) the same pass exported once and run by onnxruntime (`fptplus.engines`; the export
+           is cached and not timed), and its token agreement with PyTorch's.
+Every LPM row captures K/V, scores every token, keeps the top m and gathers them (the work of a preload without
 decode and disk). It also reports how many selected tokens the two kernels agree on.
 """
 
@@ -37,7 +39,8 @@ def timed(fn, device: str) -> float:
     return time.perf_counter() - t0
 
 
-def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rounds: int, device: str) -> dict:
+def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rounds: int, device: str,
+            engines: bool = False) -> dict:  # fmt: skip
     vit = create_vit(backbone, size, device=device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
     top = len(vit.blocks) - 1
@@ -48,6 +51,16 @@ def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rou
         "chunked": lambda: lpms["chunked"](x),
         "fused": lambda: lpms["fused"](x),
     }
+    ort_agree = None
+    if engines:
+        from fptplus.engines import OnnxEngine, graph_key
+
+        ort = OnnxEngine(lpms["chunked"], graph_key(lpms["chunked"], {"source": "random"}, {}) + f"-{size}",
+                         log=lambda s: None)  # fmt: skip
+        runs["ort"] = lambda: ort(x)
+        problems = ort.verify(x)
+        ort_agree = json.loads(ort.record.read_text())["token_agreement"]
+        assert not problems, problems
     best = {k: float("inf") for k in runs}
     with torch.no_grad():
         out = {k: lpms[k](x) for k in lpms}  # warm-up (and the agreement check)
@@ -63,9 +76,10 @@ def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rou
         "batch": batch,
         "fused_layers": layers,
         "img_per_s": {k: batch / t for k, t in best.items()},
-        "fraction_of_bare": {k: best["bare"] / best[k] for k in ("chunked", "fused")},
+        "fraction_of_bare": {k: best["bare"] / best[k] for k in best if k != "bare"},
         "importance_overhead_s_per_img": {k: (best[k] - best["bare"]) / batch for k in ("chunked", "fused")},
         "same_token_sets": (a.sort(-1).values == b.sort(-1).values).float().mean().item(),
+        "ort_same_token_sets": ort_agree,
     }
     return row
 
@@ -80,6 +94,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
+    ap.add_argument("--engines", action="store_true", help="also time the onnxruntime engine (CPU)")
     args = ap.parse_args()
     batches = args.batch or [16 if s <= 512 else 1 for s in args.sizes]
     rows = []
@@ -89,10 +104,13 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
     for size, batch in zip(args.sizes, batches, strict=True):
-        r = measure(args.backbone, size, batch, args.layers, args.ratio, args.rounds, args.device)
+        r = measure(args.backbone, size, batch, args.layers, args.ratio, args.rounds, args.device, args.engines)
         rows.append(r)
         ips, frac = r["img_per_s"], r["fraction_of_bare"]
         cells = [f"{ips[k]:.3g} ({100 * frac[k]:.1f} %)" for k in ("chunked", "fused")]
+        if "ort" in ips:
+            cells.append(f"onnxruntime {ips['ort']:.3g} ({100 * frac['ort']:.1f} %, tokens "
+                         f"{100 * r['ort_same_token_sets']:.3f} % as PyTorch's)")  # fmt: skip
         print(f"| {r['backbone']} | {size} | {r['tokens']} | {batch} | {ips['bare']:.3g} | {' | '.join(cells)} | "
               f"{100 * r['same_token_sets']:.3f} % |", flush=True)  # fmt: skip
     if args.out:
