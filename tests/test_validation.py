@@ -107,3 +107,27 @@ def test_resize_pad_end_to_end(data, tmp_path, capsys):
         main([*args[:4], str(tmp_path / "run2"), *args[5:-2], "--resize", "squash", "--store", str(run / "store")]) == 2
     )
     assert "resize: store has 'pad+bilinear+antialias', expected 'bilinear+antialias'" in capsys.readouterr().err
+
+
+def test_crop_foreground_end_to_end(data, tmp_path, capsys):
+    """--crop foreground reaches the store's fingerprint, evaluate re-uses it, a run without it is refused that
+    store by name, and a bad value names the flag."""
+    import json
+
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "4", "--num-workers",
+            "0", "--bootstrap", "0", "--img-size", "64", "--backbone-kwargs", repr(TINY), "--side-depth", "2",
+            "--reduction", "2", "--num-prompts", "4", "--weights", "none", "--crop", "foreground"]  # fmt: skip
+    assert main(args) == 0
+    manifest = json.loads((run / "store" / "manifest.json").read_text())
+    assert manifest["fingerprint"]["resize"] == "foreground-crop-v1+pad+bilinear+antialias"
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["crop"] == "foreground"
+    assert main(["evaluate", str(run)]) == 0
+    capsys.readouterr()
+    assert main([*args[:4], str(tmp_path / "run2"), *args[5:-2], "--store", str(run / "store")]) == 2
+    assert "store has 'foreground-crop-v1+pad+bilinear+antialias', expected 'bilinear+antialias'" in (
+        capsys.readouterr().err
+    )
+    with pytest.raises(SystemExit):
+        main([*args[:-1], "middle"])
+    assert "--crop" in capsys.readouterr().err

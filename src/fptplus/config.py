@@ -47,6 +47,10 @@ class DataConfig:
             (default: unweighted Cohen's kappa, for nominal classes).
         resize: how an image reaches the model's input size: "squash" (resize, aspect ratio not kept: the paper's
             choice) or "pad" (fit the longer side, pad with black: aspect ratio kept; for non-square images).
+        crop: "foreground" cuts each image to its content's bounding box before resizing (dark background
+            thresholded, largest bright piece kept, see `fptplus.data.crop`) and then pads it to the input's shape
+            (aspect ratio kept, whatever `resize` says): fundus photographs' black borders and mammograms'
+            background. "none" (default) uses the whole frame. Part of the store fingerprint.
         folds: k-fold cross-validation (`train --folds 5`): the test split stays, train+val are dealt into k
             patient-grouped, class-stratified folds (seeded by split_seed), one run per fold (RUN/fold-F), one
             feature store for all; 0 = the single train/val split.
@@ -69,6 +73,7 @@ class DataConfig:
     max_image_pixels: int = DEFAULT_MAX_PIXELS
     ordinal: bool = False
     resize: Literal["squash", "pad"] = "squash"
+    crop: Literal["none", "foreground"] = "none"
     folds: int = 0
     fold: int | None = None
     label_columns: list[str] = field(default_factory=list)
@@ -83,6 +88,12 @@ class DataConfig:
         if self.fold is not None and not 0 <= self.fold < (self.folds or -1):
             which = f"in 0..{self.folds - 1}" if self.folds else "given with --folds K"
             raise ConfigError(f"fold must be {which}, got {self.fold}")
+
+    @property
+    def geometry(self) -> str:
+        """How an image reaches the input size, as the views and the store's fingerprint take it ("squash", "pad"
+        or "foreground": the crop, then padding)."""
+        return "foreground" if self.crop == "foreground" else self.resize
 
     def load_index(self, data: str | Path | None = None):
         """The dataset these settings describe (`data` overrides the path, e.g. a run's splits.csv)."""

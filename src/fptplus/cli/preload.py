@@ -39,7 +39,7 @@ def cmd_preload(args: argparse.Namespace, method: Method) -> int:
     method.validate(cfg)  # a bad setting surfaces now, not after indexing (or an hour of preloading)
     index, data = _load_data(args)
     cfg = dataclasses.replace(cfg, num_classes=len(index.classes))
-    values = {**given(args, PreloadOptions), "skip_bad": data.skip_bad, "resize": data.resize}
+    values = {**given(args, PreloadOptions), "skip_bad": data.skip_bad, "resize": data.geometry}
     options = build_dataclass(PreloadOptions, values, "preload")
     report = preload(index, cfg, args.out, options)
     if report.complete:

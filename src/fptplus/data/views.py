@@ -3,7 +3,8 @@
     decoded image (3, h, w), uint8 or float [0, 1]
       └─ resize to the LPM resolution ─► `hr`  ─ normalise (backbone mean/std) ─► LPM view   (never augmented)
          ("squash": straight to the square (or H×W) input, the aspect ratio is not kept — the paper's and
-          the authors' choice; "pad": the longer side fitted, the rest padded with black, aspect kept)
+          the authors' choice; "pad": the longer side fitted, the rest padded with black, aspect kept;
+          "foreground": cut to the content's bounding box first (`data.crop`), then padded like "pad")
              └─ resize to `side_source_size`, round to uint8 ─► side source   (what the feature store keeps)
                    ├─ train: RandomResizedCrop(scale .8–1, ratio .7–1.3) → h-flip → colour jitter (.2, .2)
                    └─ eval:  resize                                               ─► normalise ─► side view
@@ -23,8 +24,10 @@ from torchvision.transforms import InterpolationMode, v2
 
 from .._utils import Size, to_hw
 from ..errors import ConfigError
+from .crop import crop_foreground
 
-RESIZE_MODES = ("squash", "pad")
+# "foreground" = `--crop foreground` (which always keeps the aspect ratio: the content box is padded, not squashed)
+RESIZE_MODES = ("squash", "pad", "foreground")
 
 
 @dataclass(frozen=True)
@@ -37,8 +40,8 @@ class ViewConfig:
         side_source_size: resolution of the stored image the side view is cut from (default: twice the side
             size, capped at the LPM size).
         mean, std: the backbone's normalisation.
-        resize: "squash" (resize to the input size, aspect ratio not kept) or "pad" (fit the longer side, pad
-            the rest with black: aspect ratio kept).
+        resize: "squash" (resize to the input size, aspect ratio not kept), "pad" (fit the longer side, pad
+            the rest with black: aspect ratio kept) or "foreground" (crop to the content's bounding box, then pad).
     """
 
     lpm_size: Size
@@ -103,7 +106,10 @@ class Views:
         self.image_augment = augmentation(cfg.lpm_hw)
 
     def high_res(self, img: Tensor) -> Tensor:
-        """Decoded (3, h, w) -> `hr` at the LPM resolution, same dtype (squashed, or letterboxed with "pad")."""
+        """Decoded (3, h, w) -> `hr` at the LPM resolution, same dtype (squashed, letterboxed with "pad", cropped
+        to the content and letterboxed with "foreground")."""
+        if self.cfg.resize == "foreground":
+            return _letterbox(crop_foreground(img), self.cfg.lpm_hw)
         if self.cfg.resize == "pad":
             return _letterbox(img, self.cfg.lpm_hw)
         return _resize(img, self.cfg.lpm_hw)

@@ -64,6 +64,11 @@ class FieldSpec:
         return {"dtype": self.dtype, "shape": list(self.shape)}
 
 
+# how images reach the LPM resolution, as stores record it (stores made before the crop keep their strings)
+RESIZE_IDENTITY = {"squash": "bilinear+antialias", "pad": "pad+bilinear+antialias",
+                   "foreground": "foreground-crop-v1+pad+bilinear+antialias"}  # fmt: skip
+
+
 def lpm_identity(spec: LPMSpec, backbone_kwargs: dict[str, Any], weights: dict[str, str], resize: str
                  ) -> dict[str, Any]:  # fmt: skip
     """What fixes the frozen model's output for an image: backbone, weights, resolution, normalisation, resize (the
@@ -75,7 +80,7 @@ def lpm_identity(spec: LPMSpec, backbone_kwargs: dict[str, Any], weights: dict[s
         "lpm_size": list(spec.img_size),
         "mean": list(spec.mean),
         "std": list(spec.std),
-        "resize": "bilinear+antialias" if resize == "squash" else "pad+bilinear+antialias",
+        "resize": RESIZE_IDENTITY[resize],
     }
 
 

@@ -60,7 +60,8 @@ class PreloadOptions:
         side_source_size: stored side image size (default: 2 × side size, capped at the LPM size).
         lock_wait: seconds to wait while another process writes the same store (None: until it is done;
             0: refuse at once).
-        resize: how images reach the LPM resolution ("squash" or "pad"; part of the fingerprint).
+        resize: how images reach the LPM resolution ("squash", "pad" or "foreground" = `--crop foreground`; part of
+            the fingerprint; the command line sets it from --resize and --crop).
         engine: what runs the frozen model's pass: "auto" (onnxruntime on a CPU when installed and its graph verified
             against PyTorch, else torch), "torch" or "onnxruntime" (see `fptplus.engines`; never in the fingerprint).
         store_ratio: the fraction of tokens kept per layer and head (None: the model's token_ratio). The store keeps
@@ -76,7 +77,7 @@ class PreloadOptions:
     overwrite: bool = False
     side_source_size: int | tuple[int, int] | None = None
     lock_wait: float | None = None
-    resize: Literal["squash", "pad"] = "squash"
+    resize: Literal["squash", "pad", "foreground"] = "squash"
     store_ratio: float | None = None
     engine: Literal["auto", "torch", "onnxruntime"] = "auto"
 

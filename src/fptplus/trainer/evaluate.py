@@ -100,7 +100,7 @@ def evaluate_run(
     _, model, _ = load_trained(run_dir, checkpoint, "store" if store is not None else "online")
     usable = store.usable() if store is not None else list(range(len(index.samples)))
     inputs = make_inputs(get_method(cfg.method), model, cfg.model, index, store, usable, cfg.train.seed,
-                         cfg.data.resize)  # fmt: skip
+                         cfg.data.geometry)  # fmt: skip
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
@@ -139,7 +139,7 @@ def open_run_store(root: Path, cfg: RunConfig, index: DataIndex) -> FeatureStore
             f"it, or rebuild it with `fptplus train --resume {display(root)}` (finished seeds are kept)"
         )
     store = FeatureStore(location)
-    get_method(cfg.method).inputs.check_store(store, cfg.model, index, cfg.data.resize)
+    get_method(cfg.method).inputs.check_store(store, cfg.model, index, cfg.data.geometry)
     return store
 
 
@@ -242,7 +242,7 @@ def predict(
     from ..data.views import Views
 
     method = get_method(cfg.method)
-    views = Views(view_config(method, cfg.model, model.spec, None, cfg.data.resize))
+    views = Views(view_config(method, cfg.model, model.spec, None, cfg.data.geometry))
     dataset = _PredictFiles(files, views, method.inputs, cfg.data.max_image_pixels or None)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, num_workers=min(num_workers, len(files)), collate_fn=list

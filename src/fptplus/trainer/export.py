@@ -156,7 +156,9 @@ def _sidecar(cfg, model, classes, names, run_dir: Path, checkpoint: str, report:
                 "shape": ["batch", *report.inputs[n]],
                 "mean": list(spec.mean),
                 "std": list(spec.std),
-                "resize": cfg.data.resize,
+                # with --crop foreground: cut to the content's box (fptplus.data.crop), then pad (aspect kept)
+                "crop": cfg.data.crop,
+                "resize": "pad" if cfg.data.crop == "foreground" else cfg.data.resize,
             }
             for n in names
         },

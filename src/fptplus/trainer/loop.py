@@ -232,7 +232,7 @@ def fit(
     model_cfg = method.plan_training(cfg.model, steps_per_epoch * tc.epochs)  # e.g. AdaLoRA's budget schedule
     seed_everything(tc.seed)
     model = method.build(model_cfg, source="store" if store is not None else "online")
-    inputs: Inputs = make_inputs(method, model, model_cfg, index, store, usable, tc.seed, cfg.data.resize)
+    inputs: Inputs = make_inputs(method, model, model_cfg, index, store, usable, tc.seed, cfg.data.geometry)
     t = make_training(method, model, cfg, index, inputs.train.indices, steps_per_epoch, accelerator)
     model, core, optimizer, scheduler = t.model, t.core, t.optimizer, t.scheduler
     meta = {"method": cfg.method, "backbone": cfg.model.backbone, "num_classes": cfg.model.num_classes,

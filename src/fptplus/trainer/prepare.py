@@ -61,23 +61,23 @@ def prepare_inputs(
                 batch_size=cfg.train.batch_size,
                 num_workers=cfg.train.num_workers,
                 skip_bad=cfg.data.skip_bad,
-                resize=cfg.data.resize,
+                resize=cfg.data.geometry,
                 store_ratio=cfg.data.store_ratio if not getattr(inputs, "reads_any_store", False) else None,
                 engine=cfg.train.engine,
             )  # a store shared by several runs (--store) is written by one of them; the others wait, then reuse it
             preload(index, inputs.store_config(cfg.model), store_at, options, log=log)
         store = FeatureStore(store_at)
-        inputs.check_store(store, cfg.model, index, cfg.data.resize)
+        inputs.check_store(store, cfg.model, index, cfg.data.geometry)
         if store_at.resolve() not in root.resolve().parents:  # a shared store: it knows who reads it
             record_user(store_at, root)
-        note = resize_note([tuple(s["hw"]) for s in store.samples if s.get("hw")], cfg.data.resize)
+        note = resize_note([tuple(s["hw"]) for s in store.samples if s.get("hw")], cfg.data.geometry)
         if note:
             log(f"note: {note}")
         return store, store.usable()
     log("checking that every image decodes (online training)")
     sizes: list[tuple[int, int]] = []
     usable = check_bad(index, scan_images(index, cfg.train.num_workers, sizes), cfg.data.skip_bad, root)
-    note = resize_note(sizes, cfg.data.resize)
+    note = resize_note(sizes, cfg.data.geometry)
     if note:
         log(f"note: {note}")
     return None, usable

@@ -113,7 +113,7 @@ def fit_probe(
                           "weights); drop --class-weights")  # fmt: skip
     seed_everything(tc.seed)
     model = method.build(cfg.model, source="store" if store is not None else "online").eval()
-    inputs = make_inputs(method, model, cfg.model, index, store, usable, tc.seed, cfg.data.resize)
+    inputs = make_inputs(method, model, cfg.model, index, store, usable, tc.seed, cfg.data.geometry)
     objective = Objective(len(index.classes) if index.multilabel else None)
     source = "from the feature store" if store is not None else "online (one un-augmented forward per image)"
     log(f"{cfg.method}: features {cfg.model.features} {source}; {len(inputs.train)} train / {len(inputs.val)} val / "

@@ -77,7 +77,7 @@ class Explainer:
         self.method = get_method(self.cfg.method)
         self.fpt = self.method.fuses_lpm(self.cfg.model)
         self.multilabel = bool(self.cfg.data.label_columns)
-        self.views = Views(view_config(self.method, self.cfg.model, self.model.spec, None, self.cfg.data.resize))
+        self.views = Views(view_config(self.method, self.cfg.model, self.model.spec, None, self.cfg.data.geometry))
 
     @property
     def layers(self) -> list[int]:

@@ -75,7 +75,7 @@ def prompt_attention_profile(
     _, _, cfg, model, _ = _fpt_run(run, checkpoint, seed, "store" if store is not None else "online")
     usable = store.usable() if store is not None else list(range(len(index.samples)))
     method = get_method(cfg.method)
-    inputs = make_inputs(method, model, cfg.model, index, store, usable, cfg.train.seed, cfg.data.resize)
+    inputs = make_inputs(method, model, cfg.model, index, store, usable, cfg.train.seed, cfg.data.geometry)
     blocks = [model.side.vit.blocks[b] for b in model.plan.side_blocks]
     probe = PromptAttentionProbe(blocks, cfg.model.num_prompts)
     try:
