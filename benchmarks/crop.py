@@ -35,7 +35,8 @@ def content_share(hr: torch.Tensor) -> float:
 
 
 def measure(folder: Path, size: int, limit: int | None) -> tuple[dict, list[tuple[str, torch.Tensor]]]:
-    rows = list(csv.DictReader(open(folder / "labels.csv")))[:limit]
+    with open(folder / "labels.csv", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))[:limit]
     views = {m: Views(ViewConfig(size, size // 4, resize=m)) for m in ("squash", "pad", "foreground")}
     widths, heights, box_s, shares, examples = [], [], [], {m: [] for m in views}, []
     for i, r in enumerate(rows):

@@ -151,3 +151,53 @@ def test_variant_rows_stay_out_of_the_paper_table(tmp_path):
     assert "| bitfit_int8 | 32 |" in (results / "table.md").read_text()
     table1 = (results / "table1.md").read_text()
     assert "12.30" not in table1 and f"{100 * records[0]['auc'][0]:.2f}" in table1
+
+
+def test_cv_folds_rows_choose_the_lr_by_cross_validation(tmp_path):
+    """Each lr of a `cv_folds` row trains K folds of train + val on the row's one store; only the lr with the best
+    mean fold validation AUC (recomputed here from the fold runs' own results) is trained on the standard split."""
+    row = {"name": "fpt_plus", "method": "fpt_plus", "img_size": 64, "lr": [1e-3, 3e-2], "epochs": 1, "seeds": [0],
+           "model": SIDE, "cv_folds": 2}  # fmt: skip
+    plan = Plan.load(write_plan(tmp_path, rows=[row], compare=[]))
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    assert execute(plan, runs, log=lambda *_: None) == []
+
+    def fold_mean(folder):
+        aucs = [json.loads((runs / "cv" / folder / f"fold-{f}" / "results.json").read_text())["val"]["auc"]
+                for f in range(2)]  # fmt: skip
+        return sum(aucs) / 2
+
+    folders = ["fpt_plus-64-lr0.001", "fpt_plus-64-lr0.03"]
+    winner = max(folders, key=fold_mean)
+    loser = next(f for f in folders if f != winner)
+    assert (runs / winner / "results.json").exists() and not (runs / loser).exists()
+    assert sorted(p.name for p in runs.iterdir()) == ["cv", winner, "store-fpt_plus-64"]  # one store for all
+    assert not any((runs / "cv" / f / "store").exists() for f in folders)
+    lines = []
+    assert execute(plan, runs, log=lines.append) == []  # nothing is trained twice
+    assert f"{winner}: finished earlier, skipping" in lines
+    assert any(line.startswith(f"{loser}: 2-fold CV AUC") and "not trained" in line for line in lines)
+    assert not any(line.startswith(("training", "running", "resuming")) for line in lines)
+    records = collect(plan, runs, results)
+    by = {r["folder"]: r for r in records}
+    assert by[loser]["auc"] == [] and len(by[loser]["cv_auc"]) == 2 and len(by[winner]["auc"]) == 1
+    assert abs(sum(by[winner]["cv_auc"]) / 2 - fold_mean(winner)) < 1e-9
+    rows = render(plan, records, results, log=lambda *_: None)
+    assert [r["selected"] for r in rows] == [r["folder"] == winner for r in rows]
+    table = (results / "table.md").read_text()
+    assert f"| (fpt_plus) | 64 | {by[loser]['lr']:g} | CV 1 × 1 | CV2 " in table
+    assert "| fpt_plus | 64 |" in table and "; val " in table
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"cv_folds": 1}, "cv_folds must be 0"),
+        ({"cv_folds": "5"}, "cv_folds must be 0"),
+        ({"cv_folds": 5, "features": "x"}, "drop cv_folds"),
+    ],
+)
+def test_cv_folds_mistakes_are_refused(tmp_path, extra, message):
+    row = {"name": "l", "method": "linear", "img_size": 64, "epochs": 1, **extra}
+    with pytest.raises(ConfigError, match=message):
+        Plan.load(write_plan(tmp_path, rows=[row], compare=[]))

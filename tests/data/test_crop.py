@@ -91,7 +91,7 @@ def test_float_and_uint8_give_the_same_box():
 
 
 def test_views_crop_then_pad_to_the_input_shape():
-    img, (x0, x1) = fundus()
+    img, _ = fundus()
     hr = Views(ViewConfig(64, 32, resize="foreground")).high_res(img)
     assert hr.shape == (3, 64, 64) and hr.dtype == torch.uint8
     rows = np.flatnonzero((hr.amax(0) > 20).any(1).numpy())

@@ -42,6 +42,34 @@ def finished(run_dir: Path, run: Run) -> bool:
     return all((d / "results.json").exists() for d in seed_dirs(run_dir, run))
 
 
+def cv_dir(runs: Path, run: Run) -> Path:
+    """Where a `cv_folds` row's cross-validation of one learning rate lives (RUNS/cv/<folder>/fold-F)."""
+    return runs / "cv" / run.folder
+
+
+def cv_aucs(runs: Path, run: Run) -> list[float] | None:
+    """Each fold's validation AUC of a finished cross-validation (None: not finished)."""
+    path = cv_dir(runs, run) / "summary.json"
+    if not path.exists():
+        return None
+    auc = read_json(path, ConfigError).get("val", {}).get("auc")
+    return [float(v) for v in auc["values"]] if auc else None
+
+
+def cv_group(plan: Plan, run: Run) -> list[Run]:
+    """The runs cross-validation chooses between: the row's learning rates at the run's resolution."""
+    return [o for o in plan.runs if o.group == run.group and o.cv_folds]
+
+
+def cv_winner(plan: Plan, runs: Path, run: Run) -> Run | None:
+    """The learning rate of `run`'s row and resolution with the best mean fold validation AUC (None until every
+    learning rate's cross-validation has finished)."""
+    scores = [(cv_aucs(runs, o), o) for o in cv_group(plan, run)]
+    if any(a is None for a, _ in scores):
+        return None
+    return max(scores, key=lambda s: float(np.mean(s[0])))[1]
+
+
 def store_dir(runs: Path, run: Run) -> Path:
     return runs / (run.store or f"store-{run.method}-{run.img_size}")
 
@@ -83,12 +111,38 @@ def execute(plan: Plan, runs: Path, only: list[str] | None = None, budget_s: flo
     failed: list[str] = []
     start = time.monotonic()
     todo = [r for r in plan.runs if not only or r.name in only or r.folder in only]
+    spent = lambda: budget_s is not None and time.monotonic() - start > budget_s  # noqa: E731
+    # cross-validation first: every learning rate of a `cv_folds` row and resolution that has a run to do
+    for run in [o for o in plan.runs if o.cv_folds and any(o.group == r.group and r.cv_folds for r in todo)]:
+        if cv_aucs(runs, run) is not None or spent():
+            continue
+        try:
+            out = cv_dir(runs, run)
+            resume = (out / "config.yaml").exists()
+            log(f"{'resuming' if resume else 'running'} the {run.cv_folds}-fold cross-validation of {run.folder}")
+            cfg = RunConfig.load(out / "config.yaml") if resume else run_config(plan, run, runs)
+            cfg.data.folds = run.cv_folds
+            train(cfg, out, [run.seeds[0]], resume=resume)
+        except FPTPlusError as err:
+            failed.append(f"{run.folder} (cross-validation): {err}")
+            log(f"FAILED {failed[-1]}")
     for run in sorted(todo, key=lambda r: r.features is not None):
         out = runs / run.folder
         if finished(out, run):
             log(f"{run.folder}: finished earlier, skipping")
             continue
-        if budget_s is not None and time.monotonic() - start > budget_s:
+        if run.cv_folds:
+            winner = cv_winner(plan, runs, run)
+            if winner is None:
+                log(f"{run.folder}: not trained, the cross-validation of its row at {run.img_size} px is unfinished")
+                continue
+            if winner is not run:
+                log(
+                    f"{run.folder}: {run.cv_folds}-fold CV AUC {100 * np.mean(cv_aucs(runs, run)):.2f} < "
+                    f"{winner.folder}'s {100 * np.mean(cv_aucs(runs, winner)):.2f}; not trained on the standard split"
+                )
+                continue
+        if spent():
             log(f"{run.folder}: not started, the {budget_s:.0f} s budget is spent")
             continue
         try:
@@ -150,6 +204,22 @@ def record_of(plan: Plan, run: Run, run_dir: Path) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def cv_record(plan: Plan, run: Run, runs: Path, cv: dict[str, Any]) -> dict[str, Any]:
+    """The record of a learning rate known only by its cross-validation (no test AUC: it was not chosen)."""
+    from ..methods import get_method
+
+    fold = RunConfig.load(cv_dir(runs, run) / "config.yaml")
+    results = read_json(cv_dir(runs, run) / "fold-0" / "results.json", ConfigError)
+    return {
+        "folder": run.folder, "name": run.name, "method": run.method, "img_size": run.img_size,
+        "lr": fold.train.lr if fold.train.lr is not None else get_method(run.method).default_lr,
+        "epochs": run.epochs, "seeds": [], "features": None, "val_auc": [], "auc": [], "auc_ci": [],
+        "pair_auc": [], "params_percent": results["params"]["percent"], "epoch_seconds": results.get("epoch_seconds"),
+        "device": results.get("device", "cpu"), "measured_peak_mb": 0.0, "model": fold.to_dict()["model"],
+        "batch_size": fold.train.batch_size, "recorded": time.strftime("%Y-%m-%d"), **cv,
+    }  # fmt: skip
+
+
 def collect(plan: Plan, runs: Path, results: Path) -> list[dict[str, Any]]:
     """One record per run of the plan: fresh from its finished folder, else the committed one (else none)."""
     committed = {}
@@ -157,8 +227,11 @@ def collect(plan: Plan, runs: Path, results: Path) -> list[dict[str, Any]]:
         committed = {r["folder"]: r for r in read_json(results / RECORDS, ConfigError)}
     records = []
     for run in plan.runs:
+        cv = {"cv_folds": run.cv_folds, "cv_auc": cv_aucs(runs, run)} if cv_aucs(runs, run) else {}
         if finished(runs / run.folder, run):
-            records.append(record_of(plan, run, runs / run.folder))
+            records.append({**record_of(plan, run, runs / run.folder), **cv})
+        elif cv:  # a learning rate cross-validation did not choose: no standard-split run
+            records.append(cv_record(plan, run, runs, cv))
         elif run.folder in committed:
             records.append(committed[run.folder])
     results.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,11 @@ of one method and resolution share one feature store (store-<method>-<size>); a 
 stored (e.g. side_img_size, token_ratio) names its own with `store: NAME` (a store made for other settings is
 refused, never reused). `compare` names pairs of `ROW@SIZE` (the run validation kept for that row and resolution)
 whose test-AUC difference is bootstrapped.
+
+`cv_folds: K` selects a row's learning rate by cross-validation instead of by the validation split (which on
+tens of images is noise): every learning rate first trains K patient-grouped folds of train + val (its first
+seed, `train --folds K`, in RUNS/cv/<folder>, reading the row's feature store), the one with the best mean fold
+validation AUC is trained on the standard split with every seed, and the others are not trained further.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ ROW_KEYS = {
     "features",
     "store",
     "note",
+    "cv_folds",
 }
 PLAN_KEYS = {
     "name", "data", "weights", "backbone", "backbone_kwargs", "pair", "defaults", "rows", "memory", "compare", "note",
@@ -79,6 +85,7 @@ class Run:
     store: str | None = None  # the feature store's folder name (default store-<method>-<size>)
     train: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    cv_folds: int = 0  # > 0: the row's learning rate is chosen by K-fold cross-validation of train + val
 
     @property
     def folder(self) -> str:
@@ -212,6 +219,12 @@ def _expand(row: Any, i: int) -> list[Run]:
     if row.get("features") and not getattr(get_method(row["method"]).inputs, "reads_any_store", False):
         raise ConfigError(f"rows[{i}]: `features` (a probe on another row's stored features) needs a probe method "
                           "(linear, knn)")  # fmt: skip
+    cv_folds = row.get("cv_folds", 0)
+    if not isinstance(cv_folds, int) or isinstance(cv_folds, bool) or cv_folds < 0 or cv_folds == 1:
+        raise ConfigError(f"rows[{i}]: cv_folds must be 0 (select on the validation split) or >= 2, got {cv_folds!r}")
+    if cv_folds and row.get("features"):
+        raise ConfigError(f"rows[{i}]: a probe (`features`) chooses its regularisation by its own cross-validation; "
+                          "drop cv_folds")  # fmt: skip
     return [
         Run(
             str(row["name"]),
@@ -226,6 +239,7 @@ def _expand(row: Any, i: int) -> list[Run]:
             row.get("store"),
             dict(row.get("train") or {}),
             dict(row.get("data") or {}),
+            cv_folds,
         )
         for size in _as_list(row["img_size"])
         for lr in lrs

@@ -1,6 +1,7 @@
 """Tables and figures of a benchmark plan from its run records (see `driver.py`).
 
-RESULTS/table.md|json   one row per run: resolution, lr, epochs × seeds, val AUC, test AUC (mean ± std over seeds,
+RESULTS/table.md|json   one row per run: resolution, lr, epochs × seeds, val AUC (or the `cv_folds` rows'
+                        mean fold validation AUC, "CV5 …", which chose their lr), test AUC (mean ± std over seeds,
                         and the mean of the per-seed bootstrap 95 % CIs), the plan's pair AUC, learnable %,
                         steady-state step memory (eager / fused, meta accounting), s/epoch, PPE, PME
 RESULTS/memory.md       step memory of every method at every resolution for the plan's memory backbones
@@ -49,22 +50,27 @@ def with_memory(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         eager = step_memory_mb(r["method"], cfg, batch, "eager")
         fused = step_memory_mb(r["method"], cfg, batch, "fused")
         full = step_memory_mb("full_ft", full_ft_config(cfg), batch, "eager")
-        auc = 100 * float(np.mean(r["auc"]))
+        auc = 100 * float(np.mean(r["auc"])) if r["auc"] else None  # None: a learning rate CV did not choose
         out.append({**r, "memory_mb_eager": eager, "memory_mb_fused": fused, "full_ft_memory_mb_eager": full,
-                    "ppe": ppe(auc, r["params_percent"] / 100), "pme": pme(auc, eager / full)})  # fmt: skip
+                    "ppe": ppe(auc, r["params_percent"] / 100) if auc is not None else None,
+                    "pme": pme(auc, eager / full) if auc is not None else None})  # fmt: skip
     return out
 
 
 def select_by_val(records: list[dict[str, Any]]) -> set[int]:
-    """Per (row, resolution): the run (learning rate) with the best mean validation AUC."""
+    """Per (row, resolution): the run (learning rate) with the best mean validation AUC — or, for a `cv_folds` row,
+    the best mean fold validation AUC of its cross-validation (kept only once it has test AUCs)."""
+
+    def score(r: dict[str, Any]) -> float:
+        values = r.get("cv_auc") or [v for v in r["val_auc"] if v is not None]
+        return float(np.mean(values or [0]))
+
     best: dict[tuple[str, int], int] = {}
     for i, r in enumerate(records):
-        key, score = (r["name"], r["img_size"]), float(np.mean([v for v in r["val_auc"] if v is not None] or [0]))
-        if key not in best or score > float(
-            np.mean([v for v in records[best[key]]["val_auc"] if v is not None] or [0])
-        ):
+        key = (r["name"], r["img_size"])
+        if key not in best or score(r) > score(records[best[key]]):
             best[key] = i
-    return set(best.values())
+    return {i for i in best.values() if records[i]["auc"]}
 
 
 def _mean_std(values: list[float | None]) -> str:
@@ -95,13 +101,18 @@ def table(plan: Plan, records: list[dict[str, Any]], chosen: set[int]) -> str:
         epoch = f"{r['epoch_seconds']:.1f}" if r.get("epoch_seconds") else "<1"
         lr = ", ".join(sorted(set(r["chosen"]), key=r["chosen"].index)) if r.get("chosen") else f"{r['lr']:g}"
         runs = f"CV × {len(r['seeds'])}" if r.get("chosen") else f"{r['epochs']} × {len(r['seeds'])}"
-        cells = [f"{name}{source}", str(r["img_size"]), lr, runs, _mean_std(r["val_auc"]), _mean_std(r["auc"]),
+        val = _mean_std(r["val_auc"])
+        if r.get("cv_auc"):  # what chose the learning rate: the mean fold validation AUC
+            val = f"CV{len(r['cv_auc'])} {_mean_std(r['cv_auc'])}" + (f"; val {val}" if r["val_auc"] else "")
+            runs = f"{r['epochs']} × {len(r['seeds'])}" if r["seeds"] else f"CV {r['epochs']} × 1"
+        cells = [f"{name}{source}", str(r["img_size"]), lr, runs, val, _mean_std(r["auc"]),
                  _ci(r["auc_ci"])]  # fmt: skip
         if plan.pair:
             cells.append(_mean_std(r["pair_auc"]))
         mb = lambda v: f"{v:,.0f}" if v >= 1 else "<1"  # noqa: E731  (a probe's step from the store: features only)
+        per = lambda v: f"{v:.2f}" if v is not None else "–"  # noqa: E731  (None: no test AUC)
         cells += [f"{r['params_percent']:.4g}", f"{mb(r['memory_mb_eager'])} / {mb(r['memory_mb_fused'])}", epoch,
-                  f"{r['ppe']:.2f}", f"{r['pme']:.2f}"]  # fmt: skip
+                  per(r["ppe"]), per(r["pme"])]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
