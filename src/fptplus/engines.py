@@ -1,5 +1,10 @@
-"""Which engine runs the frozen model's pass (the preload's forward): PyTorch, or the same computation exported once
-to an ONNX graph and run by onnxruntime — on a CPU the faster of the two (`benchmarks/preload_speed.py`).
+"""Which engine runs the frozen model's pass (the preload's forward): PyTorch (the default), or the same computation
+exported once to an ONNX graph and run by onnxruntime (opt-in: `--engine onnxruntime|auto`).
+
+Measured (`benchmarks/README.md`, issue 29): onnxruntime was 1.28× PyTorch's preload pass for ViT-B at 512 px,
+batch 4, but on the ISIC 672 px preload (ViT-S/14, 2,305 tokens, batch 16, 1 thread) it ran at half PyTorch's speed
+(0.1 vs 0.2 img/s) in 15 GB of memory instead of 1.6 GB (its graph keeps the traced attention maps of every
+chunk), so larger inputs would not fit a 24 GB machine. Hence torch by default.
 
     torch         `FrozenLPM` itself (the reference)
     onnxruntime   the capture graph — the LPM to its deepest fused layer, the selector's scores, top-k, gather, the
@@ -7,7 +12,8 @@ to an ONNX graph and run by onnxruntime — on a CPU the faster of the two (`ben
                   a key of everything that shapes it (backbone, weights' hash, resolution, layers, ratio, selector,
                   torch and onnxruntime versions); verified against PyTorch on the first real batch it sees (token
                   sets, K/V, pooled features) before it writes anything, the verdict kept next to the graph
-    auto          onnxruntime on a CPU when it is installed and its graph verified, else torch (said in the log)
+    auto          onnxruntime on a CPU when it is installed and its graph verified, else torch (said in the log);
+                  $FPTPLUS_ENGINE overrides what auto means
 
 The engine never enters a store's fingerprint: both write the same numbers up to float rounding, so a store written
 by either serves the same training, and a preload may be resumed with the other.
