@@ -195,3 +195,49 @@ def test_an_id_that_follows_the_label_is_a_names_shortcut(tmp_path):
     record = json.loads((tmp_path / "out2" / "audit.json").read_text())
     names = next(f for f in record["baselines"]["classes"] if f["family"] == "names")
     assert names["auc"] is None or names["auc"] < 0.75
+
+
+def fundus_like(seed: int, size: int = 320) -> np.ndarray:
+    """The same disc on black for every seed (orange, lit from one side, a bright optic disc); only faint,
+    seed-dependent 5 px detail differs."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    disc = (yy - 0.5) ** 2 + (xx - 0.5) ** 2 <= 0.45**2
+    shade = 0.6 + 0.5 * xx + 0.2 * yy + 0.8 * np.exp(-((yy - 0.45) ** 2 + (xx - 0.3) ** 2) / 0.004)
+    detail = rng.normal(0, 1, (size // 5, size // 5)).repeat(5, 0).repeat(5, 1)
+    img = np.where(disc[..., None], np.array([190, 90, 40]) * shade[..., None] + 12 * detail[..., None], 0)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_a_shared_layout_is_not_a_near_duplicate_but_a_re_encoded_copy_is(tmp_path):
+    """Fundus-like images (one layout, different detail) pass the hash and thumbnail tests pairwise — IDRiD's
+    312 false alarms — and only the detail test tells them apart; a half-size JPEG copy is still found."""
+    import io
+
+    from fptplus.audit.duplicates import detail_threshold, detail_vectors, thumb_correlation
+    from fptplus.audit.features import THUMB
+
+    rows = []
+    for c, name in enumerate(("neg", "pos")):
+        for i, split in enumerate(SPLITS):
+            save(tmp_path / "d" / name / f"{i}.png", fundus_like(100 * c + i))
+            rows.append({"path": f"{name}/{i}.png", "label": name, "split": split, "group": f"{name}-{i}"})
+    buf = io.BytesIO()
+    Image.fromarray(fundus_like(3)).resize((160, 160)).save(buf, "JPEG", quality=85)
+    (tmp_path / "d" / "neg" / "copy.jpg").write_bytes(buf.getvalue())
+    rows.append({"path": "neg/copy.jpg", "label": "neg", "split": "test", "group": "neg-copy"})
+    csv_path = write_csv(tmp_path / "d" / "labels.csv", rows, ["path", "label", "split", "group"])
+    assert audit(csv_path, tmp_path / "out") == 0
+    record = json.loads((tmp_path / "out" / "audit.json").read_text())
+    near = [sorted(x["path"] for x in g["images"]) for g in record["duplicates"] if g["kind"] == "near-duplicate"]
+    assert near == [["neg/3.png", "neg/copy.jpg"]]
+    # the first two tests alone would have flagged unrelated pairs
+    thumbs = np.stack([np.asarray(Image.fromarray(fundus_like(s)).resize((THUMB, THUMB), Image.Resampling.BILINEAR))
+                       for s in (0, 1, 2, 101)])  # fmt: skip
+    hashes = [phash(Image.fromarray(fundus_like(s))) for s in (0, 1, 2, 101)]
+    assert any(thumb_correlation(thumbs, a, b) >= 0.97 for a, b, _ in hamming_pairs(hashes, 4))
+    v = detail_vectors(thumbs)
+    assert float(v[0] @ v[1]) < detail_threshold(v, set()) <= 0.98
+    assert 0.5 < record["detail_threshold"] <= 0.98 and "detail (thumbnail minus its blur)" in (
+        (tmp_path / "out" / "audit.md").read_text()
+    )

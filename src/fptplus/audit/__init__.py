@@ -84,13 +84,14 @@ def run_audit(index: DataIndex, out: str | Path, options: AuditOptions | None = 
         results[task.name] = run_baselines([facts[i] for i in usable], thumbs[usable], task.labels, groups,
                                            task.classes, log, options.bootstrap,
                                            [index.samples[i].group or "" for i in usable])  # fmt: skip
-    copies = find_duplicates(index, facts, thumbs, options.max_distance, options.min_correlation)
+    copies, detail = find_duplicates(index, facts, thumbs, options.max_distance, options.min_correlation)
     clusters = [g.members for g in copies]
     grouped = write_grouped_csv(index, clusters, out)
     if data is not None:
         record_clusters(data, index, clusters, out / "audit.md")
     record = _record(index, facts, results, copies, options, run)
     record["grouped_csv"] = str(grouped)
+    record["detail_threshold"] = detail
     crossing = [g for g in copies if "split" in g.crosses]
     if crossing:
         official = "automatic split" not in index.source

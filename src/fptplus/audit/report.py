@@ -126,9 +126,12 @@ def markdown(record: dict[str, Any], threshold: float) -> str:
         lines.append("")
     lines += ["Families: " + "; ".join(f"**{k}**: {v}" for k, v in FAMILIES.items()) + ".", ""]
     o = record["options"]
+    detail = record.get("detail_threshold")
+    detail = f", and their detail (thumbnail minus its blur) correlating ≥ {detail:.3f}" if detail is not None else ""
     lines += ["## Copies", "", f"Byte-identical files, pixel-identical images, and near-duplicates (64-bit DCT "
               f"perceptual hashes within {o['max_distance']} bits and grey 64 px thumbnails correlating ≥ "
-              f"{o['min_correlation']}).", ""]  # fmt: skip
+              f"{o['min_correlation']}{detail}: halfway from how alike this dataset's unrelated images are to "
+              "identity).", ""]  # fmt: skip
     if record["duplicates"]:
         lines += ["| kind | crosses | images (label, split, group) |", "|---|---|---|"]
         for g in record["duplicates"]:
