@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2  # two worker processes: the suite is 2 cores' worth of subprocesses and small tensors
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
