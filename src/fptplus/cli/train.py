@@ -69,13 +69,15 @@ def add_tune_parser(sub, method: Method) -> None:
     p = sub.add_parser(
         "tune",
         help="hyper-parameter search over one feature store (Optuna, resumable)",
-        description="Searches the fields that leave the feature store unchanged (learning rate, weight decay; "
-        "FPT/FPT+: fusion dropout, number of prompts) with Optuna's TPE sampler and median pruning on each epoch's "
-        "validation AUC. Every trial trains from one store. Rerun the same command to continue the study (a killed "
-        "trial is run again; finished ones never). With --folds K each trial is a K-fold cross-validation scored by "
-        "its mean validation AUC (steadier on small validation sets; K times slower; no pruning). Writes "
-        "OUT/trials.csv, OUT/best/config.yaml, OUT/history.png. "
-        "Other settings are taken as for `fptplus train` (defaults < --config < flags).",
+        description="Searches the fields one feature store serves (learning rate, weight decay; FPT/FPT+: "
+        "fusion dropout,"
+        " number of prompts; FPT+ with the paper's selection: the token ratio 0.1/0.2/0.4 and how many of the"
+        " top layers are fused) with Optuna's TPE sampler and median pruning on each epoch's validation AUC. "
+        "Every trial trains from one store, built first at the largest ratio and layers searched. Rerun the "
+        "same command to continue the study (a killed trial is run again; finished ones never). With --folds "
+        "K each trial is a K-fold cross-validation scored by its mean validation AUC (steadier on small "
+        "validation sets; K times slower; no pruning). Writes OUT/trials.csv, OUT/best/config.yaml, "
+        "OUT/history.png. Other settings are taken as for `fptplus train` (defaults < --config < flags).",
         formatter_class=FORMATTER,
     )
     p.add_argument("--out", required=True, help="study folder (created, or continued)")
