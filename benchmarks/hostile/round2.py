@@ -223,7 +223,7 @@ def add_cases(case, dataset, image, fp_cls) -> None:
         try:
             _, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            fp_cls.stop(proc)
             proc.communicate()
             return "still running after 60 s (killed), memory growing"
         last = [line for line in err.splitlines() if line.strip()][-1:] or [""]
@@ -247,7 +247,7 @@ def add_cases(case, dataset, image, fp_cls) -> None:
             time.sleep(0.2)
         r = fp(*[a if a != "DATA" else data for a in second], w / "run") if second[0] == "train" else None
         alive = first.poll() is None
-        first.kill()
+        fp_cls.stop(first)
         _, err = first.communicate()
         crashed = "Traceback" in err
         state = "the first run was still training" if alive else ("the first run CRASHED: " + (
@@ -269,7 +269,7 @@ def add_cases(case, dataset, image, fp_cls) -> None:
         r = fp.train(data, w / "run", "--overwrite", "--epochs", "1")
         time.sleep(2)
         alive = first.poll() is None
-        first.kill()
+        fp_cls.stop(first)
         _, err = first.communicate()
         if alive:
             state = "the first run kept training"
@@ -308,7 +308,7 @@ def add_cases(case, dataset, image, fp_cls) -> None:
         try:
             out, err = proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            fp_cls.stop(proc)
             return "still serving after 60 s"
         lines = [line for line in err.splitlines() if line.strip()]
         if "Traceback" in err:
@@ -370,7 +370,7 @@ def add_cases(case, dataset, image, fp_cls) -> None:
             host = "a foreign Host header is served"
         except urllib.error.HTTPError as err:
             host = f"a foreign Host header gets {err.code}"
-        proc.kill()
+        fp_cls.stop(proc)
         _, err = proc.communicate()
         ok = results.count("ok")
         failures = sorted({r for r in results if r != "ok"})

@@ -13,10 +13,12 @@ succeeds, what it silently did). Writes results.json and table.md next to this f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -70,6 +72,13 @@ class Fptplus:
     def __init__(self, src: Path | None, weights: Path) -> None:
         self.src, self.weights = src, weights
 
+    @staticmethod
+    def stop(proc: subprocess.Popen) -> None:
+        """Kills a command started with wait=False and everything under it (the RSS wrapper's child holds the
+        pipes: killing the wrapper alone left `communicate()` waiting for a still-serving app)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
     def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {**os.environ, "PYTHONWARNINGS": "ignore", **(extra or {})}
         if self.src:
@@ -81,8 +90,14 @@ class Fptplus:
         entry = ["-c", code] if code else ["-m", "fptplus.cli"]
         cmd = [sys.executable, "-c", RSS, rss_file, sys.executable, *entry, *map(str, args)]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env(env), cwd=cwd
+        proc = subprocess.Popen(  # its own process group: stop() ends the RSS wrapper *and* the command under it
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env(env),
+            cwd=cwd,
+            start_new_session=True,
         )
         if not wait:
             return proc
