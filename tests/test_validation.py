@@ -91,13 +91,18 @@ def test_default_side_size_is_the_patch_multiple_nearest_a_quarter(img, patch, s
     assert FPTConfig(img_size=img, side_img_size=96).side_size((patch, patch)) == (96, 96)
 
 
+def _tiny_train_args(data, run, *extra: str) -> list[str]:
+    """`fptplus train` on the tiny ViT for one epoch into `run`, then `extra` (the flag under test last)."""
+    return ["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "4", "--num-workers",
+            "0", "--bootstrap", "0", "--img-size", "64", "--backbone-kwargs", repr(TINY), "--side-depth", "2",
+            "--reduction", "2", "--num-prompts", "4", "--weights", "none", *extra]  # fmt: skip
+
+
 def test_resize_pad_end_to_end(data, tmp_path, capsys):
     import json
 
     run = tmp_path / "run"
-    args = ["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "4", "--num-workers",
-            "0", "--bootstrap", "0", "--img-size", "64", "--backbone-kwargs", repr(TINY), "--side-depth", "2",
-            "--reduction", "2", "--num-prompts", "4", "--weights", "none", "--resize", "pad"]  # fmt: skip
+    args = _tiny_train_args(data, run, "--resize", "pad")
     assert main(args) == 0
     manifest = json.loads((run / "store" / "manifest.json").read_text())
     assert manifest["fingerprint"]["resize"] == "pad+bilinear+antialias"
@@ -115,9 +120,7 @@ def test_crop_foreground_end_to_end(data, tmp_path, capsys):
     import json
 
     run = tmp_path / "run"
-    args = ["train", "--data", str(data), "--out", str(run), "--epochs", "1", "--batch-size", "4", "--num-workers",
-            "0", "--bootstrap", "0", "--img-size", "64", "--backbone-kwargs", repr(TINY), "--side-depth", "2",
-            "--reduction", "2", "--num-prompts", "4", "--weights", "none", "--crop", "foreground"]  # fmt: skip
+    args = _tiny_train_args(data, run, "--crop", "foreground")
     assert main(args) == 0
     manifest = json.loads((run / "store" / "manifest.json").read_text())
     assert manifest["fingerprint"]["resize"] == "foreground-crop-v1+pad+bilinear+antialias"
