@@ -15,15 +15,25 @@ import os as _os
 # passive ones (`benchmarks/threads.py`).
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .backbones import BackboneFamily, LPMSpec, create_backbone, family_of, register_family
-from .backbones.timm_vit import create_vit
-from .config import DataConfig, RunConfig, TrainConfig
-from .errors import ConfigError, FPTPlusError, WeightsError
-from .lpm import FrozenLPM, LPMFeatures
-from .methods import Method, available_methods, get_method, register
-from .model import FPTConfig, FPTModel, build_fpt
-from .params import ParamCount, count_parameters
-from .workflow import create_model, evaluate, preload, train
+from ._lazy import lazy_exports
+
+# Public names, imported from their module on first use (PEP 562): `import fptplus` and the command line's
+# `--help` load no torch, timm or peft (`tests/test_cli_startup.py`).
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    globals(),
+    {
+        ".backbones": ["BackboneFamily", "LPMSpec", "create_backbone", "family_of", "register_family"],
+        ".backbones.timm_vit": ["create_vit"],
+        ".config": ["DataConfig", "RunConfig", "TrainConfig"],
+        ".errors": ["ConfigError", "FPTPlusError", "WeightsError"],
+        ".lpm": ["FrozenLPM", "LPMFeatures"],
+        ".methods": ["Method", "available_methods", "get_method", "register"],
+        ".model": ["FPTConfig", "FPTModel", "build_fpt"],
+        ".params": ["ParamCount", "count_parameters"],
+        ".workflow": ["create_model", "evaluate", "preload", "train"],
+    },
+)
 
 __version__ = "0.1.0"
 

@@ -19,11 +19,11 @@ from typing import Any, Literal
 
 import yaml
 
-from .data.decode import DEFAULT_MAX_PIXELS
+from .data.limits import DEFAULT_MAX_PIXELS
 from .errors import ConfigError
 from .files import display, load_yaml, short_repr
 from .methods import get_method
-from .store.codecs import CodecName
+from .store.options import CodecName
 
 
 @dataclass
@@ -94,6 +94,12 @@ class DataConfig:
         """How an image reaches the input size, as the views and the store's fingerprint take it ("squash", "pad"
         or "foreground": the crop, then padding)."""
         return "foreground" if self.crop == "foreground" else self.resize
+
+    def check_path(self) -> None:
+        """Refuses a dataset path that does not exist, before any model code loads (`load_index` checks the rest)."""
+        if self.data and not Path(self.data).exists():
+            raise ConfigError(f"--data {display(self.data)}: dataset path does not exist (pass a dataset folder, a CSV "
+                              "manifest or a zip of class folders)")  # fmt: skip
 
     def load_index(self, data: str | Path | None = None):
         """The dataset these settings describe (`data` overrides the path, e.g. a run's splits.csv)."""

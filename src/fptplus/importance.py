@@ -28,10 +28,6 @@ from .errors import ConfigError
 
 ImportanceMode = Literal["mean", "cls"]
 IMPORTANCE_MODES: tuple[str, ...] = ("mean", "cls")
-# How the mean mode is computed: "fused" shares the layer's own fused attention pass and adds one swapped-role
-# pass; "chunked" adds query-chunked matmuls; "auto" = fused on CUDA, chunked on CPU (equal cost there, measured).
-ImportanceKernel = Literal["auto", "fused", "chunked"]
-IMPORTANCE_KERNELS: tuple[str, ...] = ("auto", "fused", "chunked")
 # The swapped-role pass handles at most this many bytes of (B·H, N, d + 1) operands at once.
 FUSED_CHUNK_BYTES = 64 * 2**20
 

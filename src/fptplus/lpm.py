@@ -28,8 +28,6 @@ from torch.overrides import TorchFunctionMode
 from .backbones import LPMSpec, create_backbone, family_of
 from .errors import ConfigError
 from .importance import (
-    IMPORTANCE_KERNELS,
-    ImportanceKernel,
     attention_with_lse,
     fused_kernel_available,
     gather_tokens,
@@ -37,6 +35,7 @@ from .importance import (
     select_top_tokens,
     token_importance,
 )
+from .model_config import IMPORTANCE_KERNELS, ImportanceKernel
 from .selection import get_selector
 
 _FUSED_CHECKED: set[str] = set()  # devices on which the fused kernel agreed with the chunked one

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-
-import timm
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import WeightsError
+
+if TYPE_CHECKING:  # the sources and checks here are read by the command line before any model code loads
+    import torch
 
 HUB = "hub"
 NONE = "none"  # explicit random init (tests, benchmarks); the config's None means "not chosen"
@@ -33,6 +34,9 @@ def is_random(weights: str | os.PathLike | None) -> bool:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Reads a .safetensors file or a weights-only torch checkpoint (optionally nested under 'state_dict'/'model')."""
+    import timm
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weight file {str(path)!r} does not exist (pass an existing file, or weights='hub')")

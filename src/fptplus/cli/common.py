@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..backbones import check_weights_source
 from ..config import RunConfig, add_dataclass_flags, build_dataclass, given
 from ..errors import ConfigError
 from ..methods import Method, available_methods, get_method
@@ -71,6 +70,8 @@ def model_from_args(args: argparse.Namespace, method: Method, base: dict[str, An
 
 def require_weights(model_cfg: Any) -> None:
     """Commands that produce results refuse a run without a chosen weights source (random init must be asked for)."""
+    from ..backbones import check_weights_source  # the backbone families (timm) load with the command, not --help
+
     check_weights_source(model_cfg.backbone, model_cfg.weights)
 
 

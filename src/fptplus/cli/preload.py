@@ -8,7 +8,7 @@ import dataclasses
 from ..config import DataConfig, add_dataclass_flags, build_dataclass, given
 from ..errors import ConfigError
 from ..methods import Method
-from ..store.plan import PreloadOptions
+from ..store.options import PreloadOptions
 from .common import FORMATTER, add_model_flags, model_from_args, require_weights
 
 
@@ -26,16 +26,19 @@ def _load_data(args: argparse.Namespace):
 
 
 def cmd_preload(args: argparse.Namespace, method: Method) -> int:
-    from ..store import FeatureStore, preload
-
     if args.verify:
+        from ..store import FeatureStore
+
         problems = FeatureStore(args.out).verify(_load_data(args)[0])
         for p in problems:
             print(f"PROBLEM {p}")
         print(f"{args.out}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
         return 0 if not problems else 1
     cfg = model_from_args(args, method)
+    build_dataclass(DataConfig, given(args, DataConfig), "data").check_path()  # before any model code loads
     require_weights(cfg)
+    from ..store import preload  # torch loads here, after the flag checks
+
     method.validate(cfg)  # a bad setting surfaces now, not after indexing (or an hour of preloading)
     index, data = _load_data(args)
     cfg = dataclasses.replace(cfg, num_classes=len(index.classes))

@@ -14,10 +14,10 @@ RESUME_OK = {"num_workers", "log_every"}
 
 
 def cmd_train(args: argparse.Namespace, method: Method) -> int:
-    from ..trainer.run import resume_config
-    from ..workflow import train
-
     if args.resume:
+        from ..trainer.run import resume_config
+        from ..workflow import train
+
         cfg, seeds = resume_config(args.resume)
         changed = set(given(args, DataConfig)) | set(given(args, TrainConfig)) | set(given(args, method.config_cls))
         flags = sorted("--" + name.replace("_", "-") for name in changed - RESUME_OK)
@@ -35,7 +35,9 @@ def cmd_train(args: argparse.Namespace, method: Method) -> int:
         return 0
     if not args.out:
         raise ConfigError("pass --out RUN_FOLDER (or --resume RUN_FOLDER)")
-    cfg = config_from_args(args, method)
+    cfg = config_from_args(args, method)  # a bad flag value is refused before torch loads
+    from ..workflow import train
+
     train(cfg, args.out, args.seeds, overwrite=args.overwrite)
     return 0
 
@@ -50,6 +52,7 @@ def config_from_args(args: argparse.Namespace, method: Method) -> RunConfig:
         data=build_dataclass(DataConfig, {**base["data"], **given(args, DataConfig)}, "data"),
         train=build_dataclass(TrainConfig, {**base["train"], **given(args, TrainConfig)}, "train"),
     )
+    cfg.data.check_path()
     require_weights(cfg.model)
     return cfg
 
@@ -57,10 +60,11 @@ def config_from_args(args: argparse.Namespace, method: Method) -> RunConfig:
 def cmd_tune(args: argparse.Namespace, method: Method) -> int:
     import os
 
+    cfg = config_from_args(args, method)  # a bad flag value is refused before torch and optuna load
     from ..tune import tune
 
     heartbeat = int(os.environ.get("FPTPLUS_TUNE_HEARTBEAT", "30"))  # tests shorten it
-    r = tune(config_from_args(args, method), args.out, args.trials, args.timeout, args.study_seed, heartbeat)
+    r = tune(cfg, args.out, args.trials, args.timeout, args.study_seed, heartbeat)
     print(f"best validation AUC {100 * r.best_value:.2f} with {r.best_params}; config: {r.best_config}")
     return 0
 

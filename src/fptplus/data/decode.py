@@ -28,10 +28,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import FPTPlusError
 from ..files import display
+from .limits import DEFAULT_MAX_PIXELS
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".dcm", ".dicom"})
 DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
-DEFAULT_MAX_PIXELS = 100_000_000
 Image.MAX_IMAGE_PIXELS = None  # fptplus applies its own budget (`max_pixels`), from the header, for every format
 
 

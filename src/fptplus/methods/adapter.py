@@ -8,33 +8,12 @@ block's MLP (found through the backbone family); the ViT's modules are untouched
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from ..backbones import BackboneFamily
-from ..errors import ConfigError
-from . import Method, register
-from .baseline import BaselineConfig, build_baseline
-
-
-@dataclass
-class AdapterConfig(BaselineConfig):
-    """Bottleneck adapters.
-
-    Attributes:
-        adapter_dim: bottleneck width (None: D / 8, 96 for ViT-B as in the paper).
-        adapter_scale: scale of the adapter branch.
-    """
-
-    adapter_dim: int | None = None
-    adapter_scale: float = 0.1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.adapter_dim is not None and self.adapter_dim < 1:
-            raise ConfigError(f"adapter_dim must be >= 1, got {self.adapter_dim}")
+from .baseline import build_baseline
+from .configs import AdapterConfig
 
 
 class Bottleneck(nn.Module):
@@ -64,7 +43,3 @@ def build_adapter(cfg: AdapterConfig, device=None, source: str = "online"):
         return vit, adapters
 
     return build_baseline(cfg, lambda n, p: n.startswith("extra."), extend, device)
-
-
-register(Method("adapter", "Adapter: a D/8 bottleneck per block, parallel to its MLP", AdapterConfig, AdapterConfig,
-                build_adapter, default_lr=1e-3))  # fmt: skip

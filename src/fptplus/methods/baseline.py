@@ -8,45 +8,14 @@ the trainer sees.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .._utils import Size, to_hw
 from ..backbones import BackboneFamily, LPMSpec, create_backbone, family_of
-from ..errors import ConfigError
 from ..params import ParamCount, count_parameters
-
-
-@dataclass
-class BaselineConfig:
-    """A frozen-or-tuned ViT with a new head, fed one (augmented) image view.
-
-    Attributes:
-        backbone: a timm model name, or hf:<folder or Hub id> for a transformers ViTModel/Dinov2Model.
-        backbone_kwargs: architecture overrides (timm kwargs, or transformers config fields for hf:), e.g.
-            {"depth": 2, "embed_dim": 32} for a tiny timm test ViT.
-        weights: ViT weights: a local .safetensors / weights-only torch file, "builtin:dinov2_vits14" (real
-            DINOv2 ViT-S/14, offline), "hub" (timm's pretrained weights), or "none" (random init, tests only).
-            The command line requires it; in Python, None means random init.
-        img_size: input resolution, int or (H, W), a multiple of the patch size.
-        num_classes: classifier outputs.
-    """
-
-    backbone: str = "vit_base_patch16_224"
-    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    weights: str | None = None
-    img_size: Size = 512
-    num_classes: int = 2
-
-    def __post_init__(self) -> None:
-        if isinstance(self.img_size, list):
-            self.img_size = tuple(self.img_size)
-        to_hw(self.img_size, "img_size")
-        if self.num_classes < 2:
-            raise ConfigError(f"num_classes must be >= 2, got {self.num_classes}")
+from .configs import BaselineConfig
 
 
 class BaselineModel(nn.Module):

@@ -8,36 +8,12 @@ peft targets the query and value projections by name as the paper does.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from . import Method, register
-from .baseline import BaselineConfig, build_baseline
-
-
-@dataclass
-class LoraMethodConfig(BaselineConfig):
-    """LoRA on q and v (paper: r = 16, α = 16).
-
-    Attributes:
-        lora_r: rank.
-        lora_alpha: scaling α (the update is scaled by α / r).
-        lora_dropout: dropout on the LoRA input.
-        lora_targets: projections to adapt, among "q", "k", "v".
-    """
-
-    lora_r: int = 16
-    lora_alpha: float = 16
-    lora_dropout: float = 0.0
-    lora_targets: tuple[str, ...] = ("q", "v")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.lora_targets = tuple(self.lora_targets)
-        if self.lora_r < 1 or not set(self.lora_targets) <= {"q", "k", "v"} or not self.lora_targets:
-            raise ConfigError(f"lora_r must be >= 1 and lora_targets a non-empty subset of q/k/v, got {self}")
+from .baseline import build_baseline
+from .configs import AdaLoraMethodConfig, LoraMethodConfig
 
 
 def build_lora(cfg: LoraMethodConfig, device=None, source: str = "online"):
@@ -50,38 +26,6 @@ def build_lora(cfg: LoraMethodConfig, device=None, source: str = "online"):
         return inject_adapter_in_model(peft_cfg, vit), None
 
     return build_baseline(cfg, lambda n, p: ".lora_" in n, extend, device)
-
-
-@dataclass
-class AdaLoraMethodConfig(BaselineConfig):
-    """AdaLoRA on q and v: ranks start at `adalora_init_r` and are pruned to an average `adalora_target_r`.
-
-    Attributes:
-        adalora_init_r: initial rank per projection (paper's 0.52 %: 12).
-        adalora_target_r: average rank after budget allocation.
-        adalora_alpha: scaling α.
-        adalora_tinit: steps of warm-up before pruning starts.
-        adalora_tfinal: final steps with the budget fixed.
-        adalora_delta_t: steps between budget allocations.
-        total_step: total optimizer steps (set by the trainer; required).
-        lora_targets: projections to adapt, among "q", "k", "v".
-    """
-
-    adalora_init_r: int = 12
-    adalora_target_r: int = 8
-    adalora_alpha: float = 16
-    adalora_tinit: int = 0
-    adalora_tfinal: int = 0
-    adalora_delta_t: int = 1
-    total_step: int | None = None
-    lora_targets: tuple[str, ...] = ("q", "v")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        self.lora_targets = tuple(self.lora_targets)
-        if not 1 <= self.adalora_target_r <= self.adalora_init_r:
-            raise ConfigError(f"need 1 <= adalora_target_r <= adalora_init_r, got {self.adalora_target_r}, "
-                              f"{self.adalora_init_r}")  # fmt: skip
 
 
 class AdaLoraViT(nn.Module):
@@ -121,10 +65,3 @@ def adalora_schedule(cfg: AdaLoraMethodConfig, total_steps: int) -> AdaLoraMetho
 def adalora_allocate(model: nn.Module, step: int) -> None:
     """peft's rank re-allocation, after every optimizer step."""
     model.vit.tuner.update_and_allocate(step)
-
-
-register(Method("lora", "LoRA (peft): r = 16, α = 16 on the query and value projections", LoraMethodConfig,
-                LoraMethodConfig, build_lora, default_lr=1e-3))  # fmt: skip
-register(Method("adalora", "AdaLoRA (peft): rank 12 → 8 budget on the query and value projections",
-                AdaLoraMethodConfig, AdaLoraMethodConfig, build_adalora, default_lr=1e-3, prepare=adalora_schedule,
-                after_step=adalora_allocate))  # fmt: skip

@@ -16,8 +16,8 @@ trained by AdamW for 20 epochs on augmented online views, is `linear_adamw` (`si
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,9 +25,8 @@ from torch import Tensor, nn
 from ..backbones import LPMSpec, family_of, lpm_spec
 from ..errors import ConfigError
 from ..params import ParamCount
-from . import Method, register
-from .baseline import BaselineConfig, base_vit
-from .inputs import SPLITS, ImageView
+from .baseline import base_vit
+from .configs import KNNProbeConfig, LinearProbeConfig, ProbeConfig
 from .probe_fit import (
     CVResult,
     LogisticFit,
@@ -40,76 +39,7 @@ from .probe_fit import (
     one_hot_targets,
 )
 
-FEATURES = {"cls+patch_mean": ("cls", "patch_mean"), "cls": ("cls",)}  # feature name -> stored pooled fields
 EPS = 1e-6  # kNN vote shares become logits through log(max(p, EPS)) (softmax gives p back to ~C·EPS)
-
-
-@dataclass
-class ProbeConfig(BaselineConfig):
-    """A probe on the frozen ViT's pooled features.
-
-    Attributes:
-        features: "cls+patch_mean" (the final-normed CLS token concatenated with the mean of the final-normed patch
-            tokens, DINOv2's linear evaluation) or "cls" (the CLS token alone, the paper's linear probing).
-        cv_folds: folds of the cross-validation on train + val that chooses the probe's hyper-parameter
-            (patient-grouped, class-stratified, seeded by the run seed; fewer when a class has fewer images or
-            groups, at least 2).
-    """
-
-    features: Literal["cls+patch_mean", "cls"] = "cls+patch_mean"
-    cv_folds: int = 5
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.features not in FEATURES:
-            raise ConfigError(f"features must be one of {sorted(FEATURES)}, got {self.features!r}")
-        if self.cv_folds < 2:
-            raise ConfigError(f"cv_folds must be >= 2, got {self.cv_folds}")
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        """The stored pooled fields the features concatenate."""
-        return FEATURES[self.features]
-
-
-def _c_grid() -> list[float]:
-    return [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0]
-
-
-@dataclass
-class LinearProbeConfig(ProbeConfig):
-    """The logistic-regression probe.
-
-    Attributes:
-        c_grid: inverse regularisation strengths tried (scikit-learn's C: larger = weaker L2 penalty on the
-            standardised features), most regularised first; the cross-validation keeps the best.
-    """
-
-    c_grid: list[float] = field(default_factory=_c_grid)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.c_grid or any(not c > 0 for c in self.c_grid):
-            raise ConfigError(f"c_grid must be a non-empty list of numbers > 0, got {self.c_grid}")
-        self.c_grid = sorted(float(c) for c in self.c_grid)
-
-
-@dataclass
-class KNNProbeConfig(ProbeConfig):
-    """The k-nearest-neighbour probe.
-
-    Attributes:
-        k_grid: neighbour counts tried (those above the fit rows of a fold are left out); the cross-validation keeps
-            the best.
-    """
-
-    k_grid: list[int] = field(default_factory=lambda: [1, 3, 5, 10, 20, 50])
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.k_grid or any(k < 1 for k in self.k_grid):
-            raise ConfigError(f"k_grid must be a non-empty list of integers >= 1, got {self.k_grid}")
-        self.k_grid = sorted(set(int(k) for k in self.k_grid), reverse=True)  # most smoothing first
 
 
 class LinearHead(nn.Module):
@@ -243,67 +173,6 @@ def build_probe(cfg: ProbeConfig, head: Callable[[int, int], nn.Module], device=
         return ProbeModel(vit, spec, cfg.fields, head(spec.embed_dim * len(cfg.fields), cfg.num_classes))
 
 
-class PooledFeatures(ImageView):
-    """The frozen ViT's pooled features: from a feature store ("store") or one un-augmented forward ("online")."""
-
-    name = "pooled frozen features"
-    several_sources = True  # tables name the source: "linear (store)"
-    reads_any_store = True  # a complete store that holds the features serves, whatever else it was built for
-
-    def sources(self, config: Any) -> tuple[str, ...]:
-        return ("store", "online")
-
-    def datasets(self, model: Any, index: Any, ids: dict[str, list[int]], views: Any, seed: int,
-                 store: Any = None) -> dict[str, Any]:  # fmt: skip
-        if store is None:
-            from ..data.datasets import ImageViewDataset
-
-            return {s: ImageViewDataset(index, ids[s], views, False, seed) for s in SPLITS}  # never augmented
-        from ..store.dataset import PooledStoreDataset
-
-        return {s: PooledStoreDataset(store, ids[s], model.fields) for s in SPLITS}
-
-    def example_batch(self, model: Any, config: Any, batch_size: int, device: str, source: str) -> dict[str, Tensor]:
-        if source == "online":
-            return super().example_batch(model, config, batch_size, device, source)
-        labels = torch.zeros(batch_size, dtype=torch.long, device=device)
-        return {"pooled": torch.randn(batch_size, model.feature_dim, device=device), "label": labels}
-
-    def store_config(self, config: ProbeConfig) -> Any:
-        """The store a probe builds when it has none: FPT+'s default for the same backbone and resolution (its
-        side depth capped at the ViT's), so FPT+, both probes and their reruns share one preload."""
-        from ..model import FPTConfig
-
-        depth = lpm_spec(config.backbone, config.img_size, config.backbone_kwargs).depth
-        default = FPTConfig.fpt_plus()
-        return FPTConfig.fpt_plus(backbone=config.backbone, backbone_kwargs=dict(config.backbone_kwargs),
-                                  weights=config.weights, img_size=config.img_size, num_classes=config.num_classes,
-                                  side_depth=min(default.side_depth, depth))  # fmt: skip
-
-    def check_store(self, store: Any, config: ProbeConfig, index: Any, resize: str) -> None:
-        """Any complete store of the same backbone, weights, resolution, normalisation and resize that holds the
-        pooled fields serves (its fused layers, token ratio and side size do not matter to a probe)."""
-        from ..backbones import weights_identity
-        from ..store.format import StoreError, lpm_identity
-
-        spec = lpm_spec(config.backbone, config.img_size, config.backbone_kwargs)
-        want = lpm_identity(spec, config.backbone_kwargs, weights_identity(config.backbone, config.weights), resize)
-        store.check_compatible({**store.fingerprint, **want}, index)
-        if "cls" not in store.fields:
-            raise StoreError(
-                f"feature store {store.path} holds no pooled features (its top fused layer, {store.layers[-1]}, is not "
-                "the ViT's last block): probe a store whose fused layers include the last block, or train the probe "
-                "without --store"
-            )
-        if any(f not in store.fields for f in config.fields):
-            raise StoreError(
-                f"feature store {store.path} was written by an older fptplus (store format "
-                f"{store.fingerprint['format_version']}) and holds the CLS token but not the mean patch token: rebuild "
-                f"it (`fptplus preload ... --out {store.path} --overwrite`, or train the probe without --store), or "
-                "probe the CLS token alone with --features cls (the paper's protocol)"
-            )
-
-
 @dataclass
 class ProbeFit:
     """What a fitter returns: the cross-validation, how to load the fitted head, and facts for results.json."""
@@ -313,7 +182,7 @@ class ProbeFit:
     details: dict[str, Any]
 
 
-def _linear_fitter(cfg: LinearProbeConfig, x: Tensor, y: Tensor, folds: list[int], task: Task,
+def linear_fitter(cfg: LinearProbeConfig, x: Tensor, y: Tensor, folds: list[int], task: Task,
                    num_classes: int) -> ProbeFit:  # fmt: skip
     """CV along `c_grid` (each fold warm-started from its previous C), then the fit on every row at the chosen C."""
     outputs = 1 if task == "binary" else num_classes
@@ -337,7 +206,7 @@ def _linear_fitter(cfg: LinearProbeConfig, x: Tensor, y: Tensor, folds: list[int
     return ProbeFit(cv, lambda head: head.load_fit(fit, scaler, task), details)
 
 
-def _knn_fitter(cfg: KNNProbeConfig, x: Tensor, y: Tensor, folds: list[int], task: Task,
+def knn_fitter(cfg: KNNProbeConfig, x: Tensor, y: Tensor, folds: list[int], task: Task,
                 num_classes: int) -> ProbeFit:  # fmt: skip
     """CV along `k_grid` (values above a fold's fit rows are left out), then the bank of every row."""
     smallest_fit = min(int((torch.as_tensor(folds) != f).sum()) for f in set(folds))
@@ -355,27 +224,9 @@ def _knn_fitter(cfg: KNNProbeConfig, x: Tensor, y: Tensor, folds: list[int], tas
                     {"k": k, "bank_rows": len(x)})  # fmt: skip
 
 
-PROBES = PooledFeatures()
-register(
-    Method(
-        "linear",
-        "linear probing done as the field does it: L2 logistic regression to convergence on the frozen CLS ⊕ mean "
-        "patch token, C chosen by cross-validation",
-        LinearProbeConfig,
-        LinearProbeConfig,
-        lambda cfg, device=None, source="online": build_probe(cfg, LinearHead, device, source),
-        inputs=PROBES,
-        fitter=_linear_fitter,
-    )
-)
-register(
-    Method(
-        "knn",
-        "kNN probe: cosine k-nearest neighbours on the frozen CLS ⊕ mean patch token, k chosen by cross-validation",
-        KNNProbeConfig,
-        KNNProbeConfig,
-        lambda cfg, device=None, source="online": build_probe(cfg, KNNHead, device, source),
-        inputs=PROBES,
-        fitter=_knn_fitter,
-    )
-)
+def build_linear(cfg: LinearProbeConfig, device=None, source: str = "online") -> ProbeModel:
+    return build_probe(cfg, LinearHead, device, source)
+
+
+def build_knn(cfg: KNNProbeConfig, device=None, source: str = "online") -> ProbeModel:
+    return build_probe(cfg, KNNHead, device, source)

@@ -7,33 +7,13 @@ untouched, the insertion is a forward pre-hook / hook pair, so the frozen weight
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
 from ..backbones import BackboneFamily, LPMSpec
-from ..errors import ConfigError
-from . import Method, register
-from .baseline import BaselineConfig, build_baseline
-
-
-@dataclass
-class VPTConfig(BaselineConfig):
-    """VPT-deep.
-
-    Attributes:
-        vpt_prompts: prompt tokens per block (paper: 16).
-        vpt_dropout: dropout on the prompts.
-    """
-
-    vpt_prompts: int = 16
-    vpt_dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.vpt_prompts < 1:
-            raise ConfigError(f"vpt_prompts must be >= 1, got {self.vpt_prompts}")
+from .baseline import build_baseline
+from .configs import VPTConfig
 
 
 class DeepPrompts(nn.Module):
@@ -75,7 +55,3 @@ def build_vpt(cfg: VPTConfig, device=None, source: str = "online"):
         return vit, prompts
 
     return build_baseline(cfg, lambda n, p: n.startswith("extra."), extend, device)
-
-
-register(Method("vpt_deep", "VPT-deep: 16 prompt tokens per block, frozen ViT", VPTConfig, VPTConfig, build_vpt,
-                default_lr=1e-3))  # fmt: skip

@@ -11,7 +11,8 @@ selector, registered by name (`--importance NAME`, recorded in every store's fin
             that asks whether importance matters at all
     all     every token, in their natural order (the ratio must be 1): the ablation without selection
 
-Adding a selector is one module here that calls `register`.
+Adding a selector is one module here that calls `register`; its top level imports no torch (the registry is
+read by the command line's `--help`), its `scores` function imports what it computes with.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Protocol
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Protocol
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class ScoreFn(Protocol):

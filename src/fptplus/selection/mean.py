@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import TYPE_CHECKING
 
-from ..importance import token_importance
 from . import Selector, register
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 def _scores(q: Tensor, k: Tensor, *, layer: int, scale: float, chunk_size: int | None, lse: Tensor | None) -> Tensor:
+    from ..importance import token_importance  # torch loads with the model, not with the registry
+
     return token_importance(q, k, scale=scale, mode="mean", chunk_size=chunk_size, lse=lse)  # (B, H, N)
 
 

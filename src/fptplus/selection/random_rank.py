@@ -3,15 +3,19 @@ store of it is reproducible and its prefixes are random subsets of the same size
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from . import Selector, register
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 SEED = 20_260_101
 
 
 def _scores(q: Tensor, k: Tensor, *, layer: int, scale: float, chunk_size: int | None, lse: Tensor | None) -> Tensor:
+    import torch  # loads with the model, not with the registry
+
     B, H, N, _ = k.shape
     g = torch.Generator().manual_seed(SEED + layer)
     ranking = torch.rand(H, N, generator=g)  # (H, N): one fixed draw per layer

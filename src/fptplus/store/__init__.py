@@ -1,7 +1,16 @@
 """The preloading feature store: selected LPM K/V per sample, memory-mapped, fingerprinted, resumable."""
 
-from .format import StoreError
-from .reader import FeatureStore, open_store
-from .writer import PreloadOptions, PreloadReport, preload
+from .._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(  # imported on first use: the command line's `--help` loads no torch
+    __name__,
+    globals(),
+    {
+        ".format": ["StoreError"],
+        ".reader": ["FeatureStore", "open_store"],
+        ".options": ["PreloadOptions"],
+        ".writer": ["PreloadReport", "preload"],
+    },
+)
 
 __all__ = ["FeatureStore", "PreloadOptions", "PreloadReport", "StoreError", "open_store", "preload"]

@@ -15,7 +15,7 @@ read with the codec that wrote it. Stores written before codecs were named carry
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -23,14 +23,12 @@ from torch import Tensor
 
 from ..lpm import KV_FIELDS
 from .format import FieldSpec, StoreError
+from .options import CodecName  # noqa: F401 (re-exported)
 
 POOLED_FIELDS = ("cls", "patch_mean")  # (D,) each: the final-normed CLS token and mean patch token
 FLOAT_FIELDS = (KV_FIELDS[0], KV_FIELDS[2], *POOLED_FIELDS)  # keys, values, pooled: floats in a float codec
 SCALE_FIELDS = (KV_FIELDS[1], KV_FIELDS[3])  # keys_scale, values_scale: the int8 codec's per-row scales
 INT8_MAX = 127
-
-
-CodecName = Literal["float16", "float32", "int8"]  # every codec's name (config fields take these; tested vs CODECS)
 
 
 class Codec(Protocol):

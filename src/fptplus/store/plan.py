@@ -9,7 +9,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +21,7 @@ from ..files import display, human_bytes
 from ..importance import num_selected_tokens
 from ..lpm import KV_FIELDS, provides_pooled
 from ..model import FPTConfig, FusionPlan
-from .codecs import CODECS, POOLED_FIELDS, CodecName
+from .codecs import CODECS, POOLED_FIELDS
 from .format import (
     MANIFEST,
     MANIFEST_SCHEMA,
@@ -40,51 +40,10 @@ from .format import (
     write_json_atomic,
 )
 from .lock import LOCK_FILE
+from .options import CodecName, PreloadOptions  # noqa: F401 (re-exported)
 from .reader import changed_images
 
 NPY_HEADER = 128  # bytes before the data in each .npy shard file
-
-
-@dataclass
-class PreloadOptions:
-    """How to build the store (none of these change the stored numbers except `dtype` and `batch_size`).
-
-    Attributes:
-        dtype: how K/V are stored (the codec): "float16" (half the authors' fp32 bytes), "float32", or "int8"
-            (codes + one fp16 scale per token and head: 26 % of fp32 at head dim 64; see `store.codecs`).
-        batch_size: images per LPM forward (recorded in the plan: a resumed run keeps the original value).
-        num_workers: decoding processes.
-        shard_mb: target size of one shard file set, in MiB.
-        skip_bad: skip undecodable files (listed in skipped.csv) instead of failing.
-        overwrite: replace an existing store at the same path.
-        side_source_size: stored side image size (default: 2 × side size, capped at the LPM size).
-        lock_wait: seconds to wait while another process writes the same store (None: until it is done;
-            0: refuse at once).
-        resize: how images reach the LPM resolution ("squash", "pad" or "foreground" = `--crop foreground`; part of
-            the fingerprint; the command line sets it from --resize and --crop).
-        engine: what runs the frozen model's pass: "torch" (default), "onnxruntime", or "auto" (onnxruntime on a CPU
-            when installed and its graph verified against PyTorch, else torch); see `fptplus.engines` for why torch is
-            the default (onnxruntime: half the speed and 10× the memory at 672 px); never in the fingerprint.
-        store_ratio: the fraction of tokens kept per layer and head (None: the model's token_ratio). The store keeps
-            them best first, so it serves training at any token_ratio up to this one from its first rows (e.g. 0.5
-            to tune the ratio later without another preload).
-    """
-
-    dtype: CodecName = "float16"
-    batch_size: int = 16
-    num_workers: int = 2
-    shard_mb: float = 1024.0
-    skip_bad: bool = False
-    overwrite: bool = False
-    side_source_size: int | tuple[int, int] | None = None
-    lock_wait: float | None = None
-    resize: Literal["squash", "pad", "foreground"] = "squash"
-    store_ratio: float | None = None
-    engine: Literal["auto", "torch", "onnxruntime"] = "torch"
-
-    @property
-    def shard_bytes(self) -> int:
-        return max(1, int(self.shard_mb * 2**20))
 
 
 @dataclass(frozen=True)
