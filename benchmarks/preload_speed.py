@@ -9,8 +9,12 @@ For each resolution, the same batch goes through (round-robin, `--rounds` times,
   chunked  FrozenLPM with the chunked importance kernel (query-chunked matmuls, today's fallback);
   fused    FrozenLPM with the fused kernel (the layer's own attention returns its log-sum-exp, plus one
            swapped-role fused pass per fused layer).
-  ort      (with --engines; CPU) the same pass exported once and run by onnxruntime (`fptplus.engines`; the export
-           is cached and not timed), and its token agreement with PyTorch's.
+  dense    FrozenLPM with the dense kernel (each fused layer's attention map materialised once: output and
+           importance read it), when the batch's maps fit in 4 GiB.
+  openvino, onnxruntime
+           (with --engines; CPU) the same pass exported once and run by that runtime (`fptplus.engines`: the dense
+           graph in micro-batches where it fits, else the chunked one; the export is cached and not timed), and
+           its token agreement with PyTorch's (`verify`, the check a preload runs on its first batch).
 Every LPM row captures K/V, scores every token, keeps the top m and gathers them (the work of a preload without
 decode and disk). It also reports how many selected tokens the two kernels agree on.
 """
@@ -26,7 +30,10 @@ from pathlib import Path
 import torch
 
 from fptplus.backbones.timm_vit import create_vit
+from fptplus.engines import map_bytes
 from fptplus.lpm import FrozenLPM
+
+SEED = 0  # the random weights (the engines' cached graphs are keyed by them)
 
 
 def timed(fn, device: str) -> float:
@@ -40,27 +47,28 @@ def timed(fn, device: str) -> float:
 
 
 def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rounds: int, device: str,
-            engines: bool = False) -> dict:  # fmt: skip
-    vit = create_vit(backbone, size, device=device).eval()
+            engines: bool = False, weights: Path | None = None) -> dict:  # fmt: skip
+    torch.manual_seed(SEED)
+    vit = create_vit(backbone, size, weights=weights, device=device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
     top = len(vit.blocks) - 1
-    lpms = {k: FrozenLPM(vit, backbone, layers, ratio, importance_kernel=k) for k in ("chunked", "fused")}
+    kernels = ["chunked", "fused", "dense"]
+    lpms = {k: FrozenLPM(vit, backbone, layers, ratio, importance_kernel=k) for k in kernels}
+    if batch * map_bytes(lpms["dense"]) > 4 << 30:
+        del lpms["dense"]
     kw = dict(indices=[top], stop_early=True, intermediates_only=True, output_fmt="NLC")
-    runs = {
-        "bare": lambda: vit.forward_intermediates(x, **kw),
-        "chunked": lambda: lpms["chunked"](x),
-        "fused": lambda: lpms["fused"](x),
-    }
-    ort_agree = None
+    runs = {"bare": lambda: vit.forward_intermediates(x, **kw)} | {k: (lambda k=k: lpms[k](x)) for k in lpms}
+    agree = {}
     if engines:
-        from fptplus.engines import OnnxEngine, graph_key
+        import fptplus.engines as E
 
-        ort = OnnxEngine(lpms["chunked"], graph_key(lpms["chunked"], {"source": "random"}, {}) + f"-{size}",
-                         log=lambda s: None)  # fmt: skip
-        runs["ort"] = lambda: ort(x)
-        problems = ort.verify(x)
-        ort_agree = json.loads(ort.record.read_text())["token_agreement"]
-        assert not problems, problems
+        seed = {"source": str(weights) if weights else f"random, seed {SEED}"}
+        for runtime in E.RUNTIMES:
+            eng = E._CLASSES[runtime](lpms["chunked"], E.graph_key(lpms["chunked"], seed, {}), log=print)
+            problems = eng.verify(x)
+            agree[runtime] = json.loads(eng.record.read_text())["token_agreement"]
+            print(f"# {runtime} ({eng.kernel} graph, micro-batch {eng.micro}): {problems or 'verified'}", flush=True)
+            runs[runtime] = lambda eng=eng: eng(x)
     best = {k: float("inf") for k in runs}
     with torch.no_grad():
         out = {k: lpms[k](x) for k in lpms}  # warm-up (and the agreement check)
@@ -77,9 +85,9 @@ def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rou
         "fused_layers": layers,
         "img_per_s": {k: batch / t for k, t in best.items()},
         "fraction_of_bare": {k: best["bare"] / best[k] for k in best if k != "bare"},
-        "importance_overhead_s_per_img": {k: (best[k] - best["bare"]) / batch for k in ("chunked", "fused")},
+        "importance_overhead_s_per_img": {k: (best[k] - best["bare"]) / batch for k in lpms},
         "same_token_sets": (a.sort(-1).values == b.sort(-1).values).float().mean().item(),
-        "ort_same_token_sets": ort_agree,
+        "engine_same_token_sets": agree,
     }
     return row
 
@@ -94,23 +102,26 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
-    ap.add_argument("--engines", action="store_true", help="also time the onnxruntime engine (CPU)")
+    ap.add_argument("--engines", action="store_true", help="also time the exported engines (CPU)")
+    ap.add_argument("--weights", type=Path, default=None, help="a timm-format file (default: random weights)")
     args = ap.parse_args()
     batches = args.batch or [16 if s <= 512 else 1 for s in args.sizes]
     rows = []
     print(f"# {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.device}")
-    print(
-        "| backbone | px | N | batch | bare img/s | chunked img/s (% of bare) | fused img/s (% of bare) | same tokens |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    print("| backbone | px | N | batch | bare img/s | chunked | fused | dense | openvino | onnxruntime | "
+          "chunked = fused tokens |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for size, batch in zip(args.sizes, batches, strict=True):
-        r = measure(args.backbone, size, batch, args.layers, args.ratio, args.rounds, args.device, args.engines)
+        r = measure(
+            args.backbone, size, batch, args.layers, args.ratio, args.rounds, args.device, args.engines, args.weights
+        )
         rows.append(r)
         ips, frac = r["img_per_s"], r["fraction_of_bare"]
-        cells = [f"{ips[k]:.3g} ({100 * frac[k]:.1f} %)" for k in ("chunked", "fused")]
-        if "ort" in ips:
-            cells.append(f"onnxruntime {ips['ort']:.3g} ({100 * frac['ort']:.1f} %, tokens "
-                         f"{100 * r['ort_same_token_sets']:.3f} % as PyTorch's)")  # fmt: skip
+        cells = [f"{ips[k]:.3g} ({100 * frac[k]:.1f} %)" if k in ips else "–" for k in ("chunked", "fused", "dense")]
+        for e in ("openvino", "onnxruntime"):
+            agree = r["engine_same_token_sets"].get(e)
+            cells.append(f"{ips[e]:.3g} ({100 * frac[e]:.1f} %; tokens {100 * agree:.2f} % as PyTorch's)"
+                         if e in ips else "–")  # fmt: skip
         print(f"| {r['backbone']} | {size} | {r['tokens']} | {batch} | {ips['bare']:.3g} | {' | '.join(cells)} | "
               f"{100 * r['same_token_sets']:.3f} % |", flush=True)  # fmt: skip
     if args.out:

@@ -1,5 +1,6 @@
-"""The preload engines: the frozen model's pass exported to onnxruntime writes the store PyTorch would (the same
-tokens, K/V within float16 rounding), is verified before it writes, and training reads either store alike."""
+"""The preload engines: the frozen model's pass exported to OpenVINO / onnxruntime writes the store PyTorch would
+(the same tokens, K/V within float16 rounding), is verified before it writes, and training reads either store
+alike."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from fptplus.store import FeatureStore
 from imagegen import class_folders
 from storetools import build
 
-pytestmark = pytest.mark.skipif(
-    not (importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnxscript")),
-    reason="needs onnxruntime and onnxscript",
-)
+pytestmark = pytest.mark.skipif(not importlib.util.find_spec("onnxscript"), reason="needs onnxscript (the exporter)")
+RUNTIMES = [
+    pytest.param(r, marks=pytest.mark.skipif(not importlib.util.find_spec(r), reason=f"needs {r}"))
+    for r in ("onnxruntime", "openvino")
+]
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +28,14 @@ def index(tmp_path_factory):
     return load_index(class_folders(tmp_path_factory.mktemp("e") / "data", {"neg": 4, "pos": 4}), seed=0)
 
 
-def test_an_onnxruntime_store_equals_the_torch_store(index, tmp_path, monkeypatch):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_an_exported_engines_store_equals_the_torch_store(index, tmp_path, monkeypatch, runtime):
     monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
     lines = []
     build(index, tmp_path / "torch", dtype="float32", engine="torch")
-    build(index, tmp_path / "ort", dtype="float32", engine="onnxruntime", log=lines.append)
-    assert any("exported the frozen model's pass" in line for line in lines)
-    assert any("engine: onnxruntime (verified against PyTorch" in line for line in lines)
+    build(index, tmp_path / "ort", dtype="float32", engine=runtime, log=lines.append)
+    assert any("exported the frozen model's pass (dense importance kernel)" in line for line in lines)
+    assert any(f"engine: {runtime} (verified against PyTorch" in line for line in lines)
     a, b = FeatureStore(tmp_path / "torch"), FeatureStore(tmp_path / "ort")
     assert a.fingerprint == b.fingerprint  # the engine is not part of what a store is
     for i in range(len(index.samples)):
@@ -47,26 +50,29 @@ def test_an_onnxruntime_store_equals_the_torch_store(index, tmp_path, monkeypatc
             np.testing.assert_allclose(x[rows], y[rows], atol=1e-4, rtol=1e-4)
         np.testing.assert_allclose(ra["cls"], rb["cls"], atol=1e-4)
     lines.clear()
-    build(index, tmp_path / "again", dtype="float32", engine="onnxruntime", log=lines.append)
+    build(index, tmp_path / "again", dtype="float32", engine=runtime, log=lines.append)
     assert not any("exported" in line for line in lines)  # the graph is cached ...
-    record = next((tmp_path / "cache" / "engines").glob("*.json"))
-    assert json.loads(record.read_text())["verified"] is True  # ... with its verdict
+    record = next((tmp_path / "cache" / "engines").glob(f"*.{runtime}-*.json"))
+    assert json.loads(record.read_text())["verified"] is True  # ... with this runtime's verdict
 
 
-def test_a_graph_that_disagrees_is_refused_or_replaced_by_torch(index, tmp_path, monkeypatch):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_a_graph_that_disagrees_is_refused_or_replaced_by_torch(index, tmp_path, monkeypatch, runtime):
     monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
     from fptplus import engines
 
     monkeypatch.setattr(engines, "KV_TOLERANCE", -1.0)  # nothing can pass
-    with pytest.raises(ConfigError, match="--engine onnxruntime disagrees with PyTorch"):
-        build(index, tmp_path / "strict", engine="onnxruntime")
+    with pytest.raises(ConfigError, match=f"--engine {runtime} disagrees with PyTorch"):
+        build(index, tmp_path / "strict", engine=runtime)
     lines = []
     monkeypatch.setenv("FPTPLUS_ENGINE", "auto")
+    monkeypatch.setattr(engines, "RUNTIMES", (runtime,))
     report = build(index, tmp_path / "auto", engine="auto", log=lines.append)
-    assert report.complete and any("engine: torch (the onnxruntime graph disagreed" in x for x in lines)
+    assert report.complete and any(f"the {runtime} graph disagreed with PyTorch" in x for x in lines)
 
 
-def test_predict_through_onnxruntime_gives_pytorchs_probabilities(tmp_path, monkeypatch):
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_predict_through_an_exported_engine_gives_pytorchs_probabilities(tmp_path, monkeypatch, runtime):
     from fptplus.trainer.evaluate import predict
     from runhelp import trained_tiny_run
 
@@ -75,7 +81,36 @@ def test_predict_through_onnxruntime_gives_pytorchs_probabilities(tmp_path, monk
     files = sorted((tmp_path / "data").rglob("*.png"))[:6]
     lines = []
     a = predict(run, files, num_workers=0).rows
-    b = predict(run, files, num_workers=0, engine="onnxruntime", log=lines.append).rows
+    b = predict(run, files, num_workers=0, engine=runtime, log=lines.append).rows
     assert any("logits within" in line for line in lines)
     for x, y in zip(a, b, strict=True):
         assert x["path"] == y["path"] and abs(x["prob_pos"] - y["prob_pos"]) < 1e-4
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_micro_batches_and_the_chunked_graph_give_pytorchs_features(tmp_path, monkeypatch, runtime):
+    """A dense graph split into one-image calls, and the chunked graph used where a dense map would not fit, both
+    pass the same verification as the default graph."""
+    import torch
+
+    from fptplus import engines
+    from fptplus.backbones.timm_vit import create_vit
+    from fptplus.lpm import FrozenLPM
+
+    from conftest import TINY, images
+
+    monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    lpm = FrozenLPM(create_vit("vit_base_patch16_224", 64, **{**TINY, "depth": 3}), "vit_base_patch16_224", layers=2,
+                    token_ratio=0.3)  # fmt: skip
+    x, lines = images(3, 64), []
+    monkeypatch.setattr(engines, "BATCH_MAP_BYTES", 1)  # every image alone
+    dense = engines._CLASSES[runtime](lpm, engines.graph_key(lpm, {"source": "seed 0"}, {}), log=lines.append)
+    assert (dense.kernel, dense.micro) == ("dense", 1)
+    assert dense.verify(x) == [] and dense(x).keys.shape[0] == 3
+    monkeypatch.setattr(engines, "DENSE_MAX_BYTES", 0)  # no map fits: the chunked kernel is exported instead
+    key = engines.graph_key(lpm, {"source": "seed 0"}, {})
+    chunked = engines._CLASSES[runtime](lpm, key, log=lines.append)
+    assert (chunked.kernel, chunked.micro) == ("chunked", None) and chunked.path != dense.path
+    assert chunked.verify(x) == []
+    assert any("(chunked importance kernel)" in line for line in lines)

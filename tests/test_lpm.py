@@ -191,6 +191,39 @@ def test_fused_kernel_selects_what_the_chunked_kernel_selects(monkeypatch, qk_no
     assert spy.calls == 2
 
 
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_dense_kernel_selects_what_the_chunked_kernel_selects(monkeypatch, qk_norm):
+    """One materialised attention map per fused layer gives the layer's output and the importance: the same tokens,
+    K/V and features as the chunked kernel (which computes the importance in a second, separate pass)."""
+    import fptplus.lpm as lpm_module
+
+    x = images(2, 64)
+    chunked = FrozenLPM(tiny_vit(qk_norm=qk_norm), "vit_base_patch16_224", layers=[0, 2], token_ratio=0.3,
+                        importance_kernel="chunked")(x)  # fmt: skip
+    calls = []
+    real = lpm_module.dense_attention
+    monkeypatch.setattr(lpm_module, "dense_attention", lambda *a: calls.append(1) or real(*a))
+    lpm = FrozenLPM(tiny_vit(qk_norm=qk_norm), "vit_base_patch16_224", layers=[0, 2], token_ratio=0.3,
+                    importance_kernel="dense")  # fmt: skip
+    dense = lpm(x)
+    assert len(calls) == 2  # both fused layers answered their own SDPA call from the dense map
+    assert torch.equal(dense.indices, chunked.indices)
+    # layer 0's output is P·v instead of SDPA's: deeper K/V and features differ by fp32 rounding only
+    for name in ("keys", "values", "scores", "cls"):
+        torch.testing.assert_close(getattr(dense, name), getattr(chunked, name), atol=1e-5, rtol=1e-5)
+
+
+def test_dense_attention_is_sdpa_and_the_importance():
+    from fptplus.importance import dense_attention, token_importance
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 50, 8, generator=g) for _ in range(3))
+    out, imp = dense_attention(q, k, v, 0.3)
+    torch.testing.assert_close(out, torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3))
+    torch.testing.assert_close(imp, token_importance(q, k, 0.3, chunk_size=7))
+    torch.testing.assert_close(imp.sum(-1), torch.ones(2, 3))
+
+
 def test_eager_attention_falls_back_to_the_chunked_kernel(monkeypatch):
     from fptplus.backbones import set_attention
 
@@ -223,12 +256,13 @@ def test_fused_kernel_on_real_dinov2(size):
     x = images(1, size)
     got = {
         kernel: FrozenLPM(vit, "vit_small_patch14_dinov2", layers=6, importance_kernel=kernel)(x)
-        for kernel in ("chunked", "fused")
+        for kernel in ("chunked", "fused", "dense")
     }
-    same = (got["fused"].indices == got["chunked"].indices).float().mean().item()
-    as_sets = (got["fused"].indices.sort(-1).values == got["chunked"].indices.sort(-1).values).float().mean().item()
-    assert same > 0.995 and as_sets > 0.999, (same, as_sets)  # only near-ties may swap places
-    torch.testing.assert_close(got["fused"].cls, got["chunked"].cls, atol=1e-5, rtol=1e-5)
+    for kernel in ("fused", "dense"):
+        same = (got[kernel].indices == got["chunked"].indices).float().mean().item()
+        as_sets = (got[kernel].indices.sort(-1).values == got["chunked"].indices.sort(-1).values).float().mean().item()
+        assert same > 0.995 and as_sets > 0.999, (kernel, same, as_sets)  # only near-ties may swap places
+        torch.testing.assert_close(got[kernel].cls, got["chunked"].cls, atol=1e-5, rtol=1e-5)
 
 
 def test_fused_kernel_not_used_when_the_model_attends_at_another_scale(monkeypatch):

@@ -1,22 +1,27 @@
-"""Which engine runs the frozen model's pass (the preload's forward): PyTorch (the default), or the same computation
-exported once to an ONNX graph and run by onnxruntime (opt-in: `--engine onnxruntime|auto`).
-
-Measured (`benchmarks/README.md`, issue 29): onnxruntime was 1.28× PyTorch's preload pass for ViT-B at 512 px,
-batch 4, but on the ISIC 672 px preload (ViT-S/14, 2,305 tokens, batch 16, 1 thread) it ran at half PyTorch's speed
-(0.1 vs 0.2 img/s) in 15 GB of memory instead of 1.6 GB (its graph keeps the traced attention maps of every
-chunk), so larger inputs would not fit a 24 GB machine. Hence torch by default.
+"""Which engine runs the frozen model's pass (the preload's forward, and `predict`'s): PyTorch, or the same
+computation exported once to an ONNX graph and run by OpenVINO or onnxruntime (`--engine`).
 
     torch         `FrozenLPM` itself (the reference)
-    onnxruntime   the capture graph — the LPM to its deepest fused layer, the selector's scores, top-k, gather, the
-                  pooled features — exported with torch's exporter and cached in `files.cache_dir()/engines/` under
+    openvino      the capture graph — the LPM to its deepest fused layer, the selector's scores, top-k, gather, the
+    onnxruntime   pooled features — exported with torch's exporter and cached in `files.cache_dir()/engines/` under
                   a key of everything that shapes it (backbone, weights' hash, resolution, layers, ratio, selector,
-                  torch and onnxruntime versions); verified against PyTorch on the first real batch it sees (token
-                  sets, K/V, pooled features) before it writes anything, the verdict kept next to the graph
-    auto          onnxruntime on a CPU when it is installed and its graph verified, else torch (said in the log);
-                  $FPTPLUS_ENGINE overrides what auto means
+                  importance kernel, torch version); compiled by OpenVINO's CPU plugin (fp32 inference precision,
+                  never its bf16 default) or loaded by onnxruntime's CPU provider; verified against PyTorch on the
+                  first real batch it sees (token sets, K/V, pooled features) before it writes anything, the verdict
+                  kept next to the graph per runtime and version
+    auto          on a CPU: the first of openvino, onnxruntime that is installed, exports and has not disagreed
+                  with PyTorch; else torch (said in the log). $FPTPLUS_ENGINE overrides what auto means
 
-The engine never enters a store's fingerprint: both write the same numbers up to float rounding, so a store written
-by either serves the same training, and a preload may be resumed with the other.
+The graph uses the "dense" importance kernel (each fused layer's attention map materialised once, read by the
+layer's output and by the importance: no second attention pass) when one image's map fits DENSE_MAX_BYTES, and
+runs in micro-batches whose maps fit BATCH_MAP_BYTES; else the chunked kernel. Measured (`benchmarks/README.md`,
+issue 29; 2-core CPU): OpenVINO preloads 1.34–1.51× faster than PyTorch's preload pass at 512–1024 px (98–115 % of
+the bare forward), onnxruntime 1.09–1.13×; peak memory at 1022 px (ViT-S/14, one image) 2.1 GB for OpenVINO with a
+model compiled per batch size (9.6 GB with a dynamic batch), 5.4 GB for onnxruntime without its arena, 1.1 GB for
+PyTorch.
+
+The engine never enters a store's fingerprint: every engine writes the same numbers up to float rounding, so a store
+written by one serves the same training, and a preload may be resumed with another.
 """
 
 from __future__ import annotations
@@ -36,8 +41,11 @@ from .errors import ConfigError
 from .files import cache_dir, write_json_atomic
 from .lpm import FrozenLPM, LPMFeatures
 
-ENGINES = ("auto", "torch", "onnxruntime")
+ENGINES = ("auto", "torch", "openvino", "onnxruntime")
+RUNTIMES = ("openvino", "onnxruntime")  # what auto tries on a CPU, in this order (the faster first, measured)
 ENGINE_ENV = "FPTPLUS_ENGINE"  # overrides what "auto" means
+DENSE_MAX_BYTES = 1 << 30  # the dense kernel is exported when one image's attention map (H·N² fp32) fits this
+BATCH_MAP_BYTES = 512 << 20  # a dense graph runs in micro-batches whose attention maps fit this
 OUTPUTS = ("keys", "values", "indices", "scores", "cls", "patch_mean")
 MIN_TOKEN_AGREEMENT = 0.999  # selected tokens equal to PyTorch's (fp32 sums in another order may swap a near-tie)
 KV_TOLERANCE = 1e-3  # max |difference| of the kept K/V relative to their largest value (float16 stores round at 1e-3)
@@ -60,14 +68,23 @@ class _Capture(nn.Module):
         return tuple(n for n in OUTPUTS if probe.get(n, True))
 
 
-def graph_key(lpm: FrozenLPM, weights: dict[str, str], backbone_kwargs: dict[str, Any]) -> str:
-    """Everything that shapes the exported graph (and its numbers)."""
-    import onnxruntime
+def map_bytes(lpm: FrozenLPM) -> int:
+    """Bytes of one image's attention map in one layer (H·N² fp32): what the dense kernel materialises."""
+    n = lpm.spec.num_tokens
+    return lpm.spec.num_heads * n * n * 4
 
+
+def export_kernel(lpm: FrozenLPM) -> str:
+    """The importance kernel of the exported graph: dense when one image's map fits, else chunked."""
+    return "dense" if map_bytes(lpm) <= DENSE_MAX_BYTES else "chunked"
+
+
+def graph_key(lpm: FrozenLPM, weights: dict[str, str], backbone_kwargs: dict[str, Any]) -> str:
+    """Everything that shapes the exported graph (and its numbers); the runtime is in the verdict's name."""
     record = {"backbone": lpm.spec.name, "kwargs": sorted(backbone_kwargs.items()), "weights": weights,
               "size": list(lpm.spec.img_size), "layers": list(lpm.layers), "ratio": lpm.token_ratio,
-              "selector": lpm.selector.name, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-              "format": 1}  # fmt: skip
+              "selector": lpm.selector.name, "kernel": export_kernel(lpm), "torch": torch.__version__,
+              "format": 2}  # fmt: skip
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
@@ -88,25 +105,42 @@ class OnnxEngine:
 
     def __init__(self, lpm: FrozenLPM, key: str, threads: int | None = None,
                  log: Callable[[str], None] = print) -> None:  # fmt: skip
-        import onnxruntime as ort
-
         self.lpm, self.log = lpm, log
         folder = cache_dir() / "engines"
-        self.path, self.record = folder / f"{key}.onnx", folder / f"{key}.json"
+        self.path = folder / f"{key}.onnx"
+        self.record = folder / f"{key}.{self.name}-{self.version()}.json"  # the verdict of this runtime
         self.names = _Capture(lpm).names()
+        self.kernel = export_kernel(lpm)
+        # micro-batches: a dense graph's maps of one call stay within BATCH_MAP_BYTES
+        self.micro = max(1, BATCH_MAP_BYTES // map_bytes(lpm)) if self.kernel == "dense" else None
         if not self.path.exists():
             folder.mkdir(parents=True, exist_ok=True)
             self._export()
+        self._load(threads or torch.get_num_threads())
+        self.verified = self._verdict() is True
+
+    @staticmethod
+    def version() -> str:
+        import onnxruntime
+
+        return onnxruntime.__version__
+
+    def _load(self, threads: int) -> None:
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.intra_op_num_threads = threads
+        options.enable_cpu_mem_arena = False  # measured at 1022 px, one image: 5.6 GB peak instead of 10.1 GB
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self.verified = self._verdict() is True
+
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
+        return self.session.run(list(self.names), {"x": x})
 
     def _export(self) -> None:
         t0 = time.perf_counter()
         capture = _Capture(self.lpm).eval()
-        kernel, self.lpm.importance_kernel = self.lpm.importance_kernel, "chunked"  # the traced graph: chunked
+        kernel, self.lpm.importance_kernel = self.lpm.importance_kernel, self.kernel  # the traced graph's kernel
         h, w = self.lpm.spec.img_size
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
@@ -118,7 +152,8 @@ class OnnxEngine:
         finally:
             self.lpm.importance_kernel = kernel
             tmp.unlink(missing_ok=True)
-        self.log(f"engine: exported the frozen model's pass to {self.path} ({time.perf_counter() - t0:.0f} s, once)")
+        self.log(f"engine: exported the frozen model's pass ({self.kernel} importance kernel) to {self.path} "
+                 f"({time.perf_counter() - t0:.0f} s, once)")  # fmt: skip
 
     def _verdict(self) -> bool | None:
         try:
@@ -151,18 +186,72 @@ class OnnxEngine:
                 if not err <= KV_TOLERANCE:
                     problems.append(f"{name} differ by {err:.2e} of their largest value (> {KV_TOLERANCE:g})")
         write_json_atomic(self.record, {"verified": not problems, "problems": problems, "token_agreement": same,
-                                        "batch": int(x.shape[0])})  # fmt: skip
+                                        "batch": int(x.shape[0]), "runtime": f"{self.name} {self.version()}",
+                                        "kernel": self.kernel})  # fmt: skip
         self.verified = not problems
         return problems
 
     def _run(self, x: Tensor) -> LPMFeatures:
-        outs = dict(zip(self.names, self.session.run(list(self.names), {"x": x.cpu().numpy()}), strict=True))
+        arr = x.detach().cpu().float().numpy()
+        calls = -(-len(arr) // (self.micro or len(arr)))  # as few calls as the budget allows, of even sizes
+        parts = [self._infer(np.ascontiguousarray(a)) for a in np.array_split(arr, calls)]
+        outs = {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(self.names)}  # batch-first outputs
         t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in outs.items()}
         return LPMFeatures(t["keys"], t["values"], t["indices"].long(), t.get("cls"), patch_mean=t.get("patch_mean"),
                            scores=t.get("scores"))  # fmt: skip
 
     def __call__(self, x: Tensor) -> LPMFeatures:
         return self._run(x)
+
+
+class OpenVinoEngine(OnnxEngine):
+    """The same capture graph compiled by OpenVINO's CPU plugin at fp32 inference precision."""
+
+    name = "openvino"
+
+    @staticmethod
+    def version() -> str:
+        import openvino
+
+        return openvino.__version__.split("-")[0]
+
+    def _load(self, threads: int) -> None:
+        import openvino
+
+        self.core = openvino.Core()
+        # fp32 throughout: on CPUs with bf16 units OpenVINO would otherwise infer in bf16 (other tokens, other K/V)
+        self.config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
+        self.compiled: dict[int, tuple[Any, list[Any]]] = {}  # batch size -> (infer request, outputs by name)
+
+    def _request(self, batch: int) -> tuple[Any, list[Any]]:
+        """A model compiled for this batch size: static shapes let OpenVINO plan and reuse its buffers (measured
+        at 1022 px, ViT-S/14, one image: 2.3 GB peak instead of 9.6 GB with a dynamic batch, and faster)."""
+        if batch not in self.compiled:
+            if len(self.compiled) >= 3:  # the full micro-batch, its remainder, a last short batch
+                self.compiled.pop(next(iter(self.compiled)))
+            model = self.core.read_model(str(self.path))
+            model.reshape({"x": [batch, 3, *self.lpm.spec.img_size]})
+            compiled = self.core.compile_model(model, "CPU", self.config)
+            by_name = {o.get_any_name(): o for o in compiled.outputs}
+            self.compiled[batch] = (compiled.create_infer_request(), [by_name[n] for n in self.names])
+        return self.compiled[batch]
+
+    def _infer(self, x: np.ndarray) -> list[np.ndarray]:
+        request, outputs = self._request(len(x))
+        result = request.infer({"x": x})
+        return [np.array(result[o]) for o in outputs]  # copies: the request reuses its buffers
+
+
+_CLASSES = {"onnxruntime": OnnxEngine, "openvino": OpenVinoEngine}
+_NEEDS = {"onnxruntime": ("onnxruntime", "onnxscript"), "openvino": ("openvino", "onnxscript")}
+_EXTRA = {"onnxruntime": "onnx", "openvino": "openvino"}
+
+
+def _missing(runtime: str) -> str | None:
+    """The first module a runtime needs that is not installed, or None."""
+    import importlib.util
+
+    return next((m for m in _NEEDS[runtime] if importlib.util.find_spec(m) is None), None)
 
 
 def make_engine(name: str, lpm: FrozenLPM, device: torch.device, weights: dict[str, str],
@@ -174,43 +263,47 @@ def make_engine(name: str, lpm: FrozenLPM, device: torch.device, weights: dict[s
         name = os.environ[ENGINE_ENV]
     if name == "torch" or (name == "auto" and device.type != "cpu"):
         return TorchEngine(lpm)
-    try:
-        import onnxruntime  # noqa: F401
-        import onnxscript  # noqa: F401
-    except ImportError as err:
-        if name == "onnxruntime":
-            raise ConfigError(f"--engine onnxruntime needs onnxruntime and onnxscript ({err}): "
-                              "pip install 'fptplus[onnx]'") from None  # fmt: skip
-        log("engine: torch (onnxruntime is not installed: `pip install 'fptplus[onnx]'` makes CPU preloads faster)")
-        return TorchEngine(lpm)
-    try:
-        engine = OnnxEngine(lpm, graph_key(lpm, weights, backbone_kwargs), log=log)
-    except Exception as err:
-        if name == "onnxruntime":
-            raise ConfigError(f"--engine onnxruntime: the frozen model's pass could not be exported ({err})") from None
-        log(f"engine: torch (the frozen model's pass could not be exported to onnxruntime: {type(err).__name__})")
-        return TorchEngine(lpm)
-    if engine._verdict() is False:
-        if name == "onnxruntime":
-            raise ConfigError(f"--engine onnxruntime: its graph ({engine.path}) disagreed with PyTorch earlier "
-                              f"({json.loads(engine.record.read_text())['problems']}); use --engine torch")  # fmt: skip
-        log("engine: torch (the onnxruntime graph disagreed with PyTorch when it was verified)")
-        return TorchEngine(lpm)
-    return engine
+    reasons = []
+    for runtime in RUNTIMES if name == "auto" else (name,):
+        missing = _missing(runtime)
+        if missing:
+            if name != "auto":
+                raise ConfigError(f"--engine {runtime} needs {' and '.join(_NEEDS[runtime])} ({missing} is not "
+                                  f"installed): pip install 'fptplus[{_EXTRA[runtime]}]'")  # fmt: skip
+            reasons.append(f"{runtime} is not installed")
+            continue
+        try:
+            engine = _CLASSES[runtime](lpm, graph_key(lpm, weights, backbone_kwargs), log=log)
+        except Exception as err:
+            if name != "auto":
+                raise ConfigError(f"--engine {runtime}: the frozen model's pass could not be exported or loaded "
+                                  f"({err})") from None  # fmt: skip
+            reasons.append(f"{runtime} could not export or load the frozen model's pass: {type(err).__name__}")
+            continue
+        if engine._verdict() is False:
+            if name != "auto":
+                problems = json.loads(engine.record.read_text())["problems"]
+                raise ConfigError(f"--engine {runtime}: its graph ({engine.path}) disagreed with PyTorch earlier "
+                                  f"({problems}); use --engine torch")  # fmt: skip
+            reasons.append(f"the {runtime} graph disagreed with PyTorch when it was verified")
+            continue
+        return engine
+    log(f"engine: torch ({'; '.join(reasons)}; `pip install 'fptplus[openvino]'` makes CPU preloads faster)")
+    return TorchEngine(lpm)
 
 
 def first_batch_check(engine, x: Tensor, auto: bool, log: Callable[[str], None]):
-    """Verifies an unverified onnxruntime engine on the first real batch; returns the engine to use for it and the
+    """Verifies an unverified exported engine on the first real batch; returns the engine to use for it and the
     rest (torch, with the reason in the log, when it disagrees and the choice was automatic)."""
     if not isinstance(engine, OnnxEngine) or engine.verified:
         return engine
     problems = engine.verify(x)
     if not problems:
-        log(f"engine: onnxruntime (verified against PyTorch on {x.shape[0]} images: same tokens, K/V within "
+        log(f"engine: {engine.name} (verified against PyTorch on {x.shape[0]} images: same tokens, K/V within "
             f"{KV_TOLERANCE:g})")  # fmt: skip
         return engine
     if not auto:
-        raise ConfigError(f"--engine onnxruntime disagrees with PyTorch on this data ({'; '.join(problems)}); use "
+        raise ConfigError(f"--engine {engine.name} disagrees with PyTorch on this data ({'; '.join(problems)}); use "
                           "--engine torch")  # fmt: skip
-    log(f"engine: torch (onnxruntime disagreed with PyTorch on the first batch: {'; '.join(problems)})")
+    log(f"engine: torch ({engine.name} disagreed with PyTorch on the first batch: {'; '.join(problems)})")
     return TorchEngine(engine.lpm)

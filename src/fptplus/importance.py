@@ -15,6 +15,9 @@ The mean mode never materialises the (B, H, N, N) map. Two exact ways to get it:
              so importance_j = exp(lse'_j) / N (`fused_importance`; `attention_with_lse` gives the first pass).
     chunked  queries are processed in blocks of (a few heads × `chunk` query rows × N keys), at most 16 MiB
              unless one head's rows alone need more (the fallback where no fused kernel returns the lse).
+    dense    the layer's attention map P = softmax(s·q·kᵀ) is materialised once (`dense_attention`): the layer's
+             output is P·v and the importance is P's column mean, so the importance costs no extra pass; memory is
+             B·H·N² floats per layer (the exported CPU engines run this graph, `fptplus.engines`).
 """
 
 from __future__ import annotations
@@ -86,6 +89,20 @@ def attention_with_lse(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[T
     else:  # CUDA memory-efficient kernel: (out, lse (B, H, ≥N) padded to its block, seed, offset)
         out, lse = op(q, k, v, None, True, 0.0, False, scale=scale)[:2]
     return out, lse[..., :N].float()
+
+
+def dense_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """softmax(s·q·kᵀ)·v and the mean-mode importance, both read from one materialised attention map.
+
+    Args:
+        q, k, v: (B, H, N, d); scale: s.
+
+    Returns:
+        the attention output (B, H, N, d) in q's dtype and the fp32 importance (B, H, N) (each row sums to 1),
+        equal to `token_importance(q, k, scale)` to fp32 rounding.
+    """
+    probs = ((q.float() * scale) @ k.float().transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N): the one big buffer
+    return (probs @ v.float()).to(q.dtype), probs.mean(dim=-2)  # (B, H, N, d), (B, H, N)
 
 
 def _pad8(x: Tensor) -> Tensor:

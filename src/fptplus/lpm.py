@@ -8,9 +8,12 @@ that layer are kept. The forward stops after the deepest fused block.
 Importance kernels (`importance_kernel`): with "fused", the layer's own call to `F.scaled_dot_product_attention` is
 answered, inside the LPM's forward only, by a fused kernel that also returns each query's log-sum-exp (same output;
 the model's code is untouched: a TorchFunctionMode sees the call), and the importance costs one more fused pass
-(`fused_importance`). When the model does not call SDPA with exactly the captured q/k/v at the importance's scale
-(eager attention, a mask), that layer falls back to the chunked kernel. The first fused layer on each device is
-checked once against the chunked kernel (a mismatch is an error, never a silent change of the selected tokens).
+(`fused_importance`). With "dense", the same call is answered by `dense_attention`: the layer's attention map is
+materialised once and both the layer's output and the importance read it (plain tensor ops, so it also holds in a
+traced graph: the exported CPU engines run it). When the model does not call SDPA with exactly the captured q/k/v at
+the importance's scale (eager attention, a mask), that layer falls back to the chunked kernel. The first fused layer
+on each device is checked once against the chunked kernel (a mismatch is an error, never a silent change of the
+selected tokens).
 "auto" is fused on CUDA and chunked on CPU, where both cost the same (`benchmarks/README.md`).
 """
 
@@ -29,6 +32,7 @@ from .backbones import LPMSpec, create_backbone, family_of
 from .errors import ConfigError
 from .importance import (
     attention_with_lse,
+    dense_attention,
     fused_kernel_available,
     gather_tokens,
     num_selected_tokens,
@@ -133,8 +137,8 @@ class FrozenLPM(nn.Module):
         token_ratio: m, the fraction of tokens kept per head (1.0 keeps all, in natural order).
         importance: "mean" (mean attention received from all queries) or "cls" (CLS-row attention).
         chunk_size: query rows per importance chunk; None sizes chunks from a 16 MiB budget.
-        importance_kernel: "auto" (fused on CUDA, chunked on CPU), "fused" or "chunked" (see the module
-            docstring). Both are exact; ties between equal scores may break differently.
+        importance_kernel: "auto" (fused on CUDA, chunked on CPU), "fused", "chunked" or "dense" (see the module
+            docstring). All are exact; ties between equal scores may break differently.
     """
 
     def __init__(
@@ -214,6 +218,8 @@ class FrozenLPM(nn.Module):
         no_selection = self.num_selected == self.spec.num_tokens
         if not self.selector.uses_lse or no_selection or self.importance_kernel == "chunked":
             return False
+        if self.importance_kernel == "dense":  # plain tensor ops: eager, compiled or exported alike
+            return True
         if torch.compiler.is_compiling():  # traced (torch.compile, ONNX export): no data pointers to match
             return False
         available = fused_kernel_available(device)
@@ -253,18 +259,25 @@ class FrozenLPM(nn.Module):
         if abs(scale - self._scales[layer]) > 1e-6 * scale:  # the lse must be of the logits the importance scores
             return None
         self._pending = None
+        if self.importance_kernel == "dense":
+            out, scores = dense_attention(call["query"], call["key"], call["value"], scale)  # (B, H, N, d), (B, H, N)
+            self._select(layer, q, k, v, scores=scores)
+            return out
         out, lse = attention_with_lse(call["query"], call["key"], call["value"], scale)  # (B, H, N, d), (B, H, N)
         self._select(layer, q, k, v, lse=lse)
         return out
 
-    def _select(self, layer: int, q: Tensor, k: Tensor, v: Tensor, lse: Tensor | None = None) -> None:
+    def _select(self, layer: int, q: Tensor, k: Tensor, v: Tensor, lse: Tensor | None = None,
+                scores: Tensor | None = None) -> None:  # fmt: skip
+        """Keeps the layer's top tokens; `scores` (B, H, N): the mean-rule importance already computed (dense)."""
         B, H, N, _ = k.shape  # q, k, v: (B, H, N, d)
         if self.num_selected == N:  # ratio 1.0: no selection, natural order
             idx = torch.arange(N, device=k.device).expand(B, H, N)  # (B, H, N)
             self._selected[layer] = (k.detach().clone(), v.detach().clone(), idx)
             return
-        scores = self.selector.scores(q, k, layer=layer, scale=self._scales[layer], chunk_size=self.chunk_size,
-                                      lse=lse)  # (B, H, N), higher kept first  # fmt: skip
+        if scores is None:
+            scores = self.selector.scores(q, k, layer=layer, scale=self._scales[layer], chunk_size=self.chunk_size,
+                                          lse=lse)  # (B, H, N), higher kept first  # fmt: skip
         if lse is not None and str(k.device) not in _FUSED_CHECKED:
             check_fused(scores, token_importance(q, k, self._scales[layer], chunk_size=self.chunk_size), k.device)
         idx = select_top_tokens(scores, self.num_selected)  # (B, H, k)
@@ -309,13 +322,12 @@ class FrozenLPM(nn.Module):
 
 def _same_view(a: Tensor, b: Tensor) -> bool:
     """Whether two tensors are the same elements of the same memory (the captured q/k/v reaching SDPA)."""
-    return (
-        a.shape == b.shape
-        and a.stride() == b.stride()
-        and a.dtype == b.dtype
-        and a.device == b.device
-        and a.data_ptr() == b.data_ptr()
-    )
+    if a is b:
+        return True
+    if a.shape != b.shape or a.stride() != b.stride() or a.dtype != b.dtype or a.device != b.device:
+        return False
+    # a traced graph's tensors have no storage: the same layout within the layer's own call is the test there
+    return torch.compiler.is_compiling() or a.data_ptr() == b.data_ptr()
 
 
 class _SharedAttention(TorchFunctionMode):

@@ -12,10 +12,11 @@ from .selection import selector_names
 
 FusedLayers = int | tuple[int, ...] | Literal["all"] | None
 # How the importance's mean mode is computed (`fptplus.importance`): "fused" shares the layer's own fused attention
-# pass and adds one swapped-role pass; "chunked" adds query-chunked matmuls; "auto" = fused on CUDA, chunked on CPU
-# (equal cost there, measured).
-ImportanceKernel = Literal["auto", "fused", "chunked"]
-IMPORTANCE_KERNELS: tuple[str, ...] = ("auto", "fused", "chunked")
+# pass and adds one swapped-role pass; "chunked" adds query-chunked matmuls; "dense" materialises each fused layer's
+# attention map once and reads both the layer's output and the importance from it (no extra pass, O(B·H·N²) memory:
+# what the exported CPU engines run); "auto" = fused on CUDA, chunked on CPU (equal cost there, measured).
+ImportanceKernel = Literal["auto", "fused", "chunked", "dense"]
+IMPORTANCE_KERNELS: tuple[str, ...] = ("auto", "fused", "chunked", "dense")
 
 
 @dataclass
@@ -46,7 +47,8 @@ class FPTConfig:
             (CLS-row attention), "random" (a fixed seeded ranking: ablation) or "all" (every token, token_ratio 1).
         importance_chunk: query rows per chunk of the importance computation (None = from a 16 MiB budget).
         importance_kernel: "auto" (fused attention kernels on CUDA, chunked matmuls on CPU, where both cost the
-            same), "fused" or "chunked"; all exact (see fptplus.lpm).
+            same), "fused", "chunked" or "dense" (the fused layers' attention maps materialised: no extra pass,
+            B·H·N² floats per layer); all exact (see fptplus.lpm).
         num_classes: classifier outputs.
         mlp_ratio: side MLP ratio.
     """

@@ -189,10 +189,10 @@ def add_run_parsers(sub) -> None:
                    help="processes decoding the next images while the model runs (0: in this process)")  # fmt: skip
     p.add_argument("--skip-bad", action="store_true", help="skip undecodable images instead of failing")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--engine", default="torch", choices=["torch", "onnxruntime", "auto"],
-                   help="what runs an FPT/FPT+ model's frozen pass: PyTorch, or its graph exported once to "
-                   "onnxruntime (checked against PyTorch's logits on the first batch; auto falls back to "
-                   "torch)")  # fmt: skip
+    p.add_argument("--engine", default="torch", choices=["torch", "openvino", "onnxruntime", "auto"],
+                   help="what runs an FPT/FPT+ model's frozen pass: PyTorch, or its graph exported once (cached) "
+                   "to OpenVINO or onnxruntime, checked against PyTorch's logits on the first batch; auto: the "
+                   "first that is installed and agrees, else torch")  # fmt: skip
     p.add_argument(
         "--calibrated",
         action="store_true",

@@ -307,12 +307,12 @@ def _checked(engine, model, stacked: dict, auto: bool, log):
     diff = float((want - got).abs().max())
     if diff <= PREDICT_TOLERANCE:
         engine.predict_checked = True
-        log(f"engine: onnxruntime for the frozen pass (logits within {diff:.1e} of PyTorch's on the first batch)")
+        log(f"engine: {engine.name} for the frozen pass (logits within {diff:.1e} of PyTorch's on the first batch)")
         return engine
     if not auto:
-        raise ConfigError(f"--engine onnxruntime: logits differ from PyTorch's by {diff:.2e} (> {PREDICT_TOLERANCE:g}) "
-                          "on the first batch; use --engine torch")  # fmt: skip
-    log(f"engine: torch (onnxruntime's logits differ by {diff:.2e} on the first batch)")
+        raise ConfigError(f"--engine {engine.name}: logits differ from PyTorch's by {diff:.2e} "
+                          f"(> {PREDICT_TOLERANCE:g}) on the first batch; use --engine torch")  # fmt: skip
+    log(f"engine: torch ({engine.name}'s logits differ by {diff:.2e} on the first batch)")
     return None
 
 
