@@ -114,3 +114,36 @@ def test_micro_batches_and_the_chunked_graph_give_pytorchs_features(tmp_path, mo
     assert (chunked.kernel, chunked.micro) == ("chunked", None) and chunked.path != dense.path
     assert chunked.verify(x) == []
     assert any("(chunked importance kernel)" in line for line in lines)
+
+
+@pytest.mark.skipif(not importlib.util.find_spec("openvino"), reason="needs openvino")
+def test_openvino_leaves_the_threads_signal_stack_as_it_found_it(tmp_path, monkeypatch):
+    """OpenVINO's CPU plugin installs its own alternate signal stack and later unmaps it; left there, the next signal
+    handled on that stack killed the test process (issue 29). Compiling, running, evicting and dropping engines keep
+    the thread's own stack."""
+    import gc
+
+    import torch
+
+    from fptplus import engines
+    from fptplus.backbones.timm_vit import create_vit
+    from fptplus.lpm import FrozenLPM
+    from fptplus.sigstack import signal_stack
+
+    from conftest import TINY, images
+
+    if signal_stack() is None:
+        pytest.skip("no sigaltstack on this platform")
+    monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    lpm = FrozenLPM(create_vit("vit_base_patch16_224", 32, **{**TINY, "depth": 2}), "vit_base_patch16_224", layers=1,
+                    token_ratio=0.3)  # fmt: skip
+    before = signal_stack()
+    engine = engines.OpenVinoEngine(lpm, engines.graph_key(lpm, {"source": "seed 0"}, {}), log=lambda _: None)
+    for batch in (1, 2, 3, 4, 1):  # four batch sizes: the first compiled model is evicted
+        engine(images(batch, 32))
+        assert signal_stack() == before
+    assert len(engine.compiled) == 3
+    del engine
+    gc.collect()
+    assert signal_stack() == before

@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from .errors import ConfigError
 from .files import cache_dir, write_json_atomic
 from .lpm import FrozenLPM, LPMFeatures
+from .sigstack import kept_signal_stack
 
 ENGINES = ("auto", "torch", "openvino", "onnxruntime")
 RUNTIMES = ("openvino", "onnxruntime")  # what auto tries on a CPU, in this order (the faster first, measured)
@@ -218,7 +219,8 @@ class OpenVinoEngine(OnnxEngine):
     def _load(self, threads: int) -> None:
         import openvino
 
-        self.core = openvino.Core()
+        with kept_signal_stack():  # every OpenVINO call: it replaces the thread's signal stack (`fptplus.sigstack`)
+            self.core = openvino.Core()
         # fp32 throughout: on CPUs with bf16 units OpenVINO would otherwise infer in bf16 (other tokens, other K/V)
         self.config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
         self.compiled: dict[int, tuple[Any, list[Any]]] = {}  # batch size -> (infer request, outputs by name)
@@ -227,19 +229,34 @@ class OpenVinoEngine(OnnxEngine):
         """A model compiled for this batch size: static shapes let OpenVINO plan and reuse its buffers (measured
         at 1022 px, ViT-S/14, one image: 2.1 GB peak instead of 9.6 GB with a dynamic batch, and faster)."""
         if batch not in self.compiled:
-            if len(self.compiled) >= 3:  # the full micro-batch, its remainder, a last short batch
-                self.compiled.pop(next(iter(self.compiled)))
-            model = self.core.read_model(str(self.path))
-            model.reshape({"x": [batch, 3, *self.lpm.spec.img_size]})
-            compiled = self.core.compile_model(model, "CPU", self.config)
-            by_name = {o.get_any_name(): o for o in compiled.outputs}
-            self.compiled[batch] = (compiled.create_infer_request(), [by_name[n] for n in self.names])
+            with kept_signal_stack():
+                if len(self.compiled) >= 3:  # the full micro-batch, its remainder, a last short batch
+                    self.compiled.pop(next(iter(self.compiled)))
+                model = self.core.read_model(str(self.path))
+                model.reshape({"x": [batch, 3, *self.lpm.spec.img_size]})
+                compiled = self.core.compile_model(model, "CPU", self.config)
+                by_name = {o.get_any_name(): o for o in compiled.outputs}
+                self.compiled[batch] = (compiled.create_infer_request(), [by_name[n] for n in self.names])
         return self.compiled[batch]
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
         request, outputs = self._request(len(x))
-        result = request.infer({"x": x})
-        return [np.array(result[o]) for o in outputs]  # copies: the request reuses its buffers
+        with kept_signal_stack():
+            result = request.infer({"x": x})
+            return [np.array(result[o]) for o in outputs]  # copies: the request reuses its buffers
+
+    def close(self) -> None:
+        """Releases the compiled models now, keeping this thread's signal stack (collection would not)."""
+        with kept_signal_stack():
+            self.compiled.clear()
+            self.core = None
+
+    def __del__(self) -> None:
+        try:
+            if getattr(self, "compiled", None) is not None:
+                self.close()
+        except Exception:  # interpreter shutdown: nothing left to keep
+            pass
 
 
 _CLASSES = {"onnxruntime": OnnxEngine, "openvino": OpenVinoEngine}
