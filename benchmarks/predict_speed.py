@@ -9,13 +9,17 @@
    resolution and batch, round-robin, best of `--rounds`.
 The ratio predict / bare is the figure of merit (the decode work is overlapped by the workers; the bare forward
 has none). With onnxruntime installed, the run is also exported (`fptplus export`) and the ONNX graph timed on the
-same batch of ready tensors (onnxruntime's CPU provider, its default threads).
+same batch of ready tensors (onnxruntime's CPU provider, its default threads). With `--engines`, `predict` is also
+timed with `engine=` each installed runtime (openvino, onnxruntime: the frozen pass exported and verified by a
+warm-up call that is not timed, into a throw-away cache; the rest of the model in PyTorch, as users run it).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +45,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--engines", action="store_true", help="also time predict with each installed engine")
     args = ap.parse_args()
     args.data = args.data.resolve()
     files = image_files(args.data, args.images)
@@ -75,6 +80,17 @@ def main() -> None:
             predict(run, files, batch_size=args.batch, num_workers=args.workers)
 
         runs = [("bare", bare), ("predict", pred)]
+        os.environ["FPTPLUS_CACHE"] = str(Path(tmp) / "cache")  # a first use: export + verification
+        for engine in ("openvino", "onnxruntime") if args.engines else ():
+            if importlib.util.find_spec(engine) is None:
+                print(f"{engine} not installed: no predict row with it")
+                continue
+            t0 = time.perf_counter()
+            predict(run, files[: args.batch], batch_size=args.batch, num_workers=args.workers, engine=engine,
+                    log=print)  # fmt: skip
+            print(f"engine {engine}: first use (export + verification + one batch) {time.perf_counter() - t0:.0f} s")
+            timed = lambda e=engine: predict(run, files, batch_size=args.batch, num_workers=args.workers, engine=e)  # noqa: E731
+            runs.append((f"predict {engine}", timed))
         try:
             import onnxruntime as ort
 
@@ -107,6 +123,10 @@ def main() -> None:
     print("| bare forward img/s | predict img/s | predict / bare |" + ort_cells[0])
     print("|---|---|---|" + ("---|---|" if ort_cells[1] else ""))
     print(f"| {bare_ips:.3g} | {pred_ips:.3g} | {100 * pred_ips / bare_ips:.1f} % |" + ort_cells[1])
+    for name in [n for n in best if n.startswith("predict ")]:
+        ips = len(files) / best[name]
+        print(f"{name}: {ips:.3g} img/s = {100 * ips / bare_ips:.1f} % of the bare forward, "
+              f"{ips / pred_ips:.2f}x predict with torch")  # fmt: skip
 
 
 if __name__ == "__main__":

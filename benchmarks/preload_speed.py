@@ -15,6 +15,9 @@ For each resolution, the same batch goes through (round-robin, `--rounds` times,
            (with --engines; CPU) the same pass exported once and run by that runtime (`fptplus.engines`: the dense
            graph in micro-batches where it fits, else the chunked one; the export is cached and not timed), and
            its token agreement with PyTorch's (`verify`, the check a preload runs on its first batch).
+  compiled bare, compiled chunked, compiled dense
+           (with --compile) the bare forward and the LPM with that kernel through `torch.compile` (inductor; the
+           compilation is done by a warm-up call, timed separately and not in the rate).
 Every LPM row captures K/V, scores every token, keeps the top m and gathers them (the work of a preload without
 decode and disk). It also reports how many selected tokens the two kernels agree on.
 """
@@ -47,7 +50,7 @@ def timed(fn, device: str) -> float:
 
 
 def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rounds: int, device: str,
-            engines: bool = False, weights: Path | None = None) -> dict:  # fmt: skip
+            engines: bool = False, weights: Path | None = None, compile_: bool = False) -> dict:  # fmt: skip
     torch.manual_seed(SEED)
     vit = create_vit(backbone, size, weights=weights, device=device).eval()
     x = torch.randn(batch, 3, size, size, device=device)
@@ -69,10 +72,23 @@ def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rou
             agree[runtime] = json.loads(eng.record.read_text())["token_agreement"]
             print(f"# {runtime} ({eng.kernel} graph, micro-batch {eng.micro}): {problems or 'verified'}", flush=True)
             runs[runtime] = lambda eng=eng: eng(x)
+    compile_s = {}
+    if compile_:
+        runs["compiled bare"] = torch.compile(lambda: vit.forward_intermediates(x, **kw))
+        for k in [k for k in ("chunked", "dense") if k in lpms]:
+            compiled = torch.compile(lpms[k])
+            runs[f"compiled {k}"] = lambda c=compiled: c(x)
     best = {k: float("inf") for k in runs}
     with torch.no_grad():
         out = {k: lpms[k](x) for k in lpms}  # warm-up (and the agreement check)
         vit.forward_intermediates(x, **kw)
+        for k in [k for k in runs if k.startswith("compiled")]:
+            t0 = time.perf_counter()
+            got = runs[k]()
+            compile_s[k] = time.perf_counter() - t0
+            if k != "compiled bare":
+                agree[k] = (got.indices.sort(-1).values == out["chunked"].indices.sort(-1).values).float().mean().item()
+            print(f"# {k}: compiled in {compile_s[k]:.0f} s", flush=True)
         for _ in range(rounds):
             for k, fn in runs.items():
                 best[k] = min(best[k], timed(fn, device))
@@ -88,6 +104,7 @@ def measure(backbone: str, size: int, batch: int, layers: int, ratio: float, rou
         "importance_overhead_s_per_img": {k: (best[k] - best["bare"]) / batch for k in lpms},
         "same_token_sets": (a.sort(-1).values == b.sort(-1).values).float().mean().item(),
         "engine_same_token_sets": agree,
+        "compile_s": compile_s,
     }
     return row
 
@@ -104,6 +121,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="also write the rows as JSON")
     ap.add_argument("--engines", action="store_true", help="also time the exported engines (CPU)")
     ap.add_argument("--weights", type=Path, default=None, help="a timm-format file (default: random weights)")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile'd bare and LPM passes")
     args = ap.parse_args()
     batches = args.batch or [16 if s <= 512 else 1 for s in args.sizes]
     rows = []
@@ -112,9 +130,8 @@ def main() -> None:
           "chunked = fused tokens |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for size, batch in zip(args.sizes, batches, strict=True):
-        r = measure(
-            args.backbone, size, batch, args.layers, args.ratio, args.rounds, args.device, args.engines, args.weights
-        )
+        r = measure(args.backbone, size, batch, args.layers, args.ratio, args.rounds, args.device, args.engines,
+                    args.weights, args.compile)  # fmt: skip
         rows.append(r)
         ips, frac = r["img_per_s"], r["fraction_of_bare"]
         cells = [f"{ips[k]:.3g} ({100 * frac[k]:.1f} %)" if k in ips else "–" for k in ("chunked", "fused", "dense")]
@@ -124,6 +141,11 @@ def main() -> None:
                          if e in ips else "–")  # fmt: skip
         print(f"| {r['backbone']} | {size} | {r['tokens']} | {batch} | {ips['bare']:.3g} | {' | '.join(cells)} | "
               f"{100 * r['same_token_sets']:.3f} % |", flush=True)  # fmt: skip
+        for k in [k for k in ips if k.startswith("compiled")]:
+            agree = r["engine_same_token_sets"].get(k)
+            print(f"#   {k}: {ips[k]:.3g} img/s ({100 * frac[k]:.1f} % of the eager bare forward"
+                  + (f"; tokens {100 * agree:.2f} % as the eager chunked kernel's)" if agree is not None else ")"),
+                  flush=True)  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=2))

@@ -146,9 +146,9 @@ class TrainConfig:
             calibration.json, applied by `predict --decision threshold`): "youden" (max sensitivity + specificity
             − 1) or "sens:S" (the best specificity with sensitivity ≥ S, e.g. sens:0.9).
         log_every: steps between log lines when not on a terminal.
-        engine: what computes the feature store when this run builds it: "torch" (default), "openvino",
-            "onnxruntime", or "auto" (on a CPU the frozen pass exported to OpenVINO, else onnxruntime, when installed
-            and verified against PyTorch on the first batch; torch on a GPU or when neither is); `fptplus.engines`.
+        engine: what computes the feature store when this run builds it: "auto" (default: on a CPU the frozen
+            pass exported to OpenVINO, else onnxruntime, when installed and verified against PyTorch on the first
+            batch; torch on a GPU or when neither is), "torch", "openvino" or "onnxruntime"; see `fptplus.engines`.
         threads: torch's intra-op threads on a CPU: None = auto (the cores of this process's CPU affinity, minus the
             data-loader workers when they decode images), 0 = torch's default (one per core of the machine), N = N.
     """
@@ -171,7 +171,7 @@ class TrainConfig:
     threshold: str = "youden"
     log_every: int = 10
     threads: int | None = None
-    engine: Literal["auto", "torch", "openvino", "onnxruntime"] = "torch"
+    engine: Literal["auto", "torch", "openvino", "onnxruntime"] = "auto"
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):

@@ -25,9 +25,9 @@ class PreloadOptions:
             0: refuse at once).
         resize: how images reach the LPM resolution ("squash", "pad" or "foreground" = `--crop foreground`; part of
             the fingerprint; the command line sets it from --resize and --crop).
-        engine: what runs the frozen model's pass: "torch" (default), "openvino", "onnxruntime", or "auto" (on a
-            CPU the pass exported to OpenVINO, else onnxruntime, when installed and verified against PyTorch on the
-            first batch; torch on a GPU or when neither is); see `fptplus.engines`; never in the fingerprint.
+        engine: what runs the frozen model's pass: "auto" (default: on a CPU the pass exported to OpenVINO, else
+            onnxruntime, when installed and verified against PyTorch on the first batch; torch on a GPU or when
+            neither is), "torch", "openvino" or "onnxruntime"; see `fptplus.engines`; never in the fingerprint.
         store_ratio: the fraction of tokens kept per layer and head (None: the model's token_ratio). The store keeps
             them best first, so it serves training at any token_ratio up to this one from its first rows (e.g. 0.5
             to tune the ratio later without another preload).
@@ -43,7 +43,7 @@ class PreloadOptions:
     lock_wait: float | None = None
     resize: Literal["squash", "pad", "foreground"] = "squash"
     store_ratio: float | None = None
-    engine: Literal["auto", "torch", "openvino", "onnxruntime"] = "torch"
+    engine: Literal["auto", "torch", "openvino", "onnxruntime"] = "auto"
 
     @property
     def shard_bytes(self) -> int:
