@@ -22,6 +22,9 @@ Reported per input size and lesion type (a "lesion patch" is one with any lesion
     (retina) rows   the retina's share of all patches, and of the selected patch tokens
     lesion recall   the share of lesion pixels inside patches that at least one head of one layer selects
     rows            the enrichment per fused layer (which layers look at lesions)
+The counting is `fptplus.bench.lesions` (shared with benchmarks/mini-mias/lesions.py; its JSON calls the retina
+"content": content_patch_share, content_selected_share, selected_on_content — the committed lesions.json of
+2026-12-03 was written before that rename with retina_* keys).
     prompt attention  (trained runs) the share of the prompts' attention over the selected tokens that falls on
                     lesion patches; ÷ selected share > 1 = the trained prompts favour the lesions among what is kept
 """
@@ -33,18 +36,13 @@ import io
 import json
 import platform
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
-from fptplus.backbones import create_backbone, lpm_spec
-from fptplus.data.crop import foreground_box
-from fptplus.data.views import _letterbox
-from fptplus.lpm import FrozenLPM
+from fptplus.bench.lesions import Selection, measure, table
 
 SEG = "dataset/A. Segmentation"
 TYPES = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX": "3. Hard Exudates", "SE": "4. Soft Exudates"}
@@ -82,136 +80,22 @@ def load(repo: str, split: str, image_id: str) -> tuple[torch.Tensor, dict[str, 
     return rgb, masks
 
 
-def patch_cover(mask: torch.Tensor, box: tuple[int, int, int, int], size: int, patch: int) -> torch.Tensor:
-    """(g, g) share of each patch a lesion covers, after the crop and letterbox the image gets."""
-    top, left, bottom, right = box
-    cut = mask[top:bottom, left:right].float()[None]  # (1, h, w)
-    # area-average to a manageable size first (the letterbox's antialiased bilinear resize is close to it)
-    h, w = cut.shape[-2:]
-    scale = min(size / h, size / w)
-    inner = (max(1, round(h * scale)), max(1, round(w * scale)))
-    small = F.adaptive_avg_pool2d(cut[None], inner)[0]
-    boxed = _letterbox(small, (size, size))  # (1, size, size), zeros around
-    return F.avg_pool2d(boxed[None], patch)[0, 0]  # (g, g)
-
-
-class Selection:
-    """The frozen model's selection at one input size: from a trained FPT+ run (its checkpoint, views and the prompts'
-    attention, through `fptplus.viz.explain.Explainer`) or, without a run, a bare FrozenLPM with FPT+'s defaults."""
-
-    def __init__(self, size: int | None, run: str | None, weights: str, seed: int) -> None:
-        if run is not None:
-            from fptplus.viz.explain import Explainer
-
-            self.explainer = Explainer(run, seed=seed)
-            self.spec = self.explainer.model.spec
-            self.layers = self.explainer.layers
-            self.label = f"{self.spec.img_size[0]} (run)"
-        else:
-            self.explainer = None
-            self.spec = lpm_spec(BACKBONE, size)
-            vit = create_backbone(BACKBONE, size, weights).eval()
-            self.lpm = FrozenLPM(vit, BACKBONE, layers=6, token_ratio=0.2, importance="mean").eval()
-            self.layers = list(self.lpm.layers)
-            self.label = str(size)
-        self.size = self.spec.img_size[0]
-
-    def __call__(self, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """uint8 (3, h, w) -> hr uint8 (3, S, S), selected token positions (L, H, k), prompt attention (L, H, P, k)."""
-        if self.explainer is not None:
-            d = self.explainer.forward(rgb)
-            return torch.from_numpy(d.base).permute(2, 0, 1), torch.from_numpy(d.indices), torch.from_numpy(d.attn)
-        box = foreground_box(rgb)
-        hr = _letterbox(rgb[:, box[0] : box[2], box[1] : box[3]], (self.size, self.size))
-        mean, std = torch.tensor(self.spec.mean)[:, None, None], torch.tensor(self.spec.std)[:, None, None]
-        return hr, self.lpm(((hr.float() / 255 - mean) / std)[None]).indices[0], None
+def photographs(repo: str, limit: int | None):
+    """(image id, uint8 (3, h, w) photograph, {type: (h, w) mask}) of every segmentation photograph, read from git."""
+    for split, image_id in images(repo, limit):
+        rgb, masks = load(repo, split, image_id)
+        yield image_id, rgb, masks
 
 
 def analyse(args) -> dict:
     torch.set_grad_enabled(False)
-    todo = images(args.repo, args.limit)
     results = {}
     for size, run in [*((s, None) for s in args.sizes), *((None, r) for r in args.runs)]:
-        sel = Selection(size, run, args.weights, args.seed)
-        spec, g, prefix = sel.spec, sel.spec.grid_size[0], sel.spec.num_prefix_tokens
-        rows = []
-        t0 = time.perf_counter()
-        for split, image_id in todo:
-            rgb, masks = load(args.repo, split, image_id)
-            box = foreground_box(rgb)
-            hr, idx, attn = sel(rgb)
-            patches = idx - prefix  # (L, H, k); < 0 = a prefix token (CLS)
-            on_patch = patches >= 0
-            flat = patches.clamp(min=0)
-            union = torch.zeros(g * g, dtype=torch.bool)
-            union[flat[on_patch]] = True
-            bright = (hr.amax(dim=0).float() / 255 > 0.06).float()[None, None]  # the retina (crop.FLOOR)
-            retina = F.avg_pool2d(bright, spec.patch_size[0]).flatten() > 0.5  # (g·g,) patches mostly on the retina
-            on_retina = retina[flat] & on_patch  # (L, H, k)
-            row = {"image": image_id, "prefix_share": float((~on_patch).float().mean()),
-                   "retina_patch_share": float(retina.float().mean()),
-                   "selected_on_retina": float(on_retina.sum() / on_patch.sum())}  # fmt: skip
-            for t, m in masks.items():
-                cover = patch_cover(m, box, sel.size, spec.patch_size[0]).flatten()  # (g·g,)
-                lesion = cover > 0
-                if not lesion.any():
-                    continue
-                chosen = lesion[flat] & on_patch  # (L, H, k)
-                per_layer = chosen.float().sum(dim=(1, 2)) / on_patch.float().sum(dim=(1, 2))  # (L,)
-                row[t] = {
-                    "patch_share": float(lesion.float().mean()),
-                    "selected_share": float(chosen.sum() / on_patch.sum()),
-                    "retina_patch_share": float((lesion & retina).sum() / retina.sum()),
-                    "retina_selected_share": float((chosen & on_retina).sum() / on_retina.sum().clamp(min=1)),
-                    "per_layer": per_layer.tolist(),
-                    "recall": float(cover[union].sum() / cover.sum()),
-                }
-                if attn is not None:  # (L, H, P, k): each prompt's attention sums to 1 over the k selected tokens
-                    row[t]["attention_share"] = float((attn * chosen[:, :, None, :]).sum() / attn.sum())
-            rows.append(row)
-        seconds = time.perf_counter() - t0
-        results[sel.label] = {"seconds": seconds, "rows": rows, "layers": sel.layers, "run": run}
-        print(f"{sel.label} px: {len(rows)} images in {seconds:.0f} s", flush=True)
+        sel = Selection(BACKBONE, size, run, args.weights, args.seed)
+        results[sel.label] = {**measure(sel, photographs(args.repo, args.limit)), "run": run}
+        print(f"{sel.label} px: {len(results[sel.label]['rows'])} images in {results[sel.label]['seconds']:.0f} s",
+              flush=True)  # fmt: skip
     return results
-
-
-def bootstrap_ratio(sel: np.ndarray, base: np.ndarray, n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """mean(sel) / mean(base) over images, with a 95 % percentile bootstrap CI."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(sel), (n, len(sel)))
-    ratios = sel[picks].mean(axis=1) / base[picks].mean(axis=1)
-    return float(sel.mean() / base.mean()), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
-
-
-def table(results: dict) -> str:
-    lines = ["| size | lesion | images | patch share % | selected share % | enrichment (95 % CI) | within the retina: "
-             "enrichment (95 % CI) | lesion recall % | enrichment per fused layer (low → top) | prompt attention "
-             "on lesions % (÷ selected share) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for label, res in results.items():
-        rows = res["rows"]
-        retina = 100 * np.mean([r["retina_patch_share"] for r in rows])
-        on_retina = 100 * np.mean([r["selected_on_retina"] for r in rows])
-        lines.append(f"| {label} | (retina) | {len(rows)} | {retina:.1f} | {on_retina:.1f} | | | | | |")
-        for t in TYPES:
-            got = [r[t] for r in rows if t in r]
-            if not got:
-                continue
-            base = np.array([x["patch_share"] for x in got])
-            sel = np.array([x["selected_share"] for x in got])
-            e, lo, hi = bootstrap_ratio(sel, base)
-            re, rlo, rhi = bootstrap_ratio(np.array([x["retina_selected_share"] for x in got]),
-                                           np.array([x["retina_patch_share"] for x in got]))  # fmt: skip
-            layers = np.array([x["per_layer"] for x in got]).mean(axis=0) / base.mean()
-            recall = 100 * np.mean([x["recall"] for x in got])
-            per_layer = " ".join(f"{v:.2f}" for v in layers)
-            attention = ""
-            if "attention_share" in got[0]:
-                a = np.array([x["attention_share"] for x in got])
-                attention = f"{100 * a.mean():.2f} ({a.mean() / sel.mean():.2f})"
-            lines.append(f"| {label} | {t} | {len(got)} | {100 * base.mean():.2f} | {100 * sel.mean():.2f} | "
-                         f"{e:.2f} ({lo:.2f}–{hi:.2f}) | {re:.2f} ({rlo:.2f}–{rhi:.2f}) | {recall:.1f} "
-                         f"| {per_layer} | {attention} |")  # fmt: skip
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -233,8 +117,8 @@ def main() -> None:
             f"--runs {' '.join(args.runs)} --seed {args.seed}`; {platform.processor() or platform.machine()}, torch "
             f"{torch.__version__}, {torch.get_num_threads()} threads. Selection: {BACKBONE}, fused layers "
             f"{first['layers']}, token ratio 0.2, mean-attention rule.\n\n")  # fmt: skip
-    (out / "lesions.md").write_text(head + table(results) + "\n")
-    print(head + table(results))
+    (out / "lesions.md").write_text(head + table(results, TYPES, "retina") + "\n")
+    print(head + table(results, TYPES, "retina"))
 
 
 if __name__ == "__main__":
