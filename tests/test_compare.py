@@ -186,3 +186,32 @@ def test_a_damaged_predictions_file_is_one_line_naming_it(tmp_path, damage, mess
     path.write_text(damage(path.read_text()))
     with pytest.raises(RunError, match=message):
         read_run_predictions(tmp_path / "a")
+
+
+def test_resampling_seeds_with_one_seed_per_run_is_the_images_only_interval(tmp_path):
+    make_runs(tmp_path, seeds_a=1, seeds_b=1)
+    a, b = read_run_predictions(tmp_path / "a"), read_run_predictions(tmp_path / "b")
+    plain, both = compare(a, b, samples=300), compare(a, b, samples=300, seeds=True)
+    assert both.ci == plain.ci and both.p_value == plain.p_value and both.seeds_resampled
+    assert "and, per run, its seeds" in both.summary() and "its seeds" not in plain.summary()
+
+
+def test_resampling_seeds_adds_the_seed_variance_of_the_mean(tmp_path):
+    """Seeds of A far apart (AUC ~70 / 80 / 90): the interval's variance grows by var(seed AUCs) / S, the variance
+    of the mean of S seeds drawn with replacement (population variance), over the images-only interval's."""
+    rng = np.random.default_rng(1)
+    n = 3000
+    y = (rng.random(n) < 0.4).astype(int)
+    names, text = [f"i{i}.png" for i in range(n)], [CLASSES[v] for v in y]
+    for s, signal in enumerate((0.8, 1.5, 2.6)):
+        write_seed(tmp_path / "a" / f"seed-{s}" / "predictions_test.csv", names, text,
+                   scores(np.random.default_rng(s), y, signal, 1.0))  # fmt: skip
+    write_seed(tmp_path / "b" / "predictions_test.csv", names, text, scores(np.random.default_rng(9), y, 1.5, 1.0))
+    a, b = read_run_predictions(tmp_path / "a"), read_run_predictions(tmp_path / "b")
+    plain, both = compare(a, b, samples=2000), compare(a, b, samples=2000, seeds=True)
+    per_seed = 100 * np.array([roc_auc_score(y, p[:, 1]) for p in a.probs])
+    var_images = ((plain.ci[1] - plain.ci[0]) / 3.92) ** 2
+    expected = np.sqrt(var_images + per_seed.var() / 3)
+    assert (both.ci[1] - both.ci[0]) / 3.92 == pytest.approx(expected, rel=0.15)
+    assert both.ci[1] - both.ci[0] > 2 * (plain.ci[1] - plain.ci[0])
+    assert both.difference == plain.difference  # the point estimate is the runs' own mean over seeds

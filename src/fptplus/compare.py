@@ -4,11 +4,15 @@ Both runs must have predicted the same images with the same labels (rows are mat
 quantity is what a results table shows: the AUC of each seed, averaged over the run's seeds. Each bootstrap
 resample draws the images with replacement once and scores every seed of both runs on it, so the interval of
 the difference carries the test set's sampling noise paired across the runs (the images both got right or
-wrong cancel), not the seeds' spread, which is reported beside it.
+wrong cancel), not the seeds' spread, which is reported beside it. `seeds=True` (`--resample-seeds`) also draws
+each run's seeds with replacement in every resample (a two-level bootstrap: images, then training runs), so the
+interval carries the training chaos too — the question "is this setting better, or did these seeds land well?"
+(with one seed per run it is the images-only interval, draw for draw).
 
 Data flow: predictions_SPLIT.csv of every seed of A (S_a files) and B (S_b files)
   -> labels (n,), probabilities A (S_a, n, C), B (S_b, n, C)   (multi-label: labels (n, L), probabilities (.., L))
-  -> per resample r: idx (n,) -> mean_s AUC(A_s[idx]) - mean_s AUC(B_s[idx]) -> percentile interval.
+  -> per resample r: idx (n,) [seed draws sa (S_a,), sb (S_b,)] -> mean_s AUC(A_sa[idx]) - mean_s AUC(B_sb[idx])
+  -> percentile interval.
 """
 
 from __future__ import annotations
@@ -175,6 +179,7 @@ class Comparison:
     p_value: float
     samples: int
     level: float
+    seeds_resampled: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -185,8 +190,8 @@ class Comparison:
                    f"B is better (the {pct} interval excludes 0)" if self.ci[1] < 0 else
                    f"no difference shown: the {pct} interval contains 0")  # fmt: skip
         return "\n".join([
-            f"{self.split} split, {self.n} images; AUC = mean over a run's seeds; paired bootstrap over images "
-            f"({self.samples} resamples)",
+            f"{self.split} split, {self.n} images; AUC = mean over a run's seeds; paired bootstrap over images"
+            f"{' and, per run, its seeds' if self.seeds_resampled else ''} ({self.samples} resamples)",
             f"A  {self.a}: {self.auc_a:.2f} ± {self.std_a:.2f} over {self.seeds_a} seed(s), {pct} CI "
             f"{self.ci_a[0]:.2f}–{self.ci_a[1]:.2f}",
             f"B  {self.b}: {self.auc_b:.2f} ± {self.std_b:.2f} over {self.seeds_b} seed(s), {pct} CI "
@@ -202,8 +207,9 @@ def _percentile(values: np.ndarray, level: float) -> tuple[float, float]:
 
 
 def compare(a: RunPredictions, b: RunPredictions, split: str = "test", samples: int = 2000, seed: int = 0,
-            level: float = 0.95) -> Comparison:  # fmt: skip
-    """Paired bootstrap of mean-over-seeds AUC(a) − AUC(b); `b` is aligned to `a` first."""
+            level: float = 0.95, seeds: bool = False) -> Comparison:  # fmt: skip
+    """Paired bootstrap of mean-over-seeds AUC(a) − AUC(b); `b` is aligned to `a` first. seeds: also resample each
+    run's seeds (a separate random stream, so the image draws are the same as without it)."""
     if samples < 100:
         raise RunError(f"--samples {samples} is too few for a {100 * level:g} % interval; use at least 100 "
                        f"(2000 default)")  # fmt: skip
@@ -215,12 +221,15 @@ def compare(a: RunPredictions, b: RunPredictions, split: str = "test", samples: 
     per_b = [auc(labels, p)[0] for p in b.probs]
     if any(v is None for v in per_a + per_b):
         raise RunError(f"the {split} split holds a single class (or a label without both values): AUC is undefined")
-    rng = np.random.default_rng(seed)
+    rng, seed_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])
     diffs, va, vb = [], [], []
-    n = len(labels)
+    n, s_a, s_b = len(labels), len(per_a), len(per_b)
     while len(diffs) < samples:
         idx = rng.integers(0, n, n)
-        x, y = mean_seed_auc(labels[idx], a.probs[:, idx]), mean_seed_auc(labels[idx], b.probs[:, idx])
+        pa, pb = a.probs, b.probs
+        if seeds:  # (S_a,), (S_b,) seed draws with replacement
+            pa, pb = pa[seed_rng.integers(0, s_a, s_a)], pb[seed_rng.integers(0, s_b, s_b)]
+        x, y = mean_seed_auc(labels[idx], pa[:, idx]), mean_seed_auc(labels[idx], pb[:, idx])
         if x is None or y is None:  # a resample with one class: skipped, as bootstrap_auc_ci does
             continue
         va.append(x)
@@ -237,5 +246,5 @@ def compare(a: RunPredictions, b: RunPredictions, split: str = "test", samples: 
         auc_a=100 * float(np.mean(per_a)), auc_b=100 * float(np.mean(per_b)), std_a=std(per_a), std_b=std(per_b),
         difference=100 * (float(np.mean(per_a)) - float(np.mean(per_b))), ci=_percentile(d, level),
         ci_a=_percentile(100 * np.asarray(va), level), ci_b=_percentile(100 * np.asarray(vb), level),
-        p_value=p_value, samples=samples, level=level,
+        p_value=p_value, samples=samples, level=level, seeds_resampled=seeds,
     )  # fmt: skip

@@ -93,6 +93,8 @@ def test_run_collect_render_skip_and_render_from_records(tmp_path, monkeypatch):
         ("fpt_plus@64", kept, "linear-64"), ("bitfit@32", "bitfit-32", kept)]  # fmt: skip
     direct = compare(read_run_predictions(runs / kept), read_run_predictions(runs / "linear-64")).to_dict()
     assert pairs[0]["difference"] == direct["difference"] and pairs[0]["ci"] == list(direct["ci"])
+    seeds = compare(read_run_predictions(runs / kept), read_run_predictions(runs / "linear-64"), seeds=True)
+    assert pairs[0]["ci_seeds"] == list(seeds.ci) and pairs[0]["p_value_seeds"] == seeds.p_value
     assert "| fpt_plus@64 (`" in (results / "compare.md").read_text()
     table = (results / "table.md").read_text()
     assert "| linear (stored features) | 64 |" in table and "| bitfit | 32 |" in table and "neg vs pos AUC" in table

@@ -250,7 +250,10 @@ def comparisons(plan: Plan, rows: list[dict[str, Any]], chosen: set[int], runs: 
         try:
             if runs is None:
                 raise RunError("no run folders")
-            result = compare(read_run_predictions(runs / fa), read_run_predictions(runs / fb)).to_dict()
+            pa, pb = read_run_predictions(runs / fa), read_run_predictions(runs / fb)
+            result = compare(pa, pb).to_dict()
+            with_seeds = compare(pa, pb, seeds=True)  # the interval that carries the seeds' spread too
+            result |= {"ci_seeds": with_seeds.ci, "p_value_seeds": with_seeds.p_value}
         except RunError as err:
             if (fa, fb) not in committed:
                 log(f"compare {fa} vs {fb}: {err}; left out")
@@ -262,21 +265,27 @@ def comparisons(plan: Plan, rows: list[dict[str, Any]], chosen: set[int], runs: 
 
 def compare_markdown(entries: list[dict[str, Any]]) -> str:
     lines = [
-        "| A | B | test images | A: AUC (95 % CI) | B: AUC (95 % CI) | A − B (95 % CI) | p |",
-        "|---|---|---|---|---|---|---|",
+        "| A | B | test images | A: AUC (95 % CI) | B: AUC (95 % CI) | A − B (95 % CI) | p | A − B, seeds "
+        "resampled too (95 % CI) | p |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for c in entries:
         seeds = f"{c['seeds_a']} / {c['seeds_b']} seeds"
+        with_seeds = "— | —"  # recorded before the column existed
+        if c.get("ci_seeds"):
+            with_seeds = f"{c['ci_seeds'][0]:+.1f} to {c['ci_seeds'][1]:+.1f} | {c['p_value_seeds']:.3f}"
         lines.append(
             f"| {c['a']} (`{c['folder_a']}`) | {c['b']} (`{c['folder_b']}`) | {c['n']} ({seeds}) | "
             f"{c['auc_a']:.2f} ({c['ci_a'][0]:.1f}–{c['ci_a'][1]:.1f}) | "
             f"{c['auc_b']:.2f} ({c['ci_b'][0]:.1f}–{c['ci_b'][1]:.1f}) | "
-            f"{c['difference']:+.2f} ({c['ci'][0]:+.1f} to {c['ci'][1]:+.1f}) | {c['p_value']:.3f} |"
+            f"{c['difference']:+.2f} ({c['ci'][0]:+.1f} to {c['ci'][1]:+.1f}) | {c['p_value']:.3f} | {with_seeds} |"
         )
     return "\n".join(lines) + (
         "\n\nAUC = mean over a run's seeds; intervals: paired percentile bootstrap over the test images "
         f"({entries[0]['samples'] if entries else 2000} resamples, every seed of both runs scored on each); p: "
-        "two-sided bootstrap p-value of A − B = 0 (`fptplus compare A B`).\n"
+        "two-sided bootstrap p-value of A − B = 0 (`fptplus compare A B`). The last two columns also draw each run's "
+        "seeds with replacement in every resample (`fptplus compare A B --resample-seeds`): the interval then "
+        "carries the spread between training seeds too (— : recorded before that column existed).\n"
     )
 
 

@@ -13,7 +13,9 @@ def cmd_compare(args: argparse.Namespace, method: Method) -> int:
     from ..compare import compare, read_run_predictions
 
     a, b = read_run_predictions(args.run_a, args.split), read_run_predictions(args.run_b, args.split)
-    result = compare(a, b, split=args.split, samples=args.samples, seed=args.seed, level=args.level)
+    result = compare(
+        a, b, split=args.split, samples=args.samples, seed=args.seed, level=args.level, seeds=args.resample_seeds
+    )
     if args.json:
         print(json.dumps(result.to_dict()))
     else:
@@ -39,5 +41,11 @@ def add_compare_parser(sub) -> None:
     p.add_argument("--samples", type=int, default=2000, help="bootstrap resamples")
     p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals")
     p.add_argument("--seed", type=int, default=0, help="seed of the resampling")
+    p.add_argument(
+        "--resample-seeds",
+        action="store_true",
+        help="also draw each run's seeds with replacement in every resample: the interval then carries "
+        "the spread between training seeds too (is the setting better, or did its seeds land well?)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_compare)
