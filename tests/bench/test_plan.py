@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -203,3 +204,10 @@ def test_cv_folds_mistakes_are_refused(tmp_path, extra, message):
     row = {"name": "l", "method": "linear", "img_size": 64, "epochs": 1, **extra}
     with pytest.raises(ConfigError, match=message):
         Plan.load(write_plan(tmp_path, rows=[row], compare=[]))
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "benchmarks" / "plans").glob("*.yaml")), ids=str)
+def test_every_committed_plan_loads(path):
+    """The plans in benchmarks/plans parse, expand and name existing rows in their `compare` pairs (no data read)."""
+    plan = Plan.load(path)
+    assert plan.runs and len({r.folder for r in plan.runs}) == len(plan.runs)
