@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
-import platform
 import subprocess
 from pathlib import Path
 
@@ -42,7 +40,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fptplus.bench.lesions import Selection, measure, table
+from fptplus.bench.lesions import measure_all, write
 
 SEG = "dataset/A. Segmentation"
 TYPES = {"MA": "1. Microaneurysms", "HE": "2. Haemorrhages", "EX": "3. Hard Exudates", "SE": "4. Soft Exudates"}
@@ -87,17 +85,6 @@ def photographs(repo: str, limit: int | None):
         yield image_id, rgb, masks
 
 
-def analyse(args) -> dict:
-    torch.set_grad_enabled(False)
-    results = {}
-    for size, run in [*((s, None) for s in args.sizes), *((None, r) for r in args.runs)]:
-        sel = Selection(BACKBONE, size, run, args.weights, args.seed)
-        results[sel.label] = {**measure(sel, photographs(args.repo, args.limit)), "run": run}
-        print(f"{sel.label} px: {len(results[sel.label]['rows'])} images in {results[sel.label]['seconds']:.0f} s",
-              flush=True)  # fmt: skip
-    return results
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repo", required=True, help="git dir of imsaksham-c/EyeDisease_IDRiD")
@@ -108,17 +95,11 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N photographs only (a quick check)")
     ap.add_argument("--out", required=True, help="folder for lesions.json and lesions.md")
     args = ap.parse_args()
-    results = analyse(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lesions.json").write_text(json.dumps(results, indent=1))
-    first = next(iter(results.values()))
-    head = (f"Command: `.venv/bin/python benchmarks/idrid-dr/lesions.py --sizes {' '.join(map(str, args.sizes))} "
-            f"--runs {' '.join(args.runs)} --seed {args.seed}`; {platform.processor() or platform.machine()}, torch "
-            f"{torch.__version__}, {torch.get_num_threads()} threads. Selection: {BACKBONE}, fused layers "
-            f"{first['layers']}, token ratio 0.2, mean-attention rule.\n\n")  # fmt: skip
-    (out / "lesions.md").write_text(head + table(results, TYPES, "retina") + "\n")
-    print(head + table(results, TYPES, "retina"))
+    results = measure_all(BACKBONE, args.sizes, args.runs, args.weights, args.seed,
+                          lambda: photographs(args.repo, args.limit))  # fmt: skip
+    command = (f".venv/bin/python benchmarks/idrid-dr/lesions.py --sizes {' '.join(map(str, args.sizes))} "
+               f"--runs {' '.join(args.runs)} --seed {args.seed}")  # fmt: skip
+    print(write(results, args.out, command, TYPES, "retina", BACKBONE))
 
 
 if __name__ == "__main__":

@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
-import platform
 from pathlib import Path
 
 import torch
 
-from fptplus.bench.lesions import Selection, measure, table
+from fptplus.bench.lesions import measure_all, write
 from fptplus.data.decode import load_image_file
 
 BACKBONE = "vit_small_patch14_dinov2"
@@ -69,23 +67,11 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="first N images only (a quick check)")
     ap.add_argument("--out", required=True, help="folder for lesions.json and lesions.md")
     args = ap.parse_args()
-    torch.set_grad_enabled(False)
-    results = {}
-    for size, run in [*((s, None) for s in args.sizes), *((None, r) for r in args.runs)]:
-        sel = Selection(BACKBONE, size, run, args.weights, args.seed)
-        results[sel.label] = {**measure(sel, mammograms(Path(args.data), args.limit)), "run": run}
-        print(f"{sel.label} px: {len(results[sel.label]['rows'])} images in {results[sel.label]['seconds']:.0f} s",
-              flush=True)  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "lesions.json").write_text(json.dumps(results, indent=1))
-    first = next(iter(results.values()))
-    head = (f"Command: `.venv/bin/python benchmarks/mini-mias/lesions.py --sizes {' '.join(map(str, args.sizes))} "
-            f"--runs {' '.join(args.runs)} --seed {args.seed}`; {platform.processor() or platform.machine()}, torch "
-            f"{torch.__version__}, {torch.get_num_threads()} threads. Selection: {BACKBONE}, fused layers "
-            f"{first['layers']}, token ratio 0.2, mean-attention rule. Lesions: MIAS's circles.\n\n")  # fmt: skip
-    (out / "lesions.md").write_text(head + table(results, TYPES, "breast") + "\n")
-    print(head + table(results, TYPES, "breast"))
+    results = measure_all(BACKBONE, args.sizes, args.runs, args.weights, args.seed,
+                          lambda: mammograms(Path(args.data), args.limit))  # fmt: skip
+    command = (f".venv/bin/python benchmarks/mini-mias/lesions.py --sizes {' '.join(map(str, args.sizes))} "
+               f"--runs {' '.join(args.runs)} --seed {args.seed}")  # fmt: skip
+    print(write(results, args.out, command, TYPES, "breast", BACKBONE, " Lesions: MIAS's circles."))
 
 
 if __name__ == "__main__":

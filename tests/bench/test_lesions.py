@@ -68,3 +68,20 @@ def test_table_lists_every_lesion_type_found():
                     {"CALC": torch.tensor([1.0, 0, 0, 0])})  # fmt: skip
     text = table({"224": {"rows": [row, row]}}, ["CALC", "CIRC"], "breast")
     assert "| 224 | CALC | 2 | 25.00 | 50.00 | 2.00" in text and "CIRC" not in text and "(breast)" in text
+
+
+def test_write_keeps_every_row_and_heads_the_table_with_the_command(tmp_path):
+    import json
+
+    from fptplus.bench.lesions import write
+
+    row = image_row(
+        "x", torch.tensor([[[1, 2]]]), 1, torch.ones(4, dtype=torch.bool), {"MA": torch.tensor([1.0, 0, 0, 0])}
+    )
+    results = {"224": {"rows": [row], "layers": [11], "seconds": 1.0, "run": None}}
+    text = write(results, tmp_path / "out", "lesions.py --sizes 224", ["MA"], "retina", "vit_x")
+    assert json.loads((tmp_path / "out" / "lesions.json").read_text()) == results
+    assert (tmp_path / "out" / "lesions.md").read_text() == text
+    assert (
+        text.startswith("Command: `lesions.py --sizes 224`") and "fused layers [11]" in text and "| 224 | MA |" in text
+    )

@@ -20,8 +20,11 @@ Enrichment = mean selected share / mean patch share over images (1 = no preferen
 
 from __future__ import annotations
 
+import json
+import platform
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -177,3 +180,32 @@ def table(results: dict[str, dict[str, Any]], kinds: Iterable[str], content: str
                          f"{e:.2f} ({lo:.2f}–{hi:.2f}) | {ce:.2f} ({clo:.2f}–{chi:.2f}) | "
                          f"{100 * np.mean([x['recall'] for x in got]):.1f} | {per_layer} | {attention} |")  # fmt: skip
     return "\n".join(lines)
+
+
+def measure_all(backbone: str, sizes: Iterable[int], runs: Iterable[str], weights: str | None, seed: int,
+                images: Callable[[], Iterable[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]],
+                log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Every selection — the frozen ViT alone at each size, then each trained run — over `images()` (called once per
+    selection, so the images are streamed, never all held). {label: measure(...) + {"run": folder or None}}."""
+    torch.set_grad_enabled(False)
+    results: dict[str, dict[str, Any]] = {}
+    for size, run in [*((s, None) for s in sizes), *((None, r) for r in runs)]:
+        sel = Selection(backbone, size, run, weights, seed)
+        res = results[sel.label] = {**measure(sel, images()), "run": run}
+        log(f"{sel.label} px: {len(res['rows'])} images in {res['seconds']:.0f} s")
+    return results
+
+
+def write(results: dict[str, dict[str, Any]], out: str | Path, command: str, kinds: Iterable[str], content: str,
+          backbone: str, note: str = "") -> str:  # fmt: skip
+    """OUT/lesions.json (every image's row) and OUT/lesions.md (the command, the machine, `table`); returns the md."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "lesions.json").write_text(json.dumps(results, indent=1))
+    first = next(iter(results.values()))
+    head = (f"Command: `{command}`; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads. Selection: {backbone}, fused layers {first['layers']}, token ratio "
+            f"0.2, mean-attention rule.{note}\n\n")  # fmt: skip
+    text = head + table(results, kinds, content) + "\n"
+    (out / "lesions.md").write_text(text)
+    return text
