@@ -89,8 +89,8 @@ def test_predict_through_an_exported_engine_gives_pytorchs_probabilities(tmp_pat
 
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_micro_batches_and_the_chunked_graph_give_pytorchs_features(tmp_path, monkeypatch, runtime):
-    """A dense graph split into one-image calls, and the chunked graph used where a dense map would not fit, both
-    pass the same verification as the default graph."""
+    """A dense graph split into one-image calls (also after its threads change), and the chunked graph used where a
+    dense map would not fit, all pass the same verification as the default graph."""
     import torch
 
     from fptplus import engines
@@ -108,6 +108,8 @@ def test_micro_batches_and_the_chunked_graph_give_pytorchs_features(tmp_path, mo
     dense = engines._CLASSES[runtime](lpm, engines.graph_key(lpm, {"source": "seed 0"}, {}), log=lines.append)
     assert (dense.kernel, dense.micro) == ("dense", 1)
     assert dense.verify(x) == [] and dense(x).keys.shape[0] == 3
+    dense.set_threads(1)  # what `auto` threads do when they give a core to the decode workers
+    assert dense.verify(x) == []
     monkeypatch.setattr(engines, "DENSE_MAX_BYTES", 0)  # no map fits: the chunked kernel is exported instead
     key = engines.graph_key(lpm, {"source": "seed 0"}, {})
     chunked = engines._CLASSES[runtime](lpm, key, log=lines.append)

@@ -98,6 +98,10 @@ class TorchEngine:
     def __call__(self, x: Tensor) -> LPMFeatures:
         return self.lpm(x)
 
+    def set_threads(self, threads: int) -> None:
+        """torch's intra-op pool is the process's (`torch.set_num_threads`)."""
+        torch.set_num_threads(threads)
+
 
 class OnnxEngine:
     """The capture graph in onnxruntime (exported on first use, cached, verified on the first real batch)."""
@@ -137,6 +141,10 @@ class OnnxEngine:
 
     def _infer(self, x: np.ndarray) -> list[np.ndarray]:
         return self.session.run(list(self.names), {"x": x})
+
+    def set_threads(self, threads: int) -> None:
+        """Runs on `threads` threads from the next call (the session is reloaded; the graph stays cached)."""
+        self._load(threads)
 
     def _export(self) -> None:
         t0 = time.perf_counter()
@@ -224,6 +232,12 @@ class OpenVinoEngine(OnnxEngine):
         # fp32 throughout: on CPUs with bf16 units OpenVINO would otherwise infer in bf16 (other tokens, other K/V)
         self.config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
         self.compiled: dict[int, tuple[Any, list[Any]]] = {}  # batch size -> (infer request, outputs by name)
+
+    def set_threads(self, threads: int) -> None:
+        """Runs on `threads` threads from the next call (models are compiled again as batch sizes come)."""
+        with kept_signal_stack():
+            self.compiled.clear()
+        self.config["INFERENCE_NUM_THREADS"] = threads
 
     def _request(self, batch: int) -> tuple[Any, list[Any]]:
         """A model compiled for this batch size: static shapes let OpenVINO plan and reuse its buffers (measured

@@ -96,7 +96,8 @@ def prebuild_store(base: RunConfig, space: list[Param], log) -> None:
     index = load_data(copy.deepcopy(base), log)
     options = PreloadOptions(dtype=base.data.store_dtype, batch_size=base.train.batch_size,
                              num_workers=base.train.num_workers, skip_bad=base.data.skip_bad,
-                             resize=base.data.geometry)  # fmt: skip
+                             resize=base.data.geometry, engine=base.train.engine,
+                             threads=base.train.threads)  # fmt: skip
     preload(index, model, Path(base.data.store), options, log=log)
 
 

@@ -472,3 +472,44 @@ if second.returncode != 0:
     sys.exit("rerun failed: " + second.stderr[-2000:])
 shutil.copytree("{mnt}/store", "{copy}")
 """
+
+
+@pytest.mark.parametrize("where", ["here", "workers", "measured"])
+def test_auto_threads_place_decoding_without_changing_a_byte(dataset, tmp_path, monkeypatch, where):
+    from fptplus.store import writer
+    from fptplus.threads import Placement
+
+    ref = tmp_path / "ref"
+    build(dataset, ref, threads=1)  # 14 images, batches of 3, decoded in this process
+    if where != "measured":  # both branches, whatever the timings say
+        forced = Placement(2, 0, "forced") if where == "here" else Placement(1, 1, "forced")
+        monkeypatch.setattr(writer, "place_decoding", lambda *a: forced)
+    loaders, lines = [], []
+    real_loader = writer._loader
+    monkeypatch.setattr(writer, "_loader", lambda ds, batches, w: loaders.append((len(batches), w)) or
+                        real_loader(ds, batches, w))  # fmt: skip
+    monkeypatch.setattr(writer, "available_cores", lambda: 2)
+    before = torch.get_num_threads()
+    build(dataset, tmp_path / "auto", num_workers=1, log=lines.append)
+    assert tree(tmp_path / "auto") == tree(ref)  # where decoding runs never changes the store
+    assert torch.get_num_threads() == before  # the caller's threads, restored
+    said = [line for line in lines if line.startswith("preload threads:")]
+    assert len(said) == 1 and ("decoding" in said[0] or "forced" in said[0])
+    if where == "here":
+        assert loaders == [] and "decode workers: 0" in said[0]
+    elif where == "workers":
+        assert loaders == [(5 - writer.CALIBRATION_BATCHES, 1)]  # the batches after the two timed ones
+        assert "preload threads: 1, decode workers: 1" in said[0]
+
+
+def test_threads_n_or_a_single_batch_decode_in_the_workers_asked_for(dataset, tmp_path, monkeypatch):
+    from fptplus.store import writer
+
+    loaders, lines = [], []
+    real_loader = writer._loader
+    monkeypatch.setattr(writer, "_loader", lambda ds, batches, w: loaders.append((len(batches), w)) or
+                        real_loader(ds, batches, w))  # fmt: skip
+    build(dataset, tmp_path / "n", num_workers=1, threads=1, log=lines.append)
+    build(dataset, tmp_path / "one", num_workers=1, batch_size=16, log=lines.append)  # one batch: nothing to place
+    assert loaders == [(5, 1), (1, 1)]
+    assert "preload threads: 1 (--threads), decode workers: 1" in lines

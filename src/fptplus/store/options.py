@@ -31,6 +31,9 @@ class PreloadOptions:
         store_ratio: the fraction of tokens kept per layer and head (None: the model's token_ratio). The store keeps
             them best first, so it serves training at any token_ratio up to this one from its first rows (e.g. 0.5
             to tune the ratio later without another preload).
+        threads: the pass's threads on a CPU: None = auto (decoding placed by measuring the first batches, see
+            `fptplus.threads.place_decoding`: workers beside the pass, or decoding between batches with the pass on
+            every core), 0 = torch's default, N = N threads beside `num_workers` decode workers.
     """
 
     dtype: CodecName = "float16"
@@ -44,6 +47,7 @@ class PreloadOptions:
     resize: Literal["squash", "pad", "foreground"] = "squash"
     store_ratio: float | None = None
     engine: Literal["auto", "torch", "openvino", "onnxruntime"] = "auto"
+    threads: int | None = None
 
     @property
     def shard_bytes(self) -> int:

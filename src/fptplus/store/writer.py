@@ -37,6 +37,7 @@ from ..files import display, human_bytes
 from ..logs import Progress, get_logger, info_of
 from ..lpm import KV_FIELDS, FrozenLPM
 from ..model import FPTConfig
+from ..threads import Placement, available_cores, place_decoding
 from ..weights import file_sha256
 from .codecs import codec_of
 from .format import (
@@ -340,10 +341,16 @@ def _preload_locked(index, cfg, spec, out, options, plan, per_sample, dist, t0, 
         lpm = FrozenLPM.from_config(built, plan["fingerprint"]["fused_layers"])
         lpm.to(dist.device)
         fp = plan["fingerprint"]
-        engine = make_engine(options.engine, lpm, dist.device, fp["weights"], fp.get("backbone_kwargs", {}), log)
-        t_run = time.perf_counter()
-        processed = _run(todo, retry, index, views, engine, dist, options, plan, log)
-        run_seconds = time.perf_counter() - t_run
+        previous = torch.get_num_threads()
+        try:  # torch's threads are the caller's again afterwards
+            _start_threads(options, dist, log)  # the engine takes torch's thread count when it is made
+            engine = make_engine(options.engine, lpm, dist.device, fp["weights"], fp.get("backbone_kwargs", {}),
+                                 log)  # fmt: skip
+            t_run = time.perf_counter()
+            processed = _run(todo, retry, index, views, engine, dist, options, plan, log)
+            run_seconds = time.perf_counter() - t_run
+        finally:
+            torch.set_num_threads(previous)
     dist.barrier()
     report = PreloadReport(
         out, len(index.samples), per_sample, time.perf_counter() - t0, processed, run_seconds, complete=False
@@ -355,28 +362,69 @@ def _preload_locked(index, cfg, spec, out, options, plan, per_sample, dist, t0, 
     return report
 
 
+CALIBRATION_BATCHES = 2  # decoded here and timed before `auto` threads place the rest (the 1st pass may compile)
+
+
+def _calibrates(options: PreloadOptions, dist: _Dist, batches: int) -> bool:
+    """Whether `auto` threads measure where to decode: on a CPU, one process, workers asked, batches to spare."""
+    return (options.threads is None and options.num_workers > 0 and dist.device.type == "cpu" and dist.world == 1
+            and batches > CALIBRATION_BATCHES)  # fmt: skip
+
+
+def _start_threads(options: PreloadOptions, dist: _Dist, log: Callable[[str], None]) -> None:
+    """torch's threads for the pass: `threads` N; every core while `auto` may calibrate (`_run` may give cores
+    back to the workers after the first batches); else the caller's (`train` chose them)."""
+    if dist.device.type != "cpu":
+        return
+    if options.threads:
+        torch.set_num_threads(options.threads)
+        log(f"preload threads: {options.threads} (--threads), decode workers: {options.num_workers}")
+    elif options.threads is None and options.num_workers > 0 and dist.world == 1:
+        torch.set_num_threads(available_cores())
+
+
+@dataclass
+class _Timing:
+    """Seconds spent decoding (here) and in the pass, and their image counts, over the calibration batches."""
+
+    decode_s: float = 0.0
+    decoded: int = 0
+    pass_s: float = 0.0
+    passed: int = 0
+
+
+def _loader(dataset: _Decode, batches: list[list[int]], workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
+                      persistent_workers=False)  # fmt: skip
+
+
 def _run(todo, retry, index, views, engine, dist, options, plan, log) -> int:
     dataset = _Decode(index, views)
     batches = [b for _, b in todo] + [b for _, b in retry]
     owners = [w for w, _ in todo] + [w for w, _ in retry]
-    loader = DataLoader(
-        dataset,
-        batch_sampler=batches,
-        num_workers=options.num_workers,
-        collate_fn=_collate,
-        persistent_workers=False,
-    )
+    calibrating = _calibrates(options, dist, len(batches))
+    timing = _Timing()
+    loader = None if calibrating else iter(_loader(dataset, batches, options.num_workers))
     total = sum(len(b) for b in batches)
     done, t0 = 0, time.perf_counter()
     interactive = log == _log.info  # a caller's own `log` gets lines, never a bar
     progress = Progress(total, f"preload [rank {dist.rank}]", log, seconds=10, bar=None if interactive else False,
                         unit="images")  # fmt: skip
-    for n, (writer, items) in enumerate(zip(owners, loader, strict=True), start=1):
+    for n, (writer, batch) in enumerate(zip(owners, batches, strict=True), start=1):
+        if loader is None:  # decoding here: calibrating, or placed here by it
+            t = time.perf_counter()
+            items = [dataset[i] for i in batch]
+            timing.decode_s, timing.decoded = timing.decode_s + time.perf_counter() - t, timing.decoded + len(batch)
+        else:
+            items = next(loader)
         writer.open()
         good = [it for it in items if "error" not in it]
         if good and n == 1:  # an unverified onnxruntime graph is checked against PyTorch on the first real batch
             engine = first_batch_check(engine, torch.stack([it["lpm"] for it in good]), options.engine == "auto", log)
+        t = time.perf_counter()
         arrays = _forward(engine, good, dist.device, codec_of(plan["fingerprint"]), plan["fields"]) if good else {}
+        if calibrating and n > 1:  # the first pass may compile or warm up: not timed
+            timing.pass_s, timing.passed = timing.pass_s + time.perf_counter() - t, timing.passed + len(good)
         for j, item in enumerate(good):
             writer.write(item["i"], item, {name: a[j] for name, a in arrays.items()})
         for item in items:
@@ -387,6 +435,18 @@ def _run(todo, retry, index, views, engine, dist, options, plan, log) -> int:
         crash_point("preload-committed", n)
         done += len(items)
         progress.update(done, f"{done / max(time.perf_counter() - t0, 1e-9):.1f} img/s")
+        if calibrating and n == CALIBRATION_BATCHES:
+            calibrating, cores = False, torch.get_num_threads()
+            if timing.passed and timing.decoded:
+                placed = place_decoding(timing.decode_s / timing.decoded, timing.pass_s / timing.passed, cores,
+                                        options.num_workers)  # fmt: skip
+            else:  # nothing decoded or passed (all undecodable): the workers as asked
+                placed = Placement(max(1, cores - options.num_workers), options.num_workers, "nothing timed")
+            log(f"preload threads: {placed.threads}, decode workers: {placed.workers} (auto: {placed.why})")
+            if placed.workers:
+                torch.set_num_threads(placed.threads)
+                getattr(engine, "set_threads", lambda _: None)(placed.threads)
+                loader = iter(_loader(dataset, batches[n:], placed.workers))
     progress.close()
     return done
 

@@ -64,6 +64,7 @@ def prepare_inputs(
                 resize=cfg.data.geometry,
                 store_ratio=cfg.data.store_ratio if not getattr(inputs, "reads_any_store", False) else None,
                 engine=cfg.train.engine,
+                threads=cfg.train.threads,
             )  # a store shared by several runs (--store) is written by one of them; the others wait, then reuse it
             preload(index, inputs.store_config(cfg.model), store_at, options, log=log)
         store = FeatureStore(store_at)
