@@ -115,6 +115,12 @@ def test_run_collect_render_skip_and_render_from_records(tmp_path, monkeypatch):
         again = render(plan, collect(plan, runs, results), results, log=lambda *_: None, runs=runs)
     assert [r["auc"] for r in again] == [r["auc"] for r in rows]
     assert json.loads((results / "compare.json").read_text()) == pairs  # the committed comparisons are kept
+    retrained = [dict(r, auc=[a - 0.01 for a in r["auc"]]) if r["folder"] == "linear-64" else r for r in records]
+    stale_lines = []  # linear-64 trained again elsewhere (its record moved by 1 point): its old pairing is not reused
+    render(plan, retrained, results, log=stale_lines.append, runs=runs)
+    assert [c["a"] for c in json.loads((results / "compare.json").read_text())] == ["bitfit@32"]
+    assert any("predates the current run of linear-64" in line for line in stale_lines)
+    (results / "compare.json").write_text(json.dumps(pairs))
     assert json.loads((results / "runs.json").read_text()) == records
     assert (results / "memory.md").read_text() == memory and memory.startswith("<!-- memory tables sha256:")
     plan.memory.batch_size = 8  # the memory section changed: recomputed

@@ -229,6 +229,9 @@ def summary(plan: Plan, r: dict[str, Any]) -> RunSummary:
 
 
 COMPARE_JSON = "compare.json"
+# a committed comparison whose mean test AUC differs from its run's record by more than this is of an earlier run
+# (compare reads the predictions CSV, whose rounded probabilities tie a few pairs: ≤ 0.02 points in the committed plans)
+STALE_AUC_POINTS = 0.05
 
 
 def comparisons(plan: Plan, rows: list[dict[str, Any]], chosen: set[int], runs: Path | None, results: Path,
@@ -239,6 +242,7 @@ def comparisons(plan: Plan, rows: list[dict[str, Any]], chosen: set[int], runs: 
     from ..files import read_json
 
     kept = {(rows[i]["name"], rows[i]["img_size"]): rows[i]["folder"] for i in chosen}
+    mean_auc = {rows[i]["folder"]: 100 * float(np.mean(rows[i]["auc"])) for i in chosen if rows[i]["auc"]}
     old = read_json(results / COMPARE_JSON, ConfigError) if (results / COMPARE_JSON).exists() else []
     committed = {(c["folder_a"], c["folder_b"]): c for c in old}
     out = []
@@ -259,6 +263,12 @@ def comparisons(plan: Plan, rows: list[dict[str, Any]], chosen: set[int], runs: 
                 log(f"compare {fa} vs {fb}: {err}; left out")
                 continue
             result = committed[(fa, fb)]
+            stale = [f for f, key in ((fa, "auc_a"), (fb, "auc_b"))
+                     if abs(result[key] - mean_auc.get(f, -1)) > STALE_AUC_POINTS]  # fmt: skip
+            if stale:  # a side was trained again since: its committed pairing is of predictions no longer recorded
+                log(f"compare {fa} vs {fb}: the committed comparison predates the current run of {' and '.join(stale)} "
+                    f"(test AUC changed); left out — keep both run folders to compare them again")  # fmt: skip
+                continue
         out.append(result | {"a": f"{a[0]}@{a[1]}", "b": f"{b[0]}@{b[1]}", "folder_a": fa, "folder_b": fb})
     return out
 
