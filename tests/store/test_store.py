@@ -506,10 +506,19 @@ def test_threads_n_or_a_single_batch_decode_in_the_workers_asked_for(dataset, tm
     from fptplus.store import writer
 
     loaders, lines = [], []
-    real_loader = writer._loader
+    real_loader, real_make, before = writer._loader, writer.make_engine, torch.get_num_threads()
     monkeypatch.setattr(writer, "_loader", lambda ds, batches, w: loaders.append((len(batches), w)) or
                         real_loader(ds, batches, w))  # fmt: skip
     build(dataset, tmp_path / "n", num_workers=1, threads=1, log=lines.append)
-    build(dataset, tmp_path / "one", num_workers=1, batch_size=16, log=lines.append)  # one batch: nothing to place
-    assert loaders == [(5, 1), (1, 1)]
+    seen = []  # one batch: nothing to place, so the pass keeps the caller's threads beside the worker
+    monkeypatch.setattr(
+        writer, "make_engine", lambda *a, **k: seen.append(torch.get_num_threads()) or real_make(*a, **k)
+    )
+    monkeypatch.setattr(writer, "available_cores", lambda: 7)
+    torch.set_num_threads(1)
+    try:
+        build(dataset, tmp_path / "one", num_workers=1, batch_size=16, log=lines.append)
+    finally:
+        torch.set_num_threads(before)
+    assert loaders == [(5, 1), (1, 1)] and seen == [1]
     assert "preload threads: 1 (--threads), decode workers: 1" in lines

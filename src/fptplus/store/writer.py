@@ -343,11 +343,12 @@ def _preload_locked(index, cfg, spec, out, options, plan, per_sample, dist, t0, 
         fp = plan["fingerprint"]
         previous = torch.get_num_threads()
         try:  # torch's threads are the caller's again afterwards
-            _start_threads(options, dist, log)  # the engine takes torch's thread count when it is made
+            calibrate = _calibrates(options, dist, len(todo) + len(retry))
+            _start_threads(options, dist, calibrate, log)  # the engine takes torch's thread count when it is made
             engine = make_engine(options.engine, lpm, dist.device, fp["weights"], fp.get("backbone_kwargs", {}),
                                  log)  # fmt: skip
             t_run = time.perf_counter()
-            processed = _run(todo, retry, index, views, engine, dist, options, plan, log)
+            processed = _run(todo, retry, index, views, engine, dist, options, plan, calibrate, log)
             run_seconds = time.perf_counter() - t_run
         finally:
             torch.set_num_threads(previous)
@@ -371,15 +372,15 @@ def _calibrates(options: PreloadOptions, dist: _Dist, batches: int) -> bool:
             and batches > CALIBRATION_BATCHES)  # fmt: skip
 
 
-def _start_threads(options: PreloadOptions, dist: _Dist, log: Callable[[str], None]) -> None:
-    """torch's threads for the pass: `threads` N; every core while `auto` may calibrate (`_run` may give cores
-    back to the workers after the first batches); else the caller's (`train` chose them)."""
+def _start_threads(options: PreloadOptions, dist: _Dist, calibrate: bool, log: Callable[[str], None]) -> None:
+    """torch's threads for the pass: `threads` N; every core while `auto` calibrates (`_run` may give cores back to
+    the workers after the first batches); else the caller's (`train` chose them)."""
     if dist.device.type != "cpu":
         return
     if options.threads:
         torch.set_num_threads(options.threads)
         log(f"preload threads: {options.threads} (--threads), decode workers: {options.num_workers}")
-    elif options.threads is None and options.num_workers > 0 and dist.world == 1:
+    elif calibrate:
         torch.set_num_threads(available_cores())
 
 
@@ -398,11 +399,10 @@ def _loader(dataset: _Decode, batches: list[list[int]], workers: int) -> DataLoa
                       persistent_workers=False)  # fmt: skip
 
 
-def _run(todo, retry, index, views, engine, dist, options, plan, log) -> int:
+def _run(todo, retry, index, views, engine, dist, options, plan, calibrating, log) -> int:
     dataset = _Decode(index, views)
     batches = [b for _, b in todo] + [b for _, b in retry]
     owners = [w for w, _ in todo] + [w for w, _ in retry]
-    calibrating = _calibrates(options, dist, len(batches))
     timing = _Timing()
     loader = None if calibrating else iter(_loader(dataset, batches, options.num_workers))
     total = sum(len(b) for b in batches)
@@ -445,7 +445,7 @@ def _run(todo, retry, index, views, engine, dist, options, plan, log) -> int:
             log(f"preload threads: {placed.threads}, decode workers: {placed.workers} (auto: {placed.why})")
             if placed.workers:
                 torch.set_num_threads(placed.threads)
-                getattr(engine, "set_threads", lambda _: None)(placed.threads)
+                engine.set_threads(placed.threads)
                 loader = iter(_loader(dataset, batches[n:], placed.workers))
     progress.close()
     return done
