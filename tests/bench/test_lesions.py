@@ -85,3 +85,22 @@ def test_write_keeps_every_row_and_heads_the_table_with_the_command(tmp_path):
     assert (
         text.startswith("Command: `lesions.py --sizes 224`") and "fused layers [11]" in text and "| 224 | MA |" in text
     )
+
+
+def test_measure_all_runs_each_selector_at_each_size_and_labels_them():
+    """`--importance mean random`: one selection per (size, selector), labelled, the selector recorded; the random
+    ranking keeps other tokens than the mean rule on the same image."""
+    from fptplus.bench.lesions import measure_all
+
+    torch.manual_seed(0)
+    rgb = torch.zeros(3, 60, 90, dtype=torch.uint8)
+    rgb[:, 5:55, 20:70] = torch.randint(40, 255, (3, 50, 50), dtype=torch.uint8)  # content on a black frame
+    mask = torch.zeros(60, 90)
+    mask[20:30, 30:40] = 1
+
+    results = measure_all("vit_small_patch14_dinov2", [56], [], None, 0, lambda: [("a", rgb, {"MA": mask})],
+                          log=lambda _: None, importance=("mean", "random"))  # fmt: skip
+    assert list(results) == ["56", "56 random"]
+    assert [r["importance"] for r in results.values()] == ["mean", "random"]
+    mean, rand = (results[k]["rows"][0]["MA"]["per_layer"] for k in results)
+    assert len(mean) == len(rand) == 6 and mean != rand

@@ -93,10 +93,11 @@ def image_row(name: str, indices: torch.Tensor, prefix: int, content: torch.Tens
 class Selection:
     """The selection at one input size: a trained FPT/FPT+ run (its checkpoint, views and the prompts' attention,
     through `fptplus.viz.explain.Explainer`) or, without a run, the frozen ViT alone with FPT+'s defaults (top 6
-    layers, token ratio 0.2, the paper's mean-attention rule) on the `--crop foreground` letterbox."""
+    layers, token ratio 0.2, the selector `importance`: the paper's mean-attention rule unless another registered
+    one is named) on the `--crop foreground` letterbox."""
 
     def __init__(self, backbone: str, size: int | None = None, run: str | None = None, weights: str | None = None,
-                 seed: int = 0) -> None:  # fmt: skip
+                 seed: int = 0, importance: str = "mean") -> None:  # fmt: skip
         from ..backbones import create_backbone, lpm_spec
         from ..lpm import FrozenLPM
 
@@ -109,13 +110,15 @@ class Selection:
             self.spec = self.explainer.model.spec
             self.layers = list(self.explainer.layers)
             self.label = f"{self.spec.img_size[0]} (run)"
+            self.importance = self.explainer.model.lpm.importance
         else:
             self.explainer = None
             self.spec = lpm_spec(backbone, size)
             vit = create_backbone(backbone, size, weights).eval()
-            self.lpm = FrozenLPM(vit, backbone, layers=6, token_ratio=0.2, importance="mean").eval()
+            self.lpm = FrozenLPM(vit, backbone, layers=6, token_ratio=0.2, importance=importance).eval()
             self.layers = list(self.lpm.layers)
-            self.label = str(size)
+            self.label = str(size) if importance == "mean" else f"{size} {importance}"
+            self.importance = importance
         self.size = self.spec.img_size[0]
 
     @torch.no_grad()
@@ -184,14 +187,17 @@ def table(results: dict[str, dict[str, Any]], kinds: Iterable[str], content: str
 
 def measure_all(backbone: str, sizes: Iterable[int], runs: Iterable[str], weights: str | None, seed: int,
                 images: Callable[[], Iterable[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]],
-                log: Callable[[str], None] = print) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """Every selection — the frozen ViT alone at each size, then each trained run — over `images()` (called once per
-    selection, so the images are streamed, never all held). {label: measure(...) + {"run": folder or None}}."""
+                log: Callable[[str], None] = print,
+                importance: Iterable[str] = ("mean",)) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """Every selection — the frozen ViT alone at each size with each selector in `importance`, then each trained
+    run (its own selector) — over `images()` (called once per selection, so the images are streamed, never all held).
+    {label: measure(...) + {"run": folder or None, "importance": selector}}."""
     torch.set_grad_enabled(False)
     results: dict[str, dict[str, Any]] = {}
-    for size, run in [*((s, None) for s in sizes), *((None, r) for r in runs)]:
-        sel = Selection(backbone, size, run, weights, seed)
-        res = results[sel.label] = {**measure(sel, images()), "run": run}
+    bare = [(s, None, name) for s in sizes for name in importance]
+    for size, run, name in [*bare, *((None, r, "mean") for r in runs)]:
+        sel = Selection(backbone, size, run, weights, seed, name)
+        res = results[sel.label] = {**measure(sel, images()), "run": run, "importance": sel.importance}
         log(f"{sel.label} px: {len(res['rows'])} images in {res['seconds']:.0f} s")
     return results
 
@@ -205,7 +211,7 @@ def write(results: dict[str, dict[str, Any]], out: str | Path, command: str, kin
     first = next(iter(results.values()))
     head = (f"Command: `{command}`; {platform.processor() or platform.machine()}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads. Selection: {backbone}, fused layers {first['layers']}, token ratio "
-            f"0.2, mean-attention rule.{note}\n\n")  # fmt: skip
+            f"0.2; selector: the paper's mean-attention rule unless the size names another.{note}\n\n")  # fmt: skip
     text = head + table(results, kinds, content) + "\n"
     (out / "lesions.md").write_text(text)
     return text
