@@ -202,3 +202,15 @@ def test_a_verdict_of_another_check_version_is_checked_again(tmp_path, monkeypat
     assert engine._verdict() is None
     engine.record.write_text(json.dumps({"verified": False, "check": engines.CHECK_VERSION}))
     assert engine._verdict() is False
+
+
+def test_token_agreement_counts_a_swapped_token_once():
+    """One swapped token of k costs 1/k of its row, however early it sorts (position by position it cost k − 1)."""
+    import torch
+
+    from fptplus.engines import token_agreement
+
+    a = torch.tensor([[0, 1, 2, 3, 4], [9, 8, 7, 6, 5]])
+    b = torch.tensor([[10, 1, 2, 3, 4], [5, 6, 7, 8, 9]])  # row 0: token 0 swapped for 10; row 1: same set
+    assert token_agreement(a, b) == pytest.approx(0.9)
+    assert (a.sort(-1).values == b.sort(-1).values).float().mean().item() == 0.5  # what the position count said

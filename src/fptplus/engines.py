@@ -93,6 +93,19 @@ def graph_key(lpm: FrozenLPM, weights: dict[str, str], backbone_kwargs: dict[str
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def kept_by_both(a: Tensor, b: Tensor) -> Tensor:
+    """(..., k) token indices of two selections -> (..., k) bool: which of a's tokens b kept too (its row)."""
+    sb = b.sort(-1).values
+    pos = torch.searchsorted(sb, a.contiguous()).clamp(max=sb.shape[-1] - 1)
+    return sb.gather(-1, pos) == a
+
+
+def token_agreement(a: Tensor, b: Tensor) -> float:
+    """The share of a's kept tokens that b kept too, row by row (1 swapped token of k costs 1/k of its row; comparing
+    the sorted sets position by position would count every position after the swap)."""
+    return kept_by_both(a, b).float().mean().item()
+
+
 def selection_problems(want: LPMFeatures, got: LPMFeatures, tolerance: float | None = None) -> list[str]:
     """How another engine's selection differs from PyTorch's beyond near-ties (empty: none).
 
@@ -116,12 +129,10 @@ def selection_problems(want: LPMFeatures, got: LPMFeatures, tolerance: float | N
         problems.append(f"the kept tokens' scores differ by up to {worst * limit:.2e} of themselves (> {limit:g})")
     far = 0
     for a, b in ((want, got), (got, want)):  # tokens a kept that b did not, against b's boundary score
-        ib = b.indices.sort(-1).values  # (B, L, H, k)
-        pos = torch.searchsorted(ib, a.indices.contiguous()).clamp(max=ib.shape[-1] - 1)
-        only_a = ib.gather(-1, pos) != a.indices  # (B, L, H, k)
+        only_a = ~kept_by_both(a.indices, b.indices)  # (B, L, H, k)
         far += int((only_a & (off(a.scores, b.scores[..., -1:]) > 1)).sum())
     if far:
-        same = (want.indices.sort(-1).values == got.indices.sort(-1).values).float().mean().item()
+        same = token_agreement(want.indices, got.indices)
         problems.append(
             f"selected tokens agree on {100 * same:.2f} %, and {far} of the others are not near-ties "
             f"(their score is further than {limit:g} from the other side's k-th)"
@@ -219,7 +230,7 @@ class OnnxEngine:
         got = self._run(x)
         order_a, order_b = want.indices.argsort(-1), got.indices.argsort(-1)  # align each row by token position
         ia, ib = want.indices.gather(-1, order_a), got.indices.gather(-1, order_b)  # (B, L, H, k) sorted
-        same = (ia == ib).float().mean().item()
+        same = token_agreement(want.indices, got.indices)
         problems = selection_problems(want, got)
         rows = (ia == ib).all(-1)  # (B, L, H): the rows that kept the same set (near-ties may swap a token)
         for name, order in (("keys", (order_a, order_b)), ("values", (order_a, order_b))):
