@@ -41,6 +41,7 @@ import torch
 from PIL import Image
 
 from fptplus.bench.lesions import measure_all, write
+from fptplus.engines import ENGINES
 from fptplus.selection import selector_names
 
 SEG = "dataset/A. Segmentation"
@@ -94,14 +95,17 @@ def main() -> None:
     ap.add_argument("--runs", nargs="*", default=[], help="trained FPT+ runs: selection + the prompts' attention")
     ap.add_argument("--importance", nargs="+", default=["mean"], choices=selector_names(),
                     help="selectors for --sizes (default: the paper's mean rule); a run keeps its own")  # fmt: skip
+    ap.add_argument("--engine", default="auto", choices=ENGINES, help="the frozen pass for --sizes (fptplus.engines)")
     ap.add_argument("--seed", type=int, default=0, help="which seed of a multi-seed run")
     ap.add_argument("--limit", type=int, default=None, help="first N photographs only (a quick check)")
     ap.add_argument("--out", required=True, help="folder for lesions.json and lesions.md")
     args = ap.parse_args()
     results = measure_all(BACKBONE, args.sizes, args.runs, args.weights, args.seed,
-                          lambda: photographs(args.repo, args.limit), importance=args.importance)  # fmt: skip
+                          lambda: photographs(args.repo, args.limit),
+                          importance=args.importance, engine=args.engine)  # fmt: skip
     command = (f".venv/bin/python benchmarks/idrid-dr/lesions.py --sizes {' '.join(map(str, args.sizes))} "
-               f"--importance {' '.join(args.importance)} --runs {' '.join(args.runs)} --seed {args.seed}")  # fmt: skip
+               f"--importance {' '.join(args.importance)} --engine {args.engine} --runs {' '.join(args.runs)} "
+               f"--seed {args.seed}")  # fmt: skip
     print(write(results, args.out, command, TYPES, "retina", BACKBONE))
 
 

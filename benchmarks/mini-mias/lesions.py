@@ -24,6 +24,7 @@ import torch
 
 from fptplus.bench.lesions import measure_all, write
 from fptplus.data.decode import load_image_file
+from fptplus.engines import ENGINES
 from fptplus.selection import selector_names
 
 BACKBONE = "vit_small_patch14_dinov2"
@@ -66,14 +67,17 @@ def main() -> None:
     ap.add_argument("--runs", nargs="*", default=[], help="trained FPT+ runs: selection + the prompts' attention")
     ap.add_argument("--importance", nargs="+", default=["mean"], choices=selector_names(),
                     help="selectors for --sizes (default: the paper's mean rule); a run keeps its own")  # fmt: skip
+    ap.add_argument("--engine", default="auto", choices=ENGINES, help="the frozen pass for --sizes (fptplus.engines)")
     ap.add_argument("--seed", type=int, default=0, help="which seed of a multi-seed run")
     ap.add_argument("--limit", type=int, default=None, help="first N images only (a quick check)")
     ap.add_argument("--out", required=True, help="folder for lesions.json and lesions.md")
     args = ap.parse_args()
     results = measure_all(BACKBONE, args.sizes, args.runs, args.weights, args.seed,
-                          lambda: mammograms(Path(args.data), args.limit), importance=args.importance)  # fmt: skip
+                          lambda: mammograms(Path(args.data), args.limit),
+                          importance=args.importance, engine=args.engine)  # fmt: skip
     command = (f".venv/bin/python benchmarks/mini-mias/lesions.py --sizes {' '.join(map(str, args.sizes))} "
-               f"--importance {' '.join(args.importance)} --runs {' '.join(args.runs)} --seed {args.seed}")  # fmt: skip
+               f"--importance {' '.join(args.importance)} --engine {args.engine} --runs {' '.join(args.runs)} "
+               f"--seed {args.seed}")  # fmt: skip
     print(write(results, args.out, command, TYPES, "breast", BACKBONE, " Lesions: MIAS's circles."))
 
 

@@ -1,6 +1,9 @@
 """Lesion shares of a selection: patch cover against a per-patch count, the shares against counting by hand."""
 
+import importlib.util
+
 import numpy as np
+import pytest
 import torch
 
 from fptplus.bench.lesions import bootstrap_ratio, content_patches, image_row, patch_cover, table
@@ -102,5 +105,27 @@ def test_measure_all_runs_each_selector_at_each_size_and_labels_them():
                           log=lambda _: None, importance=("mean", "random"))  # fmt: skip
     assert list(results) == ["56", "56 random"]
     assert [r["importance"] for r in results.values()] == ["mean", "random"]
+    assert {r["engine"] for r in results.values()} == {"torch"}
     mean, rand = (results[k]["rows"][0]["MA"]["per_layer"] for k in results)
     assert len(mean) == len(rand) == 6 and mean != rand
+
+
+@pytest.mark.skipif(not (importlib.util.find_spec("openvino") and importlib.util.find_spec("onnxscript")),
+                    reason="needs openvino and onnxscript")  # fmt: skip
+def test_an_exported_engine_measures_what_pytorch_measures(tmp_path, monkeypatch):
+    """`--engine openvino` (verified on the first image) gives PyTorch's selection, so the same shares."""
+    from fptplus.bench.lesions import measure_all
+
+    monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(1)
+    rgb = torch.zeros(3, 60, 90, dtype=torch.uint8)
+    rgb[:, 5:55, 20:70] = torch.randint(40, 255, (3, 50, 50), dtype=torch.uint8)
+    mask = torch.zeros(60, 90)
+    mask[20:30, 30:40] = 1
+    images = [("a", rgb, {"MA": mask}), ("b", rgb.flip(-1), {"MA": mask.flip(-1)})]
+    lines = []
+    got = {e: measure_all("vit_small_patch14_dinov2", [56], [], None, 0, lambda: images, log=lines.append, engine=e)
+           for e in ("torch", "openvino")}  # fmt: skip
+    assert any("engine: openvino (verified against PyTorch on 1 images" in x for x in lines)
+    for a, b in zip(got["torch"]["56"]["rows"], got["openvino"]["56"]["rows"], strict=True):
+        assert a["MA"]["per_layer"] == pytest.approx(b["MA"]["per_layer"], abs=1e-3)

@@ -94,10 +94,12 @@ class Selection:
     """The selection at one input size: a trained FPT/FPT+ run (its checkpoint, views and the prompts' attention,
     through `fptplus.viz.explain.Explainer`) or, without a run, the frozen ViT alone with FPT+'s defaults (top 6
     layers, token ratio 0.2, the selector `importance`: the paper's mean-attention rule unless another registered
-    one is named) on the `--crop foreground` letterbox."""
+    one is named) on the `--crop foreground` letterbox, its pass run by `engine` (`fptplus.engines`: an exported
+    graph is verified against PyTorch on the first image, as a preload's first batch is)."""
 
     def __init__(self, backbone: str, size: int | None = None, run: str | None = None, weights: str | None = None,
-                 seed: int = 0, importance: str = "mean") -> None:  # fmt: skip
+                 seed: int = 0, importance: str = "mean", engine: str = "torch",
+                 log: Callable[[str], None] = print) -> None:  # fmt: skip
         from ..backbones import create_backbone, lpm_spec
         from ..lpm import FrozenLPM
 
@@ -118,7 +120,12 @@ class Selection:
             self.lpm = FrozenLPM(vit, backbone, layers=6, token_ratio=0.2, importance=importance).eval()
             self.layers = list(self.lpm.layers)
             self.label = str(size) if importance == "mean" else f"{size} {importance}"
-            self.importance = importance
+            self.importance, self.log, self.auto = importance, log, engine == "auto"
+            from ..backbones import weights_identity
+            from ..engines import make_engine
+
+            self.engine = make_engine(engine, self.lpm, torch.device("cpu"), weights_identity(backbone, weights), {},
+                                      log)  # fmt: skip
         self.size = self.spec.img_size[0]
 
     @torch.no_grad()
@@ -130,7 +137,11 @@ class Selection:
         box = foreground_box(rgb)
         hr = _letterbox(rgb[:, box[0] : box[2], box[1] : box[3]], (self.size, self.size))
         mean, std = torch.tensor(self.spec.mean)[:, None, None], torch.tensor(self.spec.std)[:, None, None]
-        return hr, self.lpm(((hr.float() / 255 - mean) / std)[None]).indices[0], None
+        from ..engines import first_batch_check
+
+        x = ((hr.float() / 255 - mean) / std)[None]  # (1, 3, S, S)
+        self.engine = first_batch_check(self.engine, x, self.auto, self.log)
+        return hr, self.engine(x).indices[0], None
 
 
 def measure(sel: Selection, images: Iterable[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]) -> dict[str, Any]:
@@ -187,8 +198,8 @@ def table(results: dict[str, dict[str, Any]], kinds: Iterable[str], content: str
 
 def measure_all(backbone: str, sizes: Iterable[int], runs: Iterable[str], weights: str | None, seed: int,
                 images: Callable[[], Iterable[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]],
-                log: Callable[[str], None] = print,
-                importance: Iterable[str] = ("mean",)) -> dict[str, dict[str, Any]]:  # fmt: skip
+                log: Callable[[str], None] = print, importance: Iterable[str] = ("mean",),
+                engine: str = "torch") -> dict[str, dict[str, Any]]:  # fmt: skip
     """Every selection — the frozen ViT alone at each size with each selector in `importance`, then each trained
     run (its own selector) — over `images()` (called once per selection, so the images are streamed, never all held).
     {label: measure(...) + {"run": folder or None, "importance": selector}}."""
@@ -196,9 +207,11 @@ def measure_all(backbone: str, sizes: Iterable[int], runs: Iterable[str], weight
     results: dict[str, dict[str, Any]] = {}
     bare = [(s, None, name) for s in sizes for name in importance]
     for size, run, name in [*bare, *((None, r, "mean") for r in runs)]:
-        sel = Selection(backbone, size, run, weights, seed, name)
-        res = results[sel.label] = {**measure(sel, images()), "run": run, "importance": sel.importance}
-        log(f"{sel.label} px: {len(res['rows'])} images in {res['seconds']:.0f} s")
+        sel = Selection(backbone, size, run, weights, seed, name, engine, log)
+        engine = sel.engine.name if run is None else "torch"  # a trained run's pass: the Explainer's PyTorch
+        res = results[sel.label] = {**measure(sel, images()), "run": run, "importance": sel.importance,
+                                    "engine": engine}  # fmt: skip
+        log(f"{sel.label} px: {len(res['rows'])} images in {res['seconds']:.0f} s ({engine})")
     return results
 
 
