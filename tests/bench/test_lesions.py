@@ -113,10 +113,14 @@ def test_measure_all_runs_each_selector_at_each_size_and_labels_them():
 @pytest.mark.skipif(not (importlib.util.find_spec("openvino") and importlib.util.find_spec("onnxscript")),
                     reason="needs openvino and onnxscript")  # fmt: skip
 def test_an_exported_engine_measures_what_pytorch_measures(tmp_path, monkeypatch):
-    """`--engine openvino` (verified on the first image) gives PyTorch's selection, so the same shares."""
+    """`--engine openvino` (verified on the first image) gives PyTorch's selection, so the same shares; with `auto`
+    each selector gets its own choice (the random ranking's graph does not export: PyTorch runs it)."""
+    from fptplus import engines
     from fptplus.bench.lesions import measure_all
 
     monkeypatch.setenv("FPTPLUS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(engines.ENGINE_ENV, raising=False)
+    monkeypatch.setattr(engines, "RUNTIMES", ("openvino",))
     torch.manual_seed(1)
     rgb = torch.zeros(3, 60, 90, dtype=torch.uint8)
     rgb[:, 5:55, 20:70] = torch.randint(40, 255, (3, 50, 50), dtype=torch.uint8)
@@ -129,3 +133,6 @@ def test_an_exported_engine_measures_what_pytorch_measures(tmp_path, monkeypatch
     assert any("engine: openvino (verified against PyTorch on 1 images" in x for x in lines)
     for a, b in zip(got["torch"]["56"]["rows"], got["openvino"]["56"]["rows"], strict=True):
         assert a["MA"]["per_layer"] == pytest.approx(b["MA"]["per_layer"], abs=1e-3)
+    auto = measure_all("vit_small_patch14_dinov2", [56], [], None, 0, lambda: images, log=lines.append,
+                       importance=("mean", "random", "cls"), engine="auto")  # fmt: skip
+    assert [r["engine"] for r in auto.values()] == ["openvino", "torch", "openvino"]

@@ -208,10 +208,10 @@ def measure_all(backbone: str, sizes: Iterable[int], runs: Iterable[str], weight
     bare = [(s, None, name) for s in sizes for name in importance]
     for size, run, name in [*bare, *((None, r, "mean") for r in runs)]:
         sel = Selection(backbone, size, run, weights, seed, name, engine, log)
-        engine = sel.engine.name if run is None else "torch"  # a trained run's pass: the Explainer's PyTorch
+        ran = sel.engine.name if run is None else "torch"  # a trained run's pass: the Explainer's PyTorch
         res = results[sel.label] = {**measure(sel, images()), "run": run, "importance": sel.importance,
-                                    "engine": engine}  # fmt: skip
-        log(f"{sel.label} px: {len(res['rows'])} images in {res['seconds']:.0f} s ({engine})")
+                                    "engine": ran}  # fmt: skip
+        log(f"{sel.label} px: {len(res['rows'])} images in {res['seconds']:.0f} s ({ran})")
     return results
 
 
