@@ -103,7 +103,7 @@ def test_measure_all_runs_each_selector_at_each_size_and_labels_them():
 
     results = measure_all("vit_small_patch14_dinov2", [56], [], None, 0, lambda: [("a", rgb, {"MA": mask})],
                           log=lambda _: None, importance=("mean", "random"))  # fmt: skip
-    assert list(results) == ["56", "56 random"]
+    assert list(results) == ["56", "56 random"] and torch.is_grad_enabled()  # no global state left behind
     assert [r["importance"] for r in results.values()] == ["mean", "random"]
     assert {r["engine"] for r in results.values()} == {"torch"}
     mean, rand = (results[k]["rows"][0]["MA"]["per_layer"] for k in results)

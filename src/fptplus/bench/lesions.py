@@ -196,14 +196,14 @@ def table(results: dict[str, dict[str, Any]], kinds: Iterable[str], content: str
     return "\n".join(lines)
 
 
+@torch.no_grad()
 def measure_all(backbone: str, sizes: Iterable[int], runs: Iterable[str], weights: str | None, seed: int,
                 images: Callable[[], Iterable[tuple[str, torch.Tensor, dict[str, torch.Tensor]]]],
                 log: Callable[[str], None] = print, importance: Iterable[str] = ("mean",),
                 engine: str = "torch") -> dict[str, dict[str, Any]]:  # fmt: skip
     """Every selection — the frozen ViT alone at each size with each selector in `importance`, then each trained
     run (its own selector) — over `images()` (called once per selection, so the images are streamed, never all held).
-    {label: measure(...) + {"run": folder or None, "importance": selector}}."""
-    torch.set_grad_enabled(False)
+    {label: measure(...) + {"run": folder or None, "importance": selector}}. Gradients stay as the caller had them."""
     results: dict[str, dict[str, Any]] = {}
     bare = [(s, None, name) for s in sizes for name in importance]
     for size, run, name in [*bare, *((None, r, "mean") for r in runs)]:
